@@ -1,0 +1,105 @@
+"""Run a JSON request (SPEC §2–§3): ``execute_request`` and ``aexecute_request``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .engine import Engine, RunConfig, RunOutcome
+from .events import EventBus, Subscriber
+from .graph import Graph, build_graph
+from .jupyter import run_sync
+from .models import ExecutionRequest, ExecutionResult
+from .registry import resolve_tools
+from .results import to_result
+
+__all__ = ["aexecute_request", "execute_request", "parse_request", "prepare"]
+
+RequestLike = ExecutionRequest | Mapping[str, Any] | str | bytes
+
+
+def parse_request(request: RequestLike) -> ExecutionRequest:
+    """The request as a model: accepts the model, a dict, or JSON text (camel or snake case)."""
+    if isinstance(request, ExecutionRequest):
+        return request
+    if isinstance(request, (str, bytes, bytearray)):
+        return ExecutionRequest.model_validate_json(request)
+    if isinstance(request, Mapping):
+        return ExecutionRequest.model_validate(dict(request))
+    raise TypeError(
+        f"request must be an ExecutionRequest, a dict or JSON text, got {type(request).__name__}"
+    )
+
+
+def config_of(request: ExecutionRequest, **overrides: Any) -> RunConfig:
+    """The engine's config (seconds) from a request's config (milliseconds)."""
+    c = request.config
+    values: dict[str, Any] = {
+        "max_concurrent": c.max_concurrent,
+        "failure_mode": c.failure_mode or "continue",
+        "timeout": c.timeout / 1000.0 if c.timeout is not None else None,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return RunConfig(**values)
+
+
+def prepare(
+    request: RequestLike, tools: Mapping[str, Callable[..., Any]] | None = None
+) -> tuple[ExecutionRequest, Graph]:
+    """Parse and validate a request (SPEC §4); raises before anything runs."""
+    model = parse_request(request)
+    return model, build_graph(model, resolve_tools(tools))
+
+
+async def arun_graph(
+    graph: Graph,
+    config: RunConfig,
+    *,
+    backend: Any = None,
+    vault: Mapping[str, Any] | None = None,
+    subscribers: list[Subscriber] | None = None,
+    reuse: Mapping[str, Any] | None = None,
+    on_start: Callable[[Engine], None] | None = None,
+) -> RunOutcome:
+    """Run a validated graph; ``on_start`` sees the engine before it runs (for interrupts)."""
+    engine = Engine(
+        graph, config, backend=backend, vault=vault, bus=EventBus(subscribers), reuse=reuse
+    )
+    if on_start is not None:
+        on_start(engine)
+    return await engine.run()
+
+
+async def aexecute_request(
+    request: RequestLike,
+    tools: Mapping[str, Callable[..., Any]] | None = None,
+    vault: Mapping[str, Any] | None = None,
+    *,
+    backend: Any = None,
+    on_event: Subscriber | None = None,
+) -> ExecutionResult:
+    """Validate and run ``request`` on the running loop; returns the SPEC §3 result."""
+    model, graph = prepare(request, tools)
+    outcome = await arun_graph(
+        graph, config_of(model), backend=backend, vault=vault,
+        subscribers=[on_event] if on_event else None,
+    )
+    return to_result(outcome)
+
+
+def execute_request(
+    request: RequestLike,
+    tools: Mapping[str, Callable[..., Any]] | None = None,
+    vault: Mapping[str, Any] | None = None,
+    *,
+    backend: Any = None,
+    on_event: Subscriber | None = None,
+) -> ExecutionResult:
+    """Validate and run ``request``; works in scripts and inside Jupyter's running loop."""
+    return run_sync(aexecute_request(request, tools, vault, backend=backend, on_event=on_event))
+
+
+def dumps(result: ExecutionResult) -> str:
+    """The camelCase JSON text of a result."""
+    return json.dumps(result.model_dump(by_alias=True, mode="json", exclude_none=True))

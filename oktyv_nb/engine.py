@@ -1,0 +1,600 @@
+"""The scheduler: runs a validated :class:`~oktyv_nb.graph.Graph` on an asyncio loop.
+
+State (all of it lives on one :class:`Engine` and is touched only on the loop's thread):
+
+``records``
+    one :class:`~oktyv_nb.records.TaskRecord` per task, in graph order. A record leaves
+    ``pending`` exactly once for a final status; :meth:`Engine._finish` is the only place
+    that counts it (``nfinished``), so every task ends with exactly one record.
+``remaining``
+    per task, how many dependencies have not finished yet. At zero the task is *ready*.
+``ready``
+    a heap of ready tasks keyed ``(-priority, -chain, index)``: higher priority first, then
+    the task with the longest chain of dependents behind it, then insertion order.
+``open``
+    the attempts now holding a concurrency slot (``len(open) <= max_concurrent``). A
+    task waiting out a retry backoff holds no slot: it sits in ``backoff`` with a timer.
+``stopping``
+    None while new attempts may start; otherwise the code given to tasks that never start:
+    ``RUN_STOPPED`` (stop/rollback mode after a failure), ``EXECUTION_TIMEOUT`` (whole-run
+    timeout) or ``CANCELLED`` (interrupt).
+
+Flow: a finished attempt either schedules a retry or finishes its task; finishing a task
+decrements its dependents' ``remaining`` (or skips them when it did not succeed and they need
+all their dependencies to succeed), then :meth:`Engine._pump` starts ready tasks while slots
+are free. With ``strategy="levels"`` ready tasks of a later level are parked until every task
+of the earlier levels has finished (the original design's level-by-level schedule).
+
+Times are ``time.perf_counter()`` seconds; ``timeout`` values are seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from .backends import Backend, get_backend
+from .errors import (
+    CANCELLED,
+    DEPENDENCY_FAILED,
+    EXECUTION_TIMEOUT,
+    RUN_STOPPED,
+    TASK_TIMEOUT,
+    OktyvError,
+    VariableResolutionError,
+)
+from .events import Event, EventBus, EventKind
+from .graph import Graph, TaskNode
+from .records import (
+    FAILED,
+    FINAL,
+    PENDING,
+    READY,
+    RETRYING,
+    RUNNING,
+    SKIPPED,
+    SUCCESS,
+    AttemptSpan,
+    ErrorInfo,
+    TaskRecord,
+    error_from_exception,
+)
+from .variables import resolve
+from .vault import Redactor, lookup_secrets
+
+__all__ = ["Engine", "RunConfig", "RunOutcome"]
+
+FailureMode = Literal["continue", "stop", "rollback"]
+Strategy = Literal["dependencies", "levels"]
+LOOP_WORKER = "event-loop"
+CANCEL_GRACE = 1.0  # seconds given to cancelled async tools to unwind at the end of a run
+
+perf = time.perf_counter
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """How to run: concurrency bound, failure mode, whole-run ``timeout`` (seconds)."""
+
+    max_concurrent: int = 10
+    failure_mode: FailureMode = "continue"
+    timeout: float | None = None
+    strategy: Strategy = "dependencies"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_concurrent, int) or self.max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be an int >= 1, got {self.max_concurrent!r}")
+        if self.failure_mode not in ("continue", "stop", "rollback"):
+            raise ValueError(
+                f"failure_mode must be 'continue', 'stop' or 'rollback', got {self.failure_mode!r}"
+            )
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {self.timeout!r}")
+        if self.strategy not in ("dependencies", "levels"):
+            raise ValueError(
+                f"strategy must be 'dependencies' or 'levels', got {self.strategy!r}"
+            )
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    """What a run leaves behind: the records and its clock anchors."""
+
+    execution_id: str
+    graph: Graph
+    config: RunConfig
+    records: dict[str, TaskRecord]
+    perf_start: float
+    wall_start: datetime
+    perf_end: float | None = None
+    backend: str = "asyncio"
+    interrupted: bool = False
+    redactor: Redactor = field(default_factory=Redactor)
+
+    def wall(self, t: float) -> datetime:
+        """The UTC datetime of perf-counter time ``t``."""
+        return datetime.fromtimestamp(self.wall_start.timestamp() + (t - self.perf_start), UTC)
+
+
+class _Timeout(Exception):
+    code = TASK_TIMEOUT
+
+
+class Attempt:
+    """One call of a task's tool, holding one concurrency slot until closed."""
+
+    __slots__ = ("closed", "engine", "handle", "node", "rec", "start", "task", "timer")
+
+    def __init__(self, engine: Engine, node: TaskNode, rec: TaskRecord, start: float) -> None:
+        self.engine = engine
+        self.node = node
+        self.rec = rec
+        self.start = start
+        self.closed = False
+        self.task: asyncio.Task[Any] | None = None
+        self.handle: Any = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def __call__(self, ok: bool, value: Any, worker: str | None) -> None:
+        """The backend's ``done`` callback."""
+        self.engine._attempt_done(self, ok, value, worker)
+
+
+class Engine:
+    """Runs one graph once. Use :meth:`run` (a coroutine) and read :attr:`outcome`."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        config: RunConfig | None = None,
+        *,
+        backend: str | Backend | None = None,
+        vault: Mapping[str, Any] | None = None,
+        bus: EventBus | None = None,
+        reuse: Mapping[str, TaskRecord] | None = None,
+    ) -> None:
+        self.graph = graph
+        self.config = config or RunConfig()
+        self.backend = get_backend(backend)
+        self.vault = vault
+        self.bus = bus if bus is not None else EventBus()
+        self.reuse = reuse or {}
+        nodes = graph.nodes
+        self.records = {tid: TaskRecord(tid, n.tool, n.level) for tid, n in nodes.items()}
+        self.remaining = {tid: len(n.deps) for tid, n in nodes.items()}
+        self.ready: list[tuple[int, int, int, TaskNode]] = []
+        self.open: dict[Attempt, None] = {}
+        self.backoff: dict[str, asyncio.TimerHandle] = {}
+        self.stopping: str | None = None
+        self.nfinished = 0
+        self.total = len(nodes)
+        self.succeeded: list[TaskRecord] = []  # in completion order, for rollback
+        self.any_failed = False
+        self.abandoned: list[asyncio.Task[Any]] = []
+        self.redactor = Redactor()
+        levels = config.strategy == "levels" if config else False
+        self.by_level = levels
+        self.level = 0
+        self.parked: list[list[TaskNode]] = [[] for _ in graph.levels] if levels else []
+        self.level_left = [len(lv) for lv in graph.levels] if levels else []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.done: asyncio.Future[None] | None = None
+        self.outcome: RunOutcome | None = None
+        self.perf_start = 0.0
+
+    # ------------------------------------------------------------------ public
+    async def run(self) -> RunOutcome:
+        """Run every task once (with retries); returns when each has its final record.
+
+        On cancellation or KeyboardInterrupt the running tasks are recorded ``CANCELLED``,
+        the rest skipped, :attr:`outcome` holds the partial run, and the interrupt propagates.
+        """
+        loop = self.loop = asyncio.get_running_loop()
+        self.done = loop.create_future()
+        self.perf_start = perf()
+        self.outcome = RunOutcome(
+            execution_id=str(uuid.uuid4()),
+            graph=self.graph,
+            config=self.config,
+            records=self.records,
+            perf_start=self.perf_start,
+            wall_start=datetime.now(UTC),
+            backend=getattr(self.backend, "name", type(self.backend).__name__),
+            redactor=self.redactor,
+        )
+        self.backend.open(loop)
+        timer = None
+        try:
+            self._emit("run_started", None)
+            self._seed()
+            self._pump()
+            self._check()
+            if self.config.timeout is not None and not self.done.done():
+                timer = loop.call_later(self.config.timeout, self._on_run_timeout)
+            await asyncio.shield(self.done)
+            if self.config.failure_mode == "rollback" and self.any_failed:
+                await self._rollback()
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            self.interrupt()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self.outcome.perf_end = perf()
+            await self._cleanup()
+        self._emit("run_finished", None)
+        return self.outcome
+
+    def interrupt(self, code: str = CANCELLED) -> None:
+        """Stop now: running tasks fail with ``code``, the others are skipped. Synchronous."""
+        if self.nfinished == self.total:
+            return
+        if self.outcome is not None:
+            self.outcome.interrupted = True
+        self._halt(code, "the run was interrupted")
+
+    # ------------------------------------------------------------------ scheduling
+    def _seed(self) -> None:
+        now = perf()
+        reused = [self.records[tid] for tid in self.graph.order if tid in self.reuse]
+        for rec in reused:
+            old = self.reuse[rec.task_id]
+            rec.result = old.result
+            rec.reused = True
+            rec.start = rec.end = now
+            rec.worker = old.worker
+            self._finish(rec, SUCCESS, now)
+        for node in self.graph.nodes.values():
+            if not node.deps and self.records[node.id].status == PENDING:
+                self._make_ready(node, now)
+
+    def _make_ready(self, node: TaskNode, now: float) -> None:
+        rec = self.records[node.id]
+        rec.status = READY
+        rec.ready_at = now
+        if self.by_level and node.level > self.level:
+            self.parked[node.level].append(node)
+        else:
+            heapq.heappush(self.ready, (-node.priority, -node.chain, node.index, node))
+        if self.bus:
+            self._emit("task_ready", rec)
+
+    def _pump(self) -> None:
+        ready = self.ready
+        limit = self.config.max_concurrent
+        while ready and len(self.open) < limit and self.stopping is None:
+            self._start(heapq.heappop(ready)[3])
+
+    def _start(self, node: TaskNode) -> None:
+        rec = self.records[node.id]
+        now = perf()
+        rec.status = RUNNING
+        rec.attempts += 1
+        if rec.start is None:
+            rec.start = now
+        att = Attempt(self, node, rec, now)
+        self.open[att] = None
+        if self.bus:
+            self._emit("task_started", rec)
+        try:
+            kwargs = self._arguments(node)
+        except OktyvError as exc:  # bad reference or missing secret: never retried
+            self._attempt_done(att, False, exc, None, retryable=False)
+            return
+        if node.is_async and self.backend.runs_coroutines_on_loop:
+            att.task = self.loop.create_task(self._run_coro(att, node.fn, kwargs))  # type: ignore[union-attr]
+        else:
+            att.handle = self.backend.submit(node.fn, kwargs, att)
+        if node.timeout is not None and not att.closed:
+            att.timer = self.loop.call_later(node.timeout, self._on_timeout, att)  # type: ignore[union-attr]
+
+    async def _run_coro(self, att: Attempt, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+        try:
+            value = await fn(**kwargs)
+        except asyncio.CancelledError:
+            if not att.closed:  # cancelled by the tool itself or by someone else
+                self._attempt_done(
+                    att, False, ErrorInfo(CANCELLED, f"Task {att.node.id} was cancelled"),
+                    LOOP_WORKER, retryable=False,
+                )
+            raise
+        except Exception as exc:
+            self._attempt_done(att, False, exc, LOOP_WORKER)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: record, then propagate
+            self._attempt_done(att, False, exc, LOOP_WORKER, retryable=False)
+            raise
+        else:
+            self._attempt_done(att, True, value, LOOP_WORKER)
+
+    def _arguments(self, node: TaskNode) -> dict[str, Any]:
+        kwargs = resolve(node.params, self._view) if node.has_refs else node.params
+        if node.vault is not None:
+            secrets = lookup_secrets(self.vault, node.vault, node.id)
+            self.redactor.add(secrets.values())
+            kwargs = {**kwargs, "credentials": secrets}
+        return kwargs
+
+    def _view(self, task_id: str) -> Callable[[str], Any]:
+        """A field getter over ``task_id``'s record in its JSON form (SPEC §5)."""
+        rec = self.records[task_id]
+        outcome = self.outcome
+
+        def field(name: str) -> Any:
+            if name == "result":
+                if rec.status != SUCCESS:
+                    raise VariableResolutionError(
+                        f"task {task_id} {rec.status if rec.status in FINAL else 'has not run'}"
+                        f"; it has no result to reference (use ${{{task_id}.status}} or "
+                        f"${{{task_id}.error.message}})",
+                        task_id=task_id,
+                    )
+                return rec.result
+            if name == "status":
+                return rec.status
+            if name == "taskId":
+                return task_id
+            if name == "duration":
+                return rec.duration * 1000.0
+            if name == "attempts":
+                return rec.attempts
+            if name == "error":
+                return self._error_dict(rec.error)
+            if name == "rollbackError":
+                return self._error_dict(rec.rollback_error)
+            if name in ("startTime", "endTime"):
+                t = rec.start if name == "startTime" else rec.end
+                return outcome.wall(t).isoformat() if (t is not None and outcome) else None
+            return {"rolledBack": rec.rolled_back, "reused": rec.reused}[name]
+
+        return field
+
+    def _error_dict(self, err: ErrorInfo | None) -> dict[str, Any] | None:
+        if err is None:
+            return None
+        d = err.to_dict()
+        return self.redactor.value(d) if self.redactor else d
+
+    # ------------------------------------------------------------------ completion
+    def _attempt_done(
+        self, att: Attempt, ok: bool, value: Any, worker: str | None, retryable: bool = True
+    ) -> None:
+        if att.closed:
+            return  # a late outcome of an abandoned attempt: dropped
+        att.closed = True
+        del self.open[att]
+        if att.timer is not None:
+            att.timer.cancel()
+        now = perf()
+        rec = att.rec
+        node = att.node
+        if worker is not None:
+            rec.worker = worker
+        if ok:
+            rec.spans.append(AttemptSpan(att.start, now, SUCCESS, worker))
+            rec.result = value
+            rec.error = None
+            self._finish(rec, SUCCESS, now)
+        else:
+            err = value if isinstance(value, ErrorInfo) else error_from_exception(value)
+            outcome = {TASK_TIMEOUT: "timeout", CANCELLED: "cancelled"}.get(err.code, FAILED)
+            rec.spans.append(AttemptSpan(att.start, now, outcome, worker))
+            rec.error = err
+            if retryable and rec.attempts < node.retry.max_attempts and self.stopping is None:
+                rec.status = RETRYING
+                delay = node.retry.delay(rec.attempts - 1)
+                self.backoff[node.id] = self.loop.call_later(delay, self._retry, node)  # type: ignore[union-attr]
+                if self.bus:
+                    self._emit("task_retrying", rec)
+            else:
+                self._finish(rec, FAILED, now)
+        self._pump()
+        self._check()
+
+    def _retry(self, node: TaskNode) -> None:
+        del self.backoff[node.id]
+        rec = self.records[node.id]
+        rec.status = READY
+        heapq.heappush(self.ready, (-node.priority, -node.chain, node.index, node))
+        self._pump()
+
+    def _on_timeout(self, att: Attempt) -> None:
+        node = att.node
+        err = ErrorInfo(
+            TASK_TIMEOUT,
+            f"Task {node.id} timed out after {node.timeout:g} s (attempt {att.rec.attempts})",
+        )
+        self._abandon(att)
+        self._attempt_done(att, False, err, att.rec.worker)
+
+    def _abandon(self, att: Attempt) -> None:
+        """Cancel an attempt's async task, or tell the backend to drop its call."""
+        if att.task is not None:
+            att.task.cancel()
+            self.abandoned.append(att.task)
+        elif att.handle is not None or not self.backend.runs_coroutines_on_loop:
+            self.backend.abandon(att.handle)
+
+    def _finish(self, rec: TaskRecord, status: str, now: float, propagate: bool = True) -> None:
+        """Give ``rec`` its final ``status``; skip or release its dependents."""
+        rec.status = status
+        rec.end = now
+        if rec.start is None:
+            rec.start = now
+        stack = [rec]
+        records = self.records
+        nodes = self.graph.nodes
+        while stack:
+            rec = stack.pop()
+            status = rec.status
+            self.nfinished += 1
+            node = nodes[rec.task_id]
+            if status == SUCCESS:
+                self.succeeded.append(rec)
+            elif status == FAILED:
+                self.any_failed = True
+                if self.config.failure_mode != "continue" and self.stopping is None:
+                    self.stopping = RUN_STOPPED
+            if self.by_level:
+                self._level_done(node.level)
+            if self.bus:
+                self._emit("task_finished", rec)
+            if not propagate:
+                continue
+            for dep in node.dependents:
+                drec = records[dep.id]
+                if drec.status in FINAL:
+                    continue
+                if status != SUCCESS and dep.trigger == "all_success":
+                    drec.status = SKIPPED
+                    drec.start = drec.end = now
+                    drec.error = _skip_error(rec)
+                    stack.append(drec)
+                else:
+                    left = self.remaining[dep.id] - 1
+                    self.remaining[dep.id] = left
+                    if left == 0:
+                        self._make_ready(dep, now)
+        if self.stopping is not None:
+            for tid in list(self.backoff):  # no new attempt starts after a failure
+                self.backoff.pop(tid).cancel()
+                self._finish(records[tid], FAILED, now, propagate=False)
+
+    def _level_done(self, level: int) -> None:
+        self.level_left[level] -= 1
+        while self.level < len(self.level_left) and self.level_left[self.level] == 0:
+            self.level += 1
+            if self.level < len(self.parked):
+                for node in self.parked[self.level]:
+                    heapq.heappush(self.ready, (-node.priority, -node.chain, node.index, node))
+                self.parked[self.level] = []
+
+    def _check(self) -> None:
+        if self.stopping is not None and not self.open and self.nfinished < self.total:
+            self._skip_rest(self.stopping, "the run stopped after a failure")
+        if self.nfinished == self.total and self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    def _skip_rest(self, code: str, why: str) -> None:
+        now = perf()
+        for rec in self.records.values():
+            if rec.status in FINAL:
+                continue
+            handle = self.backoff.pop(rec.task_id, None)
+            if handle is not None:  # waiting to retry: it ran, so it failed
+                handle.cancel()
+                if code != RUN_STOPPED:
+                    rec.error = ErrorInfo(code, f"Task {rec.task_id}: {why} while it waited to retry")
+                self._finish(rec, FAILED, now, propagate=False)
+            else:
+                rec.status = SKIPPED
+                rec.error = ErrorInfo(code, f"Task {rec.task_id} did not start: {why}")
+                self._finish(rec, SKIPPED, now, propagate=False)
+
+    def _halt(self, code: str, why: str) -> None:
+        """Fail every open attempt with ``code`` and skip everything not started."""
+        self.stopping = code
+        for att in list(self.open):
+            self._abandon(att)
+            self._attempt_done(
+                att, False, ErrorInfo(code, f"Task {att.node.id}: {why}"), att.rec.worker,
+                retryable=False,
+            )
+        self._skip_rest(code, why)
+        self._check()
+
+    def _on_run_timeout(self) -> None:
+        self._halt(EXECUTION_TIMEOUT, f"the run timed out after {self.config.timeout:g} s")
+
+    # ------------------------------------------------------------------ rollback
+    async def _rollback(self) -> None:
+        """Compensate succeeded tasks that declare a rollback, last finished first."""
+        for rec in reversed(self.succeeded):
+            node = self.graph.nodes[rec.task_id]
+            if node.rollback is None or node.rollback_fn is None or rec.reused:
+                continue
+            try:
+                kwargs = resolve(node.rollback.params, self._view)
+                if node.vault is not None:
+                    kwargs = {**kwargs, "credentials": lookup_secrets(self.vault, node.vault, node.id)}
+                await self._call(node.rollback_fn, kwargs, node.timeout)
+            except Exception as exc:
+                rec.rolled_back = False
+                rec.rollback_error = error_from_exception(exc)
+            else:
+                rec.rolled_back = True
+            self._emit("task_rolled_back", rec)
+
+    async def _call(self, fn: Callable[..., Any], kwargs: dict[str, Any], timeout: float | None) -> Any:
+        """One call outside the scheduler (rollbacks), on the same backend."""
+        loop = asyncio.get_running_loop()
+        if _is_coro_fn(fn) and self.backend.runs_coroutines_on_loop:
+            aw = fn(**kwargs)
+        else:
+            fut: asyncio.Future[Any] = loop.create_future()
+
+            def done(ok: bool, value: Any, worker: str | None) -> None:
+                if not fut.done():
+                    (fut.set_result if ok else fut.set_exception)(value)
+
+            self.backend.submit(fn, kwargs, done)
+            aw = fut
+        try:
+            return await asyncio.wait_for(aw, timeout)
+        except TimeoutError:
+            raise _Timeout(f"rollback timed out after {timeout:g} s") from None
+
+    # ------------------------------------------------------------------ plumbing
+    def _emit(self, kind: EventKind, rec: TaskRecord | None) -> None:
+        if self.bus:
+            self.bus.emit(Event(kind, rec, perf() - self.perf_start))
+
+    async def _cleanup(self) -> None:
+        for att in list(self.open):  # only on internal errors: never leave a task behind
+            self._abandon(att)
+        for handle in self.backoff.values():
+            handle.cancel()
+        pending = [t for t in self.abandoned if not t.done()]
+        if pending:
+            try:
+                await asyncio.wait(pending, timeout=CANCEL_GRACE)
+            except BaseException:  # interrupted again while unwinding: leave them cancelled
+                pass
+        try:
+            await self.backend.aclose()
+        except Exception:
+            pass
+
+
+def _skip_error(failed: TaskRecord) -> ErrorInfo:
+    """The error of a task skipped because dependency ``failed`` did not succeed."""
+    dep = failed.task_id
+    if failed.status == FAILED:
+        return ErrorInfo(DEPENDENCY_FAILED, f"Skipped: dependency {dep} failed", cause=dep)
+    root = failed.error.cause if failed.error is not None and failed.error.cause else dep
+    why = f"dependency {dep} was skipped"
+    if root != dep and failed.error is not None and failed.error.code == DEPENDENCY_FAILED:
+        root_dep = _root(failed)
+        why += f" because {root_dep} failed"
+    return ErrorInfo(DEPENDENCY_FAILED, f"Skipped: {why}", cause=dep)
+
+
+def _root(rec: TaskRecord) -> str:
+    msg = rec.error.message if rec.error else ""
+    marker = " because "
+    if marker in msg:
+        return msg.rsplit(marker, 1)[1].removesuffix(" failed")
+    if msg.startswith("Skipped: dependency ") and msg.endswith(" failed"):
+        return msg[len("Skipped: dependency "):-len(" failed")]
+    return rec.error.cause if rec.error and rec.error.cause else rec.task_id
+
+
+def _is_coro_fn(fn: Callable[..., Any]) -> bool:
+    import inspect
+
+    return inspect.iscoroutinefunction(fn)

@@ -1,0 +1,198 @@
+"""Pydantic models of the JSON boundary: the request and the result (SPEC §3).
+
+Field names are snake_case in Python and camelCase in JSON; both spellings are accepted on
+input, and ``model_dump(by_alias=True, mode="json")`` gives the camelCase form. Durations and
+timeouts here are **milliseconds**, as in the original Oktyv design; the Python builder and
+the DataFrame use seconds.
+
+These models are built once per run at the edges. The scheduler never touches them.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "DagEdge",
+    "DagInfo",
+    "ExecutionConfig",
+    "ExecutionRequest",
+    "ExecutionResult",
+    "RetryPolicyModel",
+    "RollbackSpec",
+    "Summary",
+    "TaskError",
+    "TaskResult",
+    "TaskSpec",
+]
+
+TASK_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]*$"
+TASK_ID_MAX = 128
+
+FailureMode = Literal["continue", "stop", "rollback"]
+Trigger = Literal["all_success", "all_done"]
+Backoff = Literal["exponential", "linear"]
+TaskStatus = Literal["success", "failed", "skipped"]
+RunStatus = Literal["success", "partial", "failure"]
+
+
+def jsonable(value: Any) -> Any:
+    """Return ``value`` as JSON-compatible data; objects JSON cannot hold become ``repr``."""
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        pass
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float):  # nan / inf
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return repr(value)
+
+
+AnyJson = Annotated[Any, PlainSerializer(jsonable, when_used="json")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=False
+    )
+
+
+class RetryPolicyModel(_Model):
+    """Retry policy; ``initial_delay`` in milliseconds."""
+
+    max_attempts: int = Field(ge=1)
+    backoff: Backoff = "exponential"
+    initial_delay: float = Field(default=1000.0, ge=0)
+
+
+class RollbackSpec(_Model):
+    """A compensating call run when ``failureMode`` is ``rollback``."""
+
+    tool: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskSpec(_Model):
+    """One task of a request; ``timeout`` in milliseconds per attempt."""
+
+    id: str = Field(min_length=1, max_length=TASK_ID_MAX, pattern=TASK_ID_PATTERN)
+    tool: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    depends_on: list[str] | None = None
+    priority: int | None = Field(default=None, ge=1, le=10)
+    timeout: float | None = Field(default=None, gt=0)
+    vault: str | None = None
+    retry_policy: RetryPolicyModel | None = None
+    rollback: RollbackSpec | None = None
+    run_if: Trigger | None = None
+
+
+class ExecutionConfig(_Model):
+    """Run settings; ``timeout`` (whole run) in milliseconds."""
+
+    max_concurrent: int = Field(default=10, ge=1)
+    failure_mode: FailureMode | None = None
+    timeout: float | None = Field(default=None, gt=0)
+    enable_rollback: bool | None = None
+
+    @model_validator(mode="after")
+    def _rollback_flag(self) -> ExecutionConfig:
+        if self.enable_rollback:
+            if self.failure_mode in ("continue", "stop"):
+                raise ValueError(
+                    f"enableRollback: true contradicts failureMode {self.failure_mode!r}; "
+                    "set failureMode to 'rollback' or drop enableRollback"
+                )
+            self.failure_mode = "rollback"
+        elif self.failure_mode is None:
+            self.failure_mode = "continue"
+        return self
+
+
+class ExecutionRequest(_Model):
+    """A whole request: tasks and run configuration."""
+
+    tasks: list[TaskSpec] = Field(default_factory=list)
+    config: ExecutionConfig = Field(default_factory=ExecutionConfig)
+
+
+# --------------------------------------------------------------------------- results
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class TaskError(_Out):
+    code: str
+    message: str
+    stack: str | None = None
+
+
+class TaskResult(_Out):
+    """The record of one task; ``duration`` in milliseconds."""
+
+    task_id: str
+    status: TaskStatus
+    duration: float
+    result: AnyJson = None
+    error: TaskError | None = None
+    start_time: datetime
+    end_time: datetime
+    attempts: int
+    rolled_back: bool | None = None
+    rollback_error: TaskError | None = None
+    reused: bool | None = None
+
+
+class Summary(_Out):
+    total: int
+    succeeded: int
+    failed: int
+    skipped: int
+
+
+class DagEdge(_Out):
+    from_: str = Field(alias="from")
+    to: str
+
+
+class DagInfo(_Out):
+    levels: list[list[str]]
+    edges: list[DagEdge]
+
+
+class ExecutionResult(_Out):
+    """The result of a run; ``duration`` in milliseconds."""
+
+    execution_id: str
+    status: RunStatus
+    start_time: datetime
+    end_time: datetime
+    duration: float
+    tasks: dict[str, TaskResult]
+    summary: Summary
+    dag: DagInfo
+
+    def to_json(self, **kwargs: Any) -> str:
+        """The camelCase JSON text, without absent optional fields."""
+        return self.model_dump_json(by_alias=True, exclude_none=True, **kwargs)

@@ -1,0 +1,117 @@
+"""Task records: what the engine writes about every task, and nothing else writes.
+
+One :class:`TaskRecord` per task, created before the run starts and finished exactly once
+(status ``success``, ``failed`` or ``skipped``). Times are ``time.perf_counter()`` seconds;
+the run's anchor turns them into wall-clock timestamps at the output edge.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+__all__ = ["AttemptSpan", "ErrorInfo", "TaskRecord", "error_from_exception"]
+
+# Record states: pending -> ready -> running [-> retrying -> ready -> running]* -> final.
+PENDING, READY, RUNNING, RETRYING = "pending", "ready", "running", "retrying"
+SUCCESS, FAILED, SKIPPED = "success", "failed", "skipped"
+FINAL = frozenset((SUCCESS, FAILED, SKIPPED))
+
+
+class ErrorInfo:
+    """``code``, ``message`` and (for raised exceptions) ``stack`` of a failure."""
+
+    __slots__ = ("cause", "code", "message", "stack")
+
+    def __init__(
+        self, code: str, message: str, stack: str | None = None, cause: str | None = None
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.stack = stack
+        self.cause = cause  # for skips: the dependency that caused it
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.stack is not None:
+            d["stack"] = self.stack
+        return d
+
+    def __repr__(self) -> str:
+        return f"ErrorInfo({self.code!r}, {self.message!r})"
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__}: str() of the exception raised>"
+
+
+def error_from_exception(exc: BaseException, code: str | None = None) -> ErrorInfo:
+    """The record of ``exc``: its ``code`` attribute when a non-empty string, else its class
+    name (unless the engine gives a fixed ``code``), ``str(exc)`` and the traceback."""
+    if code is None:
+        c = getattr(exc, "code", None)
+        code = c if isinstance(c, str) and c else type(exc).__name__
+    try:
+        stack = "".join(traceback.format_exception(exc))
+    except Exception:
+        stack = None
+    return ErrorInfo(code, _message(exc), stack)
+
+
+class AttemptSpan:
+    """One attempt of a task: ``start``/``end`` perf-counter seconds, ``outcome`` and
+    where it ran."""
+
+    __slots__ = ("end", "outcome", "start", "worker")
+
+    def __init__(self, start: float, end: float, outcome: str, worker: str | None) -> None:
+        self.start = start
+        self.end = end
+        self.outcome = outcome  # "success" | "failed" | "timeout" | "cancelled"
+        self.worker = worker
+
+    def __repr__(self) -> str:
+        return f"AttemptSpan({self.start:.6f}, {self.end:.6f}, {self.outcome!r})"
+
+
+class TaskRecord:
+    """The fate of one task. ``start``/``end``/``ready_at`` are perf-counter seconds."""
+
+    __slots__ = (
+        "attempts", "end", "error", "level", "ready_at", "result", "reused", "rollback_error",
+        "rolled_back", "spans", "start", "status", "task_id", "tool", "worker",
+    )
+
+    def __init__(self, task_id: str, tool: str, level: int) -> None:
+        self.task_id = task_id
+        self.tool = tool
+        self.level = level
+        self.status = PENDING
+        self.attempts = 0
+        self.ready_at: float | None = None
+        self.start: float | None = None
+        self.end: float | None = None
+        self.result: Any = None
+        self.error: ErrorInfo | None = None
+        self.rolled_back: bool | None = None
+        self.rollback_error: ErrorInfo | None = None
+        self.reused: bool | None = None
+        self.worker: str | None = None
+        self.spans: list[AttemptSpan] = []
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINAL
+
+    @property
+    def duration(self) -> float:
+        """Seconds from first start to end (0 for skipped or unfinished tasks)."""
+        if self.start is None or self.end is None:
+            return 0.0
+        return self.end - self.start
+
+    def __repr__(self) -> str:
+        return f"<TaskRecord {self.task_id} {self.status} attempts={self.attempts}>"

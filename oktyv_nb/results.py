@@ -1,0 +1,246 @@
+"""Results: a finished run as the SPEC §3 model, a pandas DataFrame and statistics.
+
+Everything here reads the engine's records after the fact; nothing reaches back into the
+scheduler. The DataFrame and the statistics are in **seconds**; the JSON result keeps
+milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import DEPENDENCY_FAILED
+from .graph import critical_path
+from .models import ExecutionResult
+from .records import FAILED, SKIPPED, SUCCESS, TaskRecord
+
+if TYPE_CHECKING:
+    from .engine import RunOutcome
+
+__all__ = ["STATUSES", "RunStats", "compare", "to_dataframe", "to_result", "run_stats"]
+
+# Every status a record can show, in display order.
+STATUSES = ["pending", "ready", "running", "retrying", "success", "failed", "skipped"]
+
+
+def to_result(outcome: RunOutcome) -> ExecutionResult:
+    """The SPEC §3 result of a run, secrets scrubbed."""
+    redact = outcome.redactor
+    wall = outcome.wall
+    tasks: dict[str, Any] = {}
+    counts = {SUCCESS: 0, FAILED: 0, SKIPPED: 0}
+    end_perf = outcome.perf_end if outcome.perf_end is not None else outcome.perf_start
+    for tid, rec in outcome.records.items():
+        status = rec.status if rec.status in counts else FAILED
+        counts[status] += 1
+        start = rec.start if rec.start is not None else end_perf
+        end = rec.end if rec.end is not None else end_perf
+        entry: dict[str, Any] = {
+            "task_id": tid,
+            "status": status,
+            "duration": (end - start) * 1000.0,
+            "start_time": wall(start),
+            "end_time": wall(end),
+            "attempts": rec.attempts,
+        }
+        if rec.status == SUCCESS:
+            entry["result"] = redact.value(rec.result) if redact else rec.result
+        if rec.error is not None:
+            entry["error"] = _error(rec, redact)
+        if rec.rolled_back is not None:
+            entry["rolled_back"] = rec.rolled_back
+        if rec.rollback_error is not None:
+            e = rec.rollback_error.to_dict()
+            entry["rollback_error"] = redact.value(e) if redact else e
+        if rec.reused:
+            entry["reused"] = True
+        tasks[tid] = entry
+    ok, failed = counts[SUCCESS], counts[FAILED]
+    status = "success" if not failed else ("partial" if ok else "failure")
+    g = outcome.graph
+    return ExecutionResult.model_validate(
+        {
+            "execution_id": outcome.execution_id,
+            "status": status,
+            "start_time": outcome.wall_start,
+            "end_time": wall(end_perf),
+            "duration": (end_perf - outcome.perf_start) * 1000.0,
+            "tasks": tasks,
+            "summary": {
+                "total": len(tasks),
+                "succeeded": ok,
+                "failed": failed,
+                "skipped": counts[SKIPPED],
+            },
+            "dag": {
+                "levels": g.levels,
+                "edges": [{"from": a, "to": b} for a, b in g.edges()],
+            },
+        }
+    )
+
+
+def _error(rec: TaskRecord, redact: Any) -> dict[str, Any]:
+    d = rec.error.to_dict()  # type: ignore[union-attr]
+    return redact.value(d) if redact else d
+
+
+def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
+    """One row per task, index ``task_id`` (SPEC §7). Seconds; UTC timestamps."""
+    recs = list(outcome.records.values())
+    nodes = outcome.graph.nodes
+    redact = outcome.redactor
+    p0 = outcome.perf_start
+    end_perf = outcome.perf_end if outcome.perf_end is not None else p0
+    nan = float("nan")
+    start = np.array([r.start if r.start is not None else nan for r in recs], dtype=float)
+    end = np.array([r.end if r.end is not None else nan for r in recs], dtype=float)
+    ready = np.array([r.ready_at if r.ready_at is not None else nan for r in recs], dtype=float)
+    ran = np.array([bool(r.spans) for r in recs], dtype=bool)
+    base = outcome.wall_start.timestamp() - p0
+    to_ts = lambda a: pd.to_datetime(a + base, unit="s", utc=True)  # noqa: E731
+    first_start = np.array([r.spans[0].start if r.spans else nan for r in recs], dtype=float)
+    wait = np.where(ran, first_start - ready, nan)
+    del end_perf
+    data = {
+        "tool": [r.tool for r in recs],
+        "level": np.array([r.level for r in recs], dtype=np.int64),
+        "status": pd.Categorical([r.status for r in recs], categories=STATUSES),
+        "attempts": np.array([r.attempts for r in recs], dtype=np.int64),
+        "start": to_ts(start),
+        "end": to_ts(end),
+        "duration_s": np.nan_to_num(end - start, nan=0.0),
+        "wait_s": wait,
+        "depends_on": [list(nodes[r.task_id].deps) for r in recs],
+        "result": [
+            (redact.value(r.result) if redact else r.result) if r.status == SUCCESS else None
+            for r in recs
+        ],
+        "error_code": [r.error.code if r.error else None for r in recs],
+        "error_message": [
+            (redact.text(r.error.message) if redact else r.error.message) if r.error else None
+            for r in recs
+        ],
+        "worker": [r.worker for r in recs],
+        "priority": np.array([nodes[r.task_id].priority for r in recs], dtype=np.int64),
+        "reused": np.array([bool(r.reused) for r in recs], dtype=bool),
+    }
+    df = pd.DataFrame(data, index=pd.Index([r.task_id for r in recs], name="task_id"))
+    df["error_code"] = df["error_code"].astype("string")
+    df["error_message"] = df["error_message"].astype("string")
+    return df
+
+
+@dataclass(frozen=True, slots=True)
+class RunStats:
+    """Timing statistics of a run, in seconds (SPEC §7).
+
+    ``speedup`` = work / makespan; ``efficiency`` = speedup / max_concurrent;
+    ``lower_bound_s`` = max(critical path, work / max_concurrent), the best any schedule
+    could do with these durations; ``bound_ratio`` = makespan / lower bound (1.0 is
+    perfect); ``avg_parallelism`` = mean number of tasks running over the makespan.
+    """
+
+    makespan_s: float
+    work_s: float
+    speedup: float
+    efficiency: float
+    critical_path: list[str]
+    critical_path_s: float
+    lower_bound_s: float
+    bound_ratio: float
+    avg_parallelism: float
+    max_concurrent: int
+    tasks: int
+    succeeded: int
+    failed: int
+    skipped: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>"
+            f"{_fmt(v)}</td></tr>"
+            for k, v in self.to_dict().items()
+        )
+        return f"<table class='oktyv-stats'>{rows}</table>"
+
+    def __str__(self) -> str:
+        return "\n".join(f"{k:>16}: {_fmt(v)}" for k, v in self.to_dict().items())
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return " → ".join(map(str, v)) if v else "—"
+    return str(v)
+
+
+def _div(a: float, b: float) -> float:
+    return a / b if b > 0 else float("nan")
+
+
+def run_stats(outcome: RunOutcome) -> RunStats:
+    """Makespan, work, speedup, critical path and bounds of a finished run."""
+    recs = outcome.records.values()
+    spans = [(s.start, s.end) for r in recs for s in r.spans]
+    durations = {r.task_id: r.duration for r in recs}
+    work = sum(durations.values())
+    busy = sum(e - s for s, e in spans)
+    makespan = max(e for _, e in spans) - min(s for s, _ in spans) if spans else 0.0
+    path, path_s = critical_path(outcome.graph, durations)
+    mc = outcome.config.max_concurrent
+    lower = max(path_s, work / mc)
+    counts = {SUCCESS: 0, FAILED: 0, SKIPPED: 0}
+    for r in recs:
+        if r.status in counts:
+            counts[r.status] += 1
+    return RunStats(
+        makespan_s=makespan,
+        work_s=work,
+        speedup=_div(work, makespan),
+        efficiency=_div(work, makespan) / mc if makespan > 0 else float("nan"),
+        critical_path=path,
+        critical_path_s=path_s,
+        lower_bound_s=lower,
+        bound_ratio=_div(makespan, lower),
+        avg_parallelism=_div(busy, makespan),
+        max_concurrent=mc,
+        tasks=len(outcome.records),
+        succeeded=counts[SUCCESS],
+        failed=counts[FAILED],
+        skipped=counts[SKIPPED],
+    )
+
+
+def skip_cause(rec: TaskRecord) -> str | None:
+    """The dependency whose failure or skip made ``rec`` skip, if any."""
+    if rec.status == SKIPPED and rec.error is not None and rec.error.code == DEPENDENCY_FAILED:
+        return rec.error.cause
+    return None
+
+
+def compare(runs: Iterable[Any] | dict[str, Any], labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row of statistics per run (``Run`` objects, or a dict label -> run)."""
+    if isinstance(runs, dict):
+        labels, runs = list(runs), list(runs.values())
+    runs = list(runs)
+    if labels is None:
+        labels = [getattr(r, "label", None) or f"run {i}" for i, r in enumerate(runs)]
+    rows = []
+    for label, run in zip(labels, runs, strict=True):
+        st = run.stats.to_dict()
+        st["critical_path"] = " → ".join(st["critical_path"])
+        st["strategy"] = run.outcome.config.strategy
+        st["backend"] = run.outcome.backend
+        rows.append({"run": label, **st})
+    return pd.DataFrame(rows).set_index("run")

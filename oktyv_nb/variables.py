@@ -1,0 +1,146 @@
+"""Variables: ``${taskId.path}`` references in params (SPEC §5).
+
+A string that is exactly one reference resolves to the referenced **value**, of any type. A
+reference inside a longer string is formatted into it: ``str()`` for scalars, JSON for dicts
+and lists. The path is walked from the referenced task's record in its JSON form, so the
+first field is one of :data:`RECORD_FIELDS`; later segments walk dict keys, list indices and
+public attributes. Nothing is ever evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from .errors import VariableResolutionError
+
+__all__ = ["REFERENCE", "Reference", "find_references", "has_references", "resolve"]
+
+REFERENCE = re.compile(r"\$\{([^{}]*)\}")
+
+# Fields of a task record's JSON form (SPEC §3) that a path may start with.
+RECORD_FIELDS = (
+    "taskId", "status", "duration", "result", "error", "startTime", "endTime", "attempts",
+    "rolledBack", "rollbackError", "reused",
+)
+
+
+class Reference:
+    """A parsed reference: ``task_id`` and the path segments after it."""
+
+    __slots__ = ("path", "task_id", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        parts = text.strip().split(".")
+        if len(parts) < 2 or not all(parts):
+            raise VariableResolutionError(
+                f"Reference ${{{text}}} needs a task id and a field, like "
+                f"${{{parts[0] or 'task'}.result}}"
+            )
+        self.task_id = parts[0]
+        self.path = tuple(parts[1:])
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
+
+
+def has_references(params: Any) -> bool:
+    """True when any string inside ``params`` contains ``${``."""
+    return any("${" in s for s in _strings(params))
+
+
+def find_references(params: Any) -> list[Reference]:
+    """Every reference in the strings of ``params`` (nested dicts, lists, tuples)."""
+    return [Reference(m) for s in _strings(params) if "${" in s for m in REFERENCE.findall(s)]
+
+
+def _walk(ref: Reference, view: Callable[[str], Any]) -> Any:
+    field = ref.path[0]
+    if field not in RECORD_FIELDS:
+        raise VariableResolutionError(
+            f"${{{ref.text}}}: a task record has no field {field!r}; use one of "
+            + ", ".join(RECORD_FIELDS)
+        )
+    value = view(field)
+    walked = [ref.task_id, field]
+    for seg in ref.path[1:]:
+        value = _step(value, seg, ref, walked)
+        walked.append(seg)
+    return value
+
+
+_MISSING = object()
+
+
+def _step(value: Any, seg: str, ref: Reference, walked: list[str]) -> Any:
+    if isinstance(value, Mapping):
+        if seg in value:
+            return value[seg]
+        if seg.lstrip("-").isdigit() and int(seg) in value:
+            return value[int(seg)]
+        keys = ", ".join(repr(k) for k in list(value)[:10])
+        raise VariableResolutionError(
+            f"${{{ref.text}}}: {'.'.join(walked)} has no key {seg!r} (keys: {keys})"
+        )
+    if isinstance(value, (list, tuple)):
+        if seg.lstrip("-").isdigit():
+            i = int(seg)
+            if -len(value) <= i < len(value):
+                return value[i]
+        raise VariableResolutionError(
+            f"${{{ref.text}}}: {'.'.join(walked)} is a list of {len(value)} items; "
+            f"{seg!r} is not a valid index"
+        )
+    if not seg.startswith("_"):
+        got = getattr(value, seg, _MISSING)
+        if got is not _MISSING and not callable(got):
+            return got
+    raise VariableResolutionError(
+        f"${{{ref.text}}}: {'.'.join(walked)} ({type(value).__name__}) has no field {seg!r}"
+    )
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def resolve(params: Any, lookup: Callable[[str], Callable[[str], Any]]) -> Any:
+    """``params`` with every reference replaced.
+
+    ``lookup(task_id)`` returns a function that gives a field of that task's record in JSON
+    form (``view("result")``); it raises VariableResolutionError when the field may not be
+    read (a failed dependency's result).
+    """
+    if isinstance(params, str):
+        if "${" not in params:
+            return params
+        m = REFERENCE.fullmatch(params)
+        if m:
+            ref = Reference(m.group(1))
+            return _walk(ref, lookup(ref.task_id))
+
+        def sub(m: re.Match[str]) -> str:
+            ref = Reference(m.group(1))
+            return _format(_walk(ref, lookup(ref.task_id)))
+
+        return REFERENCE.sub(sub, params)
+    if isinstance(params, dict):
+        return {k: resolve(v, lookup) for k, v in params.items()}
+    if isinstance(params, list):
+        return [resolve(v, lookup) for v in params]
+    if isinstance(params, tuple):
+        return tuple(resolve(v, lookup) for v in params)
+    return params
