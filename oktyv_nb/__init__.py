@@ -6,6 +6,7 @@ rendered with graphviz, run it in the notebook's kernel and analyse ``run.df``.
 
 from . import tools
 from .api import aexecute_request, execute_request
+from .dag import DAG, Rollback
 from .errors import (
     CircularDependencyError,
     DuplicateTaskError,
@@ -20,11 +21,24 @@ from .events import Event, EventBus
 from .graph import RetryPolicy
 from .models import ExecutionRequest, ExecutionResult
 from .registry import ToolRegistry, default_registry, tool
+from .results import RunStats, compare
+from .run import Run
 from .vault import EnvVault
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # The widget form pulls in ipywidgets; load it on first use only.
+    if name == "builder":
+        from .widgets import builder
+
+        return builder
+    raise AttributeError(f"module 'oktyv_nb' has no attribute {name!r}")
+
+
 __all__ = [
+    "DAG",
     "CircularDependencyError",
     "DuplicateTaskError",
     "EnvVault",
@@ -36,11 +50,16 @@ __all__ = [
     "MissingDependencyError",
     "OktyvError",
     "RetryPolicy",
+    "Rollback",
+    "Run",
+    "RunStats",
     "ToolNotFoundError",
     "ToolRegistry",
     "VariableResolutionError",
     "VaultNotFoundError",
     "aexecute_request",
+    "builder",
+    "compare",
     "default_registry",
     "execute_request",
     "tool",
