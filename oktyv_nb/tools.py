@@ -12,6 +12,7 @@ reference them with ``${task.result...}``.
 """
 
 import asyncio
+import base64
 import contextlib
 import json as _json
 import math
@@ -382,14 +383,35 @@ def _headers_dict(headers: Message) -> dict[str, str]:
     return out
 
 
+def _auth_headers(tool: str, credentials: Mapping[str, Any] | None) -> dict[str, str]:
+    if credentials is None:
+        return {}
+    if not isinstance(credentials, Mapping):
+        raise ToolParamError(
+            f"{tool}: credentials must be a mapping from the vault, got "
+            f"{type(credentials).__name__}; give the task vault='<set>' instead of passing it"
+        )
+    if "token" in credentials:
+        return {"Authorization": f"Bearer {credentials['token']}"}
+    if "username" in credentials and "password" in credentials:
+        pair = f"{credentials['username']}:{credentials['password']}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
+    return {}
+
+
 def http_request(
     url: str,
     method: str = "GET",
     json: Any = None,
     headers: Mapping[str, str] | None = None,
     timeout: float = 30.0,
+    credentials: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Send an HTTP(S) request with the standard library (``urllib.request``).
+
+    ``credentials`` is what the engine passes for a task with ``vault=``: a ``token`` becomes
+    ``Authorization: Bearer <token>``; ``username`` and ``password`` become HTTP basic auth;
+    any other keys are ignored. Explicit ``headers`` win.
 
     ``url`` must use ``http`` or ``https``. ``method`` is an HTTP method (case-insensitive).
     ``json``, when not ``None``, is sent as a JSON body with ``Content-Type:
@@ -434,7 +456,7 @@ def http_request(
             )
     limit = _check_seconds(tool, "timeout", timeout, optional=False, allow_zero=False)
     data: bytes | None = None
-    send_headers = dict(headers)
+    send_headers = {**_auth_headers(tool, credentials), **headers}
     if json is not None:
         try:
             data = _json.dumps(json).encode("utf-8")
@@ -496,6 +518,12 @@ def http_request(
 # SQLite
 
 
+def _sql_value(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return _json.dumps(value)
+    return value
+
+
 def sqlite(
     database: StrPath,
     sql: str,
@@ -504,7 +532,7 @@ def sqlite(
     """Execute one SQL statement on the SQLite file ``database`` and commit.
 
     ``params`` binds the statement's placeholders: a list/tuple for ``?`` or a dict for
-    ``:name``. The file is created if missing (its directory must exist); ``":memory:"`` gives
+    ``:name``; a dict or list *value* is bound as JSON text (for SQLite's ``json_each``). The file is created if missing (its directory must exist); ``":memory:"`` gives
     a throw-away database.
 
     Returns the rows as a list of dicts (column name -> value) for statements that produce
@@ -529,7 +557,11 @@ def sqlite(
     if params is None:
         bound = ()
     elif isinstance(params, list | tuple | Mapping):
-        bound = params if isinstance(params, Mapping) else tuple(params)
+        bound = (
+            {k: _sql_value(v) for k, v in params.items()}
+            if isinstance(params, Mapping)
+            else tuple(_sql_value(v) for v in params)
+        )
     else:
         raise _fail(
             tool,
