@@ -1,31 +1,48 @@
 """The fluent builder: ``ok.DAG(...).task(...).task(...)`` (SPEC §2).
 
-A :class:`DAG` holds task specs (the request's own model) and a registry of the callables
-given to it, so ``to_request()`` / ``from_request()`` convert both ways without loss. Times
-in the builder are **seconds**; the request keeps milliseconds.
+A :class:`DAG` holds task specs (the request's own model, milliseconds) and a registry of
+the callables given to it, so :meth:`DAG.to_request` and :meth:`DAG.from_request` convert
+both ways without loss. Times in the builder are **seconds** (``timeout=5.0``); the request
+keeps milliseconds (``"timeout": 5000``).
+
+Arguments are checked when a task is added (:meth:`DAG.task` raises at once for a duplicate
+id, a malformed id, a bad priority, timeout or retry setting); what depends on the whole DAG
+(unknown dependencies, cycles, unknown tool names) is checked when it runs, or on
+:meth:`DAG.validate`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import contextvars
+import math
+import re
+import threading
+import time
+import types
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from html import escape
 from typing import TYPE_CHECKING, Any
 
 from .api import RequestLike, arun_graph, parse_request
 from .engine import Engine, RunConfig
-from .errors import DuplicateTaskError
+from .errors import CircularDependencyError, DuplicateTaskError, OktyvError
 from .events import Subscriber
 from .graph import Graph, RetryPolicy, build_graph
 from .jupyter import in_notebook, run_sync
 from .models import (
+    TASK_ID_MAX,
+    TASK_ID_PATTERN,
     ExecutionConfig,
     ExecutionRequest,
     RetryPolicyModel,
     RollbackSpec,
     TaskSpec,
 )
+from .records import SUCCESS, TaskRecord
 from .registry import ToolRegistry, default_registry, resolve_tools
 from .tools import BUILTIN_TOOLS
+from .variables import find_references, has_references
 
 if TYPE_CHECKING:
     import graphviz
@@ -36,6 +53,14 @@ if TYPE_CHECKING:
 __all__ = ["DAG", "Rollback"]
 
 Tool = Callable[..., Any] | str
+
+_ID = re.compile(TASK_ID_PATTERN)
+_TRIGGERS = ("all_success", "all_done")
+#: DAGs with more tasks than this show their outline, not the drawn graph, in a notebook.
+GRAPH_LIMIT = 300
+# How deep in nested runs this context is: a run started from inside another run (a tool or
+# a callback calling dag.run()) shows no live view of its own by default.
+_RUN_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("oktyv_run_depth", default=0)
 
 
 @dataclass(frozen=True)
@@ -51,20 +76,55 @@ class Rollback:
         object.__setattr__(self, "params", params)
 
 
-def _seconds_to_ms(value: float | None, what: str) -> float | None:
-    if value is None:
-        return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{what} must be a number of seconds > 0, got {value!r}")
-    return float(value) * 1000.0
+# ---------------------------------------------------------------------- unit conversions
+def seconds_to_ms(seconds: float) -> float:
+    """``seconds`` in milliseconds, as the shortest decimal that converts back exactly
+    (``1.1`` s gives ``1100.0`` ms, not ``1100.0000000000002``)."""
+    ms = seconds * 1000.0
+    for digits in range(10):
+        r = round(ms, digits)
+        if r / 1000.0 == seconds:
+            return r
+    return ms
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_seconds(value: Any, task_id: str, name: str) -> float:
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"Task {task_id}: {name} must be a number of seconds > 0 (e.g. {name}=5.0), "
+            f"got {value!r}"
+        )
+    return float(value)
+
+
+def _same_callable(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    # a bound method is a new object on every attribute access: compare by owner + function
+    return isinstance(a, types.MethodType) and isinstance(b, types.MethodType) and a == b
+
+
+def _spec_equal(a: TaskSpec, b: TaskSpec) -> bool:
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # params that do not compare (arrays, frames): treat as changed
+        return False
 
 
 class DAG:
     """A DAG of tasks built fluently; every builder method returns the DAG.
 
     ``max_concurrent`` bounds tasks running at once; ``failure_mode`` is ``continue``,
-    ``stop`` or ``rollback``; ``timeout`` bounds the whole run (seconds); ``strategy`` is
-    ``dependencies`` (default) or ``levels``; ``backend`` says where tools run.
+    ``stop`` or ``rollback``; ``timeout`` bounds the whole run (**seconds**); ``strategy`` is
+    ``dependencies`` (default) or ``levels``; ``backend`` says where tools run (a name or a
+    backend object); ``tools`` maps extra tool names to callables (a dict or an
+    ``ok.ToolRegistry``, copied); ``vault`` holds the secret sets tasks name (SPEC §8).
     """
 
     def __init__(
@@ -79,6 +139,12 @@ class DAG:
         tools: Mapping[str, Callable[..., Any]] | None = None,
         vault: Mapping[str, Any] | None = None,
     ) -> None:
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"DAG name must be a string, got {type(name).__name__}")
+        if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
+            raise TypeError(f"max_concurrent must be an int >= 1, got {max_concurrent!r}")
+        if timeout is not None and (not _is_number(timeout) or not timeout > 0):
+            raise ValueError(f"DAG timeout must be a number of seconds > 0, got {timeout!r}")
         self.name = name
         self.config = RunConfig(max_concurrent, failure_mode, timeout, strategy)  # type: ignore[arg-type]
         self.backend = backend
@@ -87,11 +153,15 @@ class DAG:
         self.specs: dict[str, TaskSpec] = {}
         self.last_run: Run | None = None
         self._graph: Graph | None = None
+        # Exact JSON values of a request this DAG came from, kept so that to_request() gives
+        # them back unchanged: (seconds, ms) of the run timeout, and enableRollback.
+        self._timeout_ms: tuple[float, float] | None = None
+        self._enable_rollback = False
 
     # ------------------------------------------------------------------ building
     def task(
         self,
-        id: str,  # noqa: A002 - the SPEC's name
+        id: str,  # the SPEC's name (shadows the builtin here only)
         tool: Tool,
         *,
         after: Sequence[str] | str | None = None,
@@ -104,71 +174,173 @@ class DAG:
         trigger: str | None = None,
         **params: Any,
     ) -> DAG:
-        """Add task ``id`` calling ``tool(**params)``.
+        """Add task ``id`` calling ``tool(**params)``; returns the DAG.
 
-        ``after`` adds explicit dependencies (``${ref}`` params add theirs implicitly);
-        ``timeout`` is seconds per attempt; ``retries=N`` allows N more attempts with
+        ``tool`` is a callable (sync or async) or the name of a registered tool (``ok.tool``,
+        the DAG's ``tools``, a built-in). ``after`` adds explicit dependencies (``${ref}``
+        params add theirs implicitly); ``priority`` is 1..10 (default 5, higher starts first);
+        ``timeout`` is **seconds** per attempt; ``retries=N`` allows N more attempts with
         exponential backoff from 1 s, ``retry=ok.RetryPolicy(...)`` gives full control;
-        ``trigger`` is ``all_success`` (default) or ``all_done``.
+        ``rollback=ok.Rollback(tool, **params)`` compensates the task in ``rollback`` mode;
+        ``vault`` names the secret set passed as ``credentials``; ``trigger`` is
+        ``all_success`` (default) or ``all_done``.
         """
-        if id in self.specs:
-            raise DuplicateTaskError(id)
+        task_id = self._check_id(id)
         if retries is not None and retry is not None:
-            raise ValueError(f"Task {id}: give retries=N or retry=RetryPolicy(...), not both")
+            raise ValueError(
+                f"Task {task_id}: give retries=N or retry=ok.RetryPolicy(...), not both"
+            )
         policy = None
         if retries is not None:
-            if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-                raise ValueError(f"Task {id}: retries must be an int >= 0, got {retries!r}")
-            policy = RetryPolicyModel(max_attempts=retries + 1, backoff="exponential",
-                                      initial_delay=1000.0)
+            if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+                raise ValueError(
+                    f"Task {task_id}: retries must be an int >= 0 (the number of extra "
+                    f"attempts), got {retries!r}"
+                )
+            policy = RetryPolicyModel(
+                max_attempts=retries + 1, backoff="exponential", initial_delay=1000.0
+            )
         elif retry is not None:
-            if not isinstance(retry, RetryPolicy):
-                raise TypeError(f"Task {id}: retry must be an ok.RetryPolicy, got {retry!r}")
-            policy = RetryPolicyModel(max_attempts=retry.max_attempts, backoff=retry.backoff,  # type: ignore[arg-type]
-                                      initial_delay=retry.initial_delay * 1000.0)
-        if isinstance(after, str):
-            after = [after]
+            policy = self._retry_policy(retry, task_id)
+        if priority is not None and (
+            isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 10
+        ):
+            raise ValueError(
+                f"Task {task_id}: priority must be an int from 1 to 10 (default 5), "
+                f"got {priority!r}"
+            )
+        timeout_ms = (
+            seconds_to_ms(_check_seconds(timeout, task_id, "timeout"))
+            if timeout is not None else None
+        )
+        if trigger is not None and trigger not in _TRIGGERS:
+            raise ValueError(
+                f"Task {task_id}: trigger must be 'all_success' or 'all_done', got {trigger!r}"
+            )
+        if vault is not None:
+            if not isinstance(vault, str) or not vault:
+                raise ValueError(
+                    f"Task {task_id}: vault must be the name of a secret set (a non-empty "
+                    f"string), got {vault!r}"
+                )
+            if "credentials" in params:
+                raise ValueError(
+                    f"Task {task_id}: the vault set {vault!r} is passed to the tool as "
+                    "`credentials`; remove the credentials= param or the vault"
+                )
+        deps = self._check_after(after, task_id)
+        self._check_references(params, task_id)
         spec = TaskSpec(
-            id=id,
-            tool=self._tool_name(tool, id),
+            id=task_id,
+            tool=self._tool_name(tool, task_id),
             params=params,
-            depends_on=list(after) if after else None,
+            depends_on=deps,
             priority=priority,
-            timeout=_seconds_to_ms(timeout, f"Task {id}: timeout"),
+            timeout=timeout_ms,
             vault=vault,
             retry_policy=policy,
-            rollback=self._rollback(rollback, id),
+            rollback=self._rollback(rollback, task_id),
             run_if=trigger,  # type: ignore[arg-type]
         )
-        self.specs[id] = spec
+        self.specs[task_id] = spec
         self._graph = None
         return self
 
     def remove(self, task_id: str) -> DAG:
-        """Remove a task (tasks that depend on it will fail validation until fixed)."""
+        """Remove a task (tasks that depend on it fail validation until fixed)."""
+        if task_id not in self.specs:
+            raise KeyError(f"no task {task_id!r} in this DAG; tasks: {', '.join(self.specs)}")
         del self.specs[task_id]
         self._graph = None
         return self
 
+    def _check_id(self, task_id: Any) -> str:
+        if not isinstance(task_id, str):
+            raise TypeError(f"a task id must be a string, got {type(task_id).__name__}")
+        if not _ID.match(task_id) or len(task_id) > TASK_ID_MAX:
+            raise ValueError(
+                f"Task id {task_id!r} is not valid: ids are 1-{TASK_ID_MAX} characters of "
+                "letters, digits, _ and - (not starting with -), so that ${id.result} can "
+                "reference them"
+            )
+        if task_id in self.specs:
+            raise DuplicateTaskError(task_id)
+        return task_id
+
+    @staticmethod
+    def _check_after(after: Any, task_id: str) -> list[str] | None:
+        if after is None:
+            return None
+        items = [after] if isinstance(after, str) else after
+        if not isinstance(items, (list, tuple)):
+            raise TypeError(
+                f"Task {task_id}: after must be a task id or a list of task ids, got "
+                f"{type(after).__name__}"
+            )
+        deps: dict[str, None] = {}
+        for d in items:
+            if not isinstance(d, str) or not d:
+                raise TypeError(f"Task {task_id}: after must hold task ids (strings), got {d!r}")
+            if d == task_id:
+                raise CircularDependencyError([task_id, task_id])
+            deps[d] = None
+        return list(deps) or None
+
+    @staticmethod
+    def _check_references(
+        params: Mapping[str, Any], task_id: str, allow_self: bool = False
+    ) -> None:
+        if not has_references(params):
+            return
+        try:
+            refs = find_references(params)
+        except OktyvError as exc:
+            exc.task_id = task_id
+            exc.message = f"Task {task_id}: {exc}"
+            exc.args = (exc.message,)
+            raise
+        if not allow_self and any(r.task_id == task_id for r in refs):
+            raise CircularDependencyError([task_id, task_id])
+
+    @staticmethod
+    def _retry_policy(retry: Any, task_id: str) -> RetryPolicyModel:
+        if isinstance(retry, RetryPolicyModel):
+            return retry.model_copy()
+        if not isinstance(retry, RetryPolicy):
+            raise TypeError(
+                f"Task {task_id}: retry must be ok.RetryPolicy(max_attempts=..., backoff=..., "
+                f"initial_delay=<seconds>), got {retry!r}"
+            )
+        return RetryPolicyModel(
+            max_attempts=retry.max_attempts,
+            backoff=retry.backoff,  # type: ignore[arg-type]
+            initial_delay=seconds_to_ms(retry.initial_delay),
+        )
+
     def _tool_name(self, tool: Tool, task_id: str) -> str:
+        """The registered name of ``tool``; a callable not registered yet is added to this
+        DAG's ``tools`` under its ``__name__`` (made unique)."""
         if isinstance(tool, str):
             if not tool:
-                raise ValueError(f"Task {task_id}: tool name must not be empty")
+                raise ValueError(f"Task {task_id}: the tool name must not be empty")
             return tool
         if not callable(tool):
             raise TypeError(
-                f"Task {task_id}: tool must be a callable or a registered tool name, "
+                f"Task {task_id}: tool must be a callable or the name of a registered tool, "
                 f"got {type(tool).__name__}"
             )
+        table = resolve_tools(self.tools)
         for registry in (self.tools, default_registry, BUILTIN_TOOLS):
             for name, fn in registry.items():
-                if fn is tool:
+                # the name must also find this very callable when the run looks it up
+                if _same_callable(fn, tool) and _same_callable(table.get(name), tool):
                     return name
-        base = getattr(tool, "__name__", None) or type(tool).__name__
-        if not base.isidentifier():  # <lambda>
+        target = tool.func if hasattr(tool, "func") else tool  # functools.partial
+        base = getattr(target, "__name__", None) or type(target).__name__
+        if not _ID.match(base):  # <lambda>, <locals> ...
             base = f"{task_id}_tool"
         name, n = base, 2
-        while name in self.tools or name in BUILTIN_TOOLS or name in default_registry:
+        while name in table:
             name = f"{base}_{n}"
             n += 1
         self.tools[name] = tool
@@ -177,12 +349,12 @@ class DAG:
     def _rollback(self, rollback: Any, task_id: str) -> RollbackSpec | None:
         if rollback is None:
             return None
+        if isinstance(rollback, RollbackSpec):
+            return rollback.model_copy(deep=True)
         if isinstance(rollback, Rollback):
             tool, params = rollback.tool, rollback.params
-        elif isinstance(rollback, RollbackSpec):
-            return rollback
-        elif isinstance(rollback, Mapping):
-            tool, params = rollback["tool"], rollback.get("params", {})
+        elif isinstance(rollback, Mapping) and "tool" in rollback:
+            tool, params = rollback["tool"], rollback.get("params") or {}
         elif isinstance(rollback, tuple) and len(rollback) == 2:
             tool, params = rollback
         else:
@@ -190,20 +362,35 @@ class DAG:
                 f"Task {task_id}: rollback must be ok.Rollback(tool, **params), "
                 f"(tool, params) or {{'tool': ..., 'params': {{...}}}}, got {rollback!r}"
             )
+        if not isinstance(params, Mapping):
+            raise TypeError(f"Task {task_id}: rollback params must be a mapping, got {params!r}")
+        self._check_references(params, task_id, allow_self=True)  # ${<itself>.result...}
         return RollbackSpec(tool=self._tool_name(tool, task_id), params=dict(params))
 
     # ------------------------------------------------------------------ conversions
     def to_request(self) -> ExecutionRequest:
-        """The JSON request (SPEC §3) of this DAG; ``.model_dump(by_alias=True)`` for a dict."""
+        """The JSON request (SPEC §3, milliseconds) of this DAG;
+        ``.model_dump(by_alias=True, mode="json", exclude_none=True)`` gives the camelCase
+        dict. Vault *names* are kept, secrets never (they are not part of a DAG's tasks)."""
         c = self.config
+        timeout_ms = None
+        if c.timeout is not None:
+            kept = self._timeout_ms
+            timeout_ms = kept[1] if kept and kept[0] == c.timeout else seconds_to_ms(c.timeout)
+        rollback_flag = True if self._enable_rollback and c.failure_mode == "rollback" else None
         return ExecutionRequest(
-            tasks=[s.model_copy(deep=True) for s in self.specs.values()],
+            tasks=[_copy(s) for s in self.specs.values()],
             config=ExecutionConfig(
                 max_concurrent=c.max_concurrent,
                 failure_mode=c.failure_mode,
-                timeout=c.timeout * 1000.0 if c.timeout is not None else None,
+                timeout=timeout_ms,
+                enable_rollback=rollback_flag,
             ),
         )
+
+    def to_json(self, **kwargs: Any) -> str:
+        """The request as camelCase JSON text (absent optional fields left out)."""
+        return self.to_request().model_dump_json(by_alias=True, exclude_none=True, **kwargs)
 
     @classmethod
     def from_request(
@@ -214,49 +401,63 @@ class DAG:
         name: str | None = None,
         **config: Any,
     ) -> DAG:
-        """A DAG equal to ``request``; ``tools`` maps its tool names to callables."""
+        """A DAG equal to ``request`` (a model, a dict or JSON text; milliseconds there,
+        seconds here); ``tools`` maps its tool names to callables. ``config`` overrides or
+        adds settings the request does not carry (``strategy``, ``backend``, ``vault``)."""
         model = parse_request(request)
         c = model.config
+        timeout_s = c.timeout / 1000.0 if c.timeout is not None else None
         settings: dict[str, Any] = {
             "max_concurrent": c.max_concurrent,
             "failure_mode": c.failure_mode or "continue",
-            "timeout": c.timeout / 1000.0 if c.timeout is not None else None,
+            "timeout": timeout_s,
         }
         settings.update(config)
         dag = cls(name, tools=tools, **settings)
+        if c.timeout is not None:
+            dag._timeout_ms = (timeout_s, c.timeout)  # type: ignore[assignment]
+        dag._enable_rollback = bool(c.enable_rollback)
         for spec in model.tasks:
             if spec.id in dag.specs:
                 raise DuplicateTaskError(spec.id)
-            dag.specs[spec.id] = spec.model_copy(deep=True)
+            dag.specs[spec.id] = _copy(spec)
         return dag
 
-    def copy(self) -> DAG:
-        """An independent copy (same tools)."""
-        new = DAG.from_request(self.to_request(), self.tools, name=self.name)
-        new.config = self.config
-        new.backend = self.backend
-        new.vault = self.vault
+    def copy(self, name: str | None = None) -> DAG:
+        """An independent copy with the same tools and settings (``name`` renames it)."""
+        new = DAG(
+            self.name if name is None else name,
+            max_concurrent=self.config.max_concurrent,
+            failure_mode=self.config.failure_mode,
+            timeout=self.config.timeout,
+            strategy=self.config.strategy,
+            backend=self.backend,
+            tools=self.tools,
+            vault=self.vault,
+        )
+        new._timeout_ms = self._timeout_ms
+        new._enable_rollback = self._enable_rollback
+        new.specs = {tid: _copy(s) for tid, s in self.specs.items()}
         return new
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DAG):
             return NotImplemented
-        return (
-            self.to_request() == other.to_request()
-            and self.config == other.config
-        )
+        return self.to_request() == other.to_request() and self.config == other.config
 
     __hash__ = None  # type: ignore[assignment]
 
     # ------------------------------------------------------------------ inspection
     def validate(self) -> Graph:
-        """Check the DAG (SPEC §4) and return its graph; raises an OktyvError."""
+        """Check the whole DAG (SPEC §4) and return its graph; raises an ``ok.OktyvError``
+        (a ``ValueError``) naming the task and the fix."""
         if self._graph is None:
-            self._graph = build_graph(self.to_request_fast(), resolve_tools(self.tools))
+            self._graph = self._build()
         return self._graph
 
-    def to_request_fast(self) -> ExecutionRequest:
-        return ExecutionRequest.model_construct(tasks=list(self.specs.values()))
+    def _build(self) -> Graph:
+        request = ExecutionRequest.model_construct(tasks=list(self.specs.values()))
+        return build_graph(request, resolve_tools(self.tools))
 
     @property
     def task_ids(self) -> list[str]:
@@ -274,23 +475,37 @@ class DAG:
     def __contains__(self, task_id: object) -> bool:
         return task_id in self.specs
 
-    def __iter__(self) -> Iterable[str]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[str]:
         return iter(self.specs)
 
     # ------------------------------------------------------------------ running
-    def _run_args(
-        self, overrides: dict[str, Any]
+    def _settings(
+        self,
+        max_concurrent: int | None,
+        failure_mode: str | None,
+        timeout: float | None,
+        strategy: str | None,
+        backend: Any,
+        vault: Mapping[str, Any] | None,
     ) -> tuple[RunConfig, Any, Any]:
         c = self.config
+        if max_concurrent is not None and (
+            isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int)
+        ):
+            raise TypeError(f"max_concurrent must be an int >= 1, got {max_concurrent!r}")
+        if timeout is not None and (not _is_number(timeout) or not timeout > 0):
+            raise ValueError(f"run timeout must be a number of seconds > 0, got {timeout!r}")
         cfg = RunConfig(
-            max_concurrent=overrides.pop("max_concurrent", None) or c.max_concurrent,
-            failure_mode=overrides.pop("failure_mode", None) or c.failure_mode,
-            timeout=overrides.pop("timeout", c.timeout),
-            strategy=overrides.pop("strategy", None) or c.strategy,
+            max_concurrent=c.max_concurrent if max_concurrent is None else max_concurrent,
+            failure_mode=c.failure_mode if failure_mode is None else failure_mode,  # type: ignore[arg-type]
+            timeout=c.timeout if timeout is None else float(timeout),
+            strategy=c.strategy if strategy is None else strategy,  # type: ignore[arg-type]
         )
-        backend = overrides.pop("backend", None) or self.backend
-        vault = overrides.pop("vault", None) or self.vault
-        return cfg, backend, vault
+        return (
+            cfg,
+            self.backend if backend is None else backend,
+            self.vault if vault is None else vault,
+        )
 
     async def arun(
         self,
@@ -306,38 +521,46 @@ class DAG:
         live: bool | None = None,
         _engine_hook: Callable[[Engine], None] | None = None,
     ) -> Run:
-        """Run the DAG on the running loop; settings given here override the DAG's.
+        """Run the DAG on the running loop (``await dag.arun()``) and return its
+        :class:`~oktyv_nb.run.Run`; settings given here override the DAG's for this run
+        (``timeout`` in seconds).
 
-        ``resume=run`` re-runs only the tasks that did not succeed in ``run``, reusing its
-        successful results. ``live`` shows the graph and a progress bar updating in a
-        notebook (default: on inside Jupyter). The run is kept as :attr:`last_run`, even
-        when interrupted.
+        ``resume=run`` re-runs only the tasks that did not succeed in ``run`` (and those
+        that depend on them, and tasks changed since), reusing its successful results.
+        ``on_event`` is a callable (or a list) called with every engine event. ``live``
+        shows the graph and a progress bar updating in the notebook (default: on in
+        Jupyter, off elsewhere and in nested runs). The run is kept as :attr:`last_run`,
+        the partial run too when interrupted (cancelled task, ``KeyboardInterrupt``).
         """
         from .run import Run
 
-        graph = self.validate()
-        overrides = {
-            "max_concurrent": max_concurrent, "failure_mode": failure_mode,
-            "strategy": strategy, "backend": backend, "vault": vault,
-        }
-        if timeout is not None:
-            overrides["timeout"] = timeout
-        cfg, be, vlt = self._run_args(overrides)
+        cfg, be, vlt = self._settings(
+            max_concurrent, failure_mode, timeout, strategy, backend, vault
+        )
+        graph = self._build()  # fresh: tools re-registered in a notebook cell are picked up
+        self._graph = graph
         subscribers: list[Subscriber] = []
         if on_event is not None:
             subscribers.extend([on_event] if callable(on_event) else on_event)
+        depth = _RUN_DEPTH.get()
+        if live is None:
+            live = (
+                depth == 0
+                and threading.current_thread() is threading.main_thread()
+                and in_notebook()
+            )
         view = None
-        if live or (live is None and in_notebook()):
+        if live:
             from .live import LiveView
 
             view = LiveView(graph, title=self.name)
             subscribers.append(view)
-        reuse = None
-        if resume is not None:
-            reuse = {
-                tid: rec for tid, rec in resume.outcome.records.items()
-                if rec.status == "success" and tid in graph.nodes
-            }
+        reuse = reusable(graph, resume) if resume is not None else None
+        settings = {
+            "max_concurrent": max_concurrent, "failure_mode": failure_mode, "timeout": timeout,
+            "strategy": strategy, "backend": backend, "vault": vault,
+        }
+        settings = {k: v for k, v in settings.items() if v is not None}
         holder: list[Engine] = []
 
         def started(engine: Engine) -> None:
@@ -345,29 +568,47 @@ class DAG:
             if _engine_hook is not None:
                 _engine_hook(engine)
 
+        token = _RUN_DEPTH.set(depth + 1)
         try:
             outcome = await arun_graph(
                 graph, cfg, backend=be, vault=vlt, subscribers=subscribers, reuse=reuse,
                 on_start=started,
             )
         except BaseException:
-            if holder and holder[0].outcome is not None:
-                self.last_run = Run(holder[0].outcome, dag=self)
+            if holder:
+                self._keep_partial(holder[0], settings)
             if view is not None:
-                view.close()
+                view.close(self.last_run if holder else None)
             raise
-        run = Run(outcome, dag=self)
+        finally:
+            _RUN_DEPTH.reset(token)
+        run = Run(outcome, dag=self, settings=settings)
         self.last_run = run
         if view is not None:
             view.close(run)
         return run
 
+    def _keep_partial(self, engine: Engine, settings: dict[str, Any]) -> None:
+        """Make an interrupted run's records available as :attr:`last_run`."""
+        from .run import Run
+
+        outcome = engine.outcome
+        if outcome is None:
+            return
+        if outcome.perf_end is None:
+            outcome.perf_end = time.perf_counter()
+        if self.last_run is None or self.last_run.outcome is not outcome:
+            self.last_run = Run(outcome, dag=self, settings=settings)
+
     def run(self, **kwargs: Any) -> Run:
-        """Run the DAG and return its :class:`~oktyv_nb.run.Run`.
+        """Run the DAG and return its :class:`~oktyv_nb.run.Run`; same settings as
+        :meth:`arun`.
 
         Works in a plain script and inside Jupyter, where the kernel's loop is already
-        running (``nest-asyncio2`` is applied to it then, and only then). Same settings as
-        :meth:`arun`.
+        running (``nest-asyncio2`` is applied to that loop then, and only then; async tools
+        run on it). From a sync tool (a worker thread) it runs on a loop of its own. On
+        Jupyter's stop button or Ctrl-C, running tasks are recorded ``CANCELLED``, the rest
+        skipped, the partial run is kept as :attr:`last_run`, and the interrupt propagates.
         """
         holder: list[Engine] = []
         hook = kwargs.pop("_engine_hook", None)
@@ -378,44 +619,52 @@ class DAG:
                 hook(engine)
 
         def on_interrupt() -> None:
-            from .run import Run
-
             if holder:
                 holder[0].interrupt()
-                if holder[0].outcome is not None:
-                    self.last_run = Run(holder[0].outcome, dag=self)
+                self._keep_partial(holder[0], {})
 
         return run_sync(self.arun(**kwargs, _engine_hook=capture), on_interrupt=on_interrupt)
 
     def sweep(
         self, max_concurrent: Sequence[int] = (1, 2, 4, 8), *, repeat: int = 1, **kwargs: Any
     ) -> pd.DataFrame:
-        """Run once per ``max_concurrent`` setting (``repeat`` times each); one row per run
-        with makespan, work, speedup and efficiency (for Amdahl's law)."""
-        import pandas as pd
+        """Run once per ``max_concurrent`` setting (``repeat`` times each), for Amdahl's law.
 
-        rows = []
-        for mc in max_concurrent:
+        One row per run: ``max_concurrent``, ``repeat``, ``makespan_s``, ``work_s``,
+        ``speedup`` (work / makespan), ``relative_speedup`` (mean makespan of the first
+        setting / this makespan), ``efficiency``, ``critical_path_s``, ``lower_bound_s``,
+        ``bound_ratio``, ``avg_parallelism``, ``status``. Seconds. Other keyword arguments
+        go to :meth:`run` (``live`` is off unless given).
+        """
+        kwargs.setdefault("live", False)
+        runs = [
+            (mc, r, self.run(max_concurrent=mc, **kwargs))
+            for mc in _sweep_settings(max_concurrent, repeat)
+            for r in range(repeat)
+        ]
+        return sweep_frame(runs)
+
+    async def asweep(
+        self, max_concurrent: Sequence[int] = (1, 2, 4, 8), *, repeat: int = 1, **kwargs: Any
+    ) -> pd.DataFrame:
+        """:meth:`sweep` on the running loop (``await dag.asweep(...)``)."""
+        kwargs.setdefault("live", False)
+        runs = []
+        for mc in _sweep_settings(max_concurrent, repeat):
             for r in range(repeat):
-                run = self.run(max_concurrent=mc, live=False, **kwargs)
-                st = run.stats
-                rows.append({
-                    "max_concurrent": mc, "repeat": r, "makespan_s": st.makespan_s,
-                    "work_s": st.work_s, "speedup": st.speedup, "efficiency": st.efficiency,
-                    "lower_bound_s": st.lower_bound_s, "bound_ratio": st.bound_ratio,
-                    "status": run.status,
-                })
-        return pd.DataFrame(rows)
+                runs.append((mc, r, await self.arun(max_concurrent=mc, **kwargs)))
+        return sweep_frame(runs)
 
     # ------------------------------------------------------------------ pictures
     def graph(self, **options: Any) -> graphviz.Digraph:
-        """The levelled graph as a ``graphviz.Digraph`` (see :func:`oktyv_nb.render.build_digraph`)."""
+        """The levelled graph as a ``graphviz.Digraph`` (see
+        :func:`oktyv_nb.render.build_digraph`)."""
         from .render import build_digraph
 
         return build_digraph(self.validate(), title=self.name, **options)
 
     def to_svg(self, **options: Any) -> str:
-        """SVG text of :meth:`graph`; raises ok.GraphvizNotFound without ``dot``."""
+        """SVG text of :meth:`graph`; raises ``ok.GraphvizNotFound`` without ``dot``."""
         from .render import to_svg
 
         return to_svg(self.graph(**options))
@@ -427,17 +676,24 @@ class DAG:
         return save_graph(self.graph(**options), path)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from .render import mimebundle
-
+        text = str(self)
         try:
             graph = self.validate()
         except ValueError as exc:
-            text = f"{self!r}\ninvalid: {exc}"
-            return {"text/plain": text}
-        from .render import build_digraph
+            return {
+                "text/plain": text,
+                "text/html": f"<pre>{escape(text)}</pre>"
+                f"<p style='color:#c92a2a'><b>{type(exc).__name__}</b>: {escape(str(exc))}</p>",
+            }
+        if len(graph) > GRAPH_LIMIT:  # dot would take long: the outline, and how to draw it
+            note = f"{len(graph)} tasks: call dag.graph() or dag.save_graph(path) to draw it"
+            return {"text/plain": f"{text}\n{note}",
+                    "text/html": f"<pre>{escape(text)}</pre><p>{escape(note)}</p>"}
+        from .render import build_digraph, mimebundle
 
         bundle = mimebundle(build_digraph(graph, title=self.name))
-        bundle["text/plain"] = repr(self)
+        fallback = bundle.get("text/plain")  # no `dot`: the DOT text and the install hint
+        bundle["text/plain"] = f"{text}\n{fallback}" if fallback else text
         return bundle
 
     def __repr__(self) -> str:
@@ -446,4 +702,93 @@ class DAG:
             levels = f", {len(self.validate().levels)} levels"
         except ValueError as exc:
             levels = f", invalid: {type(exc).__name__}"
-        return f"<DAG{name}: {len(self.specs)} tasks{levels}, max_concurrent={self.config.max_concurrent}>"
+        return (
+            f"<DAG{name}: {len(self.specs)} tasks{levels}, "
+            f"max_concurrent={self.config.max_concurrent}>"
+        )
+
+    def __str__(self) -> str:
+        """A readable outline: the tasks level by level, with tools and dependencies."""
+        lines = [repr(self)]
+        try:
+            graph = self.validate()
+        except ValueError as exc:
+            lines.append(f"  {type(exc).__name__}: {exc}")
+            groups = [("tasks", list(self.specs))]
+            deps = {tid: tuple(s.depends_on or ()) for tid, s in self.specs.items()}
+        else:
+            groups = [(f"level {k}", level) for k, level in enumerate(graph.levels)]
+            deps = {tid: n.deps for tid, n in graph.nodes.items()}
+        shown = 0
+        for head, level in groups:
+            lines.append(f"  {head}:")
+            for tid in level:
+                if shown == 50:
+                    lines.append(f"    ... {len(self.specs) - shown} more")
+                    return "\n".join(lines)
+                spec = self.specs[tid]
+                after = f" <- {', '.join(deps[tid])}" if deps[tid] else ""
+                lines.append(f"    {tid} ({spec.tool}){after}")
+                shown += 1
+        return "\n".join(lines)
+
+
+def _copy(spec: Any) -> Any:
+    try:
+        return spec.model_copy(deep=True)
+    except Exception:  # params holding objects that cannot be deep-copied (locks, clients)
+        return spec.model_copy()
+
+
+def reusable(graph: Graph, resume: Run) -> dict[str, TaskRecord]:
+    """The records of ``resume`` a new run of ``graph`` may reuse: tasks that succeeded,
+    are unchanged since, and depend on nothing that runs again."""
+    old = resume.outcome
+    rerun: set[str] = set()
+    reuse: dict[str, TaskRecord] = {}
+    for tid in graph.order:  # dependencies first
+        node = graph.nodes[tid]
+        rec = old.records.get(tid)
+        old_node = old.graph.nodes.get(tid)
+        if (
+            rec is not None
+            and rec.status == SUCCESS
+            and old_node is not None
+            and _spec_equal(old_node.spec, node.spec)
+            and not any(d in rerun for d in node.deps)
+        ):
+            reuse[tid] = rec
+        else:
+            rerun.add(tid)
+    return reuse
+
+
+def _sweep_settings(max_concurrent: Sequence[int] | int, repeat: int) -> list[int]:
+    values = [max_concurrent] if isinstance(max_concurrent, int) else list(max_concurrent)
+    if not values:
+        raise ValueError("sweep needs at least one max_concurrent setting, e.g. [1, 2, 4, 8]")
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise ValueError(f"sweep repeat must be an int >= 1, got {repeat!r}")
+    return values
+
+
+def sweep_frame(runs: Sequence[tuple[int, int, Run]]) -> pd.DataFrame:
+    """The sweep table of ``(max_concurrent, repeat, run)`` triples (see :meth:`DAG.sweep`)."""
+    import pandas as pd
+
+    rows = []
+    for mc, r, run in runs:
+        st = run.stats
+        rows.append({
+            "max_concurrent": mc, "repeat": r, "makespan_s": st.makespan_s,
+            "work_s": st.work_s, "speedup": st.speedup, "efficiency": st.efficiency,
+            "critical_path_s": st.critical_path_s, "lower_bound_s": st.lower_bound_s,
+            "bound_ratio": st.bound_ratio, "avg_parallelism": st.avg_parallelism,
+            "status": run.status,
+        })
+    df = pd.DataFrame(rows)
+    first = df.loc[df["max_concurrent"] == runs[0][0], "makespan_s"].mean()
+    rel = first / df["makespan_s"]
+    df.insert(5, "relative_speedup", rel.where(df["makespan_s"] > 0))
+    return df
+

@@ -87,9 +87,15 @@ class ToolNotFoundError(OktyvError):
     code = "TOOL_NOT_FOUND"
 
     def __init__(
-        self, tool: str, *, task_id: str | None = None, suggestions: list[str] | None = None
+        self,
+        tool: str,
+        *,
+        task_id: str | None = None,
+        suggestions: list[str] | None = None,
+        rollback: bool = False,
     ) -> None:
-        where = f"Task {task_id} uses unknown tool {tool!r}" if task_id else f"Unknown tool {tool!r}"
+        role = "rollback uses unknown tool" if rollback else "uses unknown tool"
+        where = f"Task {task_id} {role} {tool!r}" if task_id else f"Unknown tool {tool!r}"
         hint = (
             f"; did you mean {', '.join(repr(s) for s in suggestions)}?"
             if suggestions
@@ -98,6 +104,7 @@ class ToolNotFoundError(OktyvError):
         super().__init__(where + hint, task_id=task_id)
         self.tool = tool
         self.suggestions = suggestions or []
+        self.rollback = rollback
 
 
 class VariableResolutionError(OktyvError):
@@ -120,7 +127,7 @@ def _install_hint() -> str:
     return "sudo apt-get install graphviz (Debian/Ubuntu) or sudo dnf install graphviz (Fedora)"
 
 
-class GraphvizNotFound(RuntimeError):  # noqa: N818 - the public name of SPEC §11
+class GraphvizNotFound(RuntimeError):
     """The Graphviz ``dot`` program is missing, so a graph cannot be rendered."""
 
     def __init__(self, message: str | None = None) -> None:

@@ -23,12 +23,13 @@ from .errors import (
     DuplicateTaskError,
     MissingDependencyError,
     OktyvError,
+    ToolNotFoundError,
 )
 from .models import ExecutionRequest, TaskSpec
 from .registry import ToolTable
 from .variables import find_references, has_references
 
-__all__ = ["Graph", "RetryPolicy", "TaskNode", "build_graph", "critical_path"]
+__all__ = ["Graph", "RetryPolicy", "TaskNode", "build_graph", "critical_path", "is_async"]
 
 DEFAULT_PRIORITY = 5
 
@@ -47,13 +48,17 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ValueError(f"RetryPolicy.max_attempts must be an int >= 1, got {self.max_attempts!r}")
+            raise ValueError(
+                f"RetryPolicy.max_attempts must be an int >= 1, got {self.max_attempts!r}"
+            )
         if self.backoff not in ("exponential", "linear"):
             raise ValueError(
                 f"RetryPolicy.backoff must be 'exponential' or 'linear', got {self.backoff!r}"
             )
         if self.initial_delay < 0:
-            raise ValueError(f"RetryPolicy.initial_delay must be >= 0 s, got {self.initial_delay!r}")
+            raise ValueError(
+                f"RetryPolicy.initial_delay must be >= 0 s, got {self.initial_delay!r}"
+            )
 
     def delay(self, k: int) -> float:
         """Seconds to wait before retry ``k`` (0-based)."""
@@ -69,9 +74,25 @@ class TaskNode:
     """One validated task, as the engine uses it. Seconds throughout."""
 
     __slots__ = (
-        "chain", "deps", "dependents", "fn", "has_refs", "id", "index", "is_async", "level",
-        "params", "priority", "retry", "rollback", "rollback_fn", "spec", "timeout", "tool",
-        "trigger", "vault",
+        "chain",
+        "dependents",
+        "deps",
+        "fn",
+        "has_refs",
+        "id",
+        "index",
+        "is_async",
+        "level",
+        "params",
+        "priority",
+        "retry",
+        "rollback",
+        "rollback_fn",
+        "spec",
+        "timeout",
+        "tool",
+        "trigger",
+        "vault",
     )
 
     def __init__(self, spec: TaskSpec, index: int, fn: Callable[..., Any]) -> None:
@@ -80,7 +101,7 @@ class TaskNode:
         self.index = index
         self.tool = spec.tool
         self.fn = fn
-        self.is_async = _is_async(fn)
+        self.is_async = is_async(fn)
         self.params = spec.params
         self.has_refs = has_references(spec.params)
         self.priority = spec.priority if spec.priority is not None else DEFAULT_PRIORITY
@@ -102,7 +123,9 @@ class TaskNode:
         return f"<TaskNode {self.id} tool={self.tool} level={self.level}>"
 
 
-def _is_async(fn: Callable[..., Any]) -> bool:
+def is_async(fn: Callable[..., Any]) -> bool:
+    """True when calling ``fn`` gives a coroutine: async functions, partials of them and
+    objects with an async ``__call__``."""
     target = fn
     while hasattr(target, "func"):  # functools.partial
         target = target.func
@@ -183,7 +206,12 @@ def build_graph(request: ExecutionRequest, tools: ToolTable) -> Graph:
     for i, spec in enumerate(specs):
         node = TaskNode(spec, i, tools.lookup(spec.tool, spec.id))
         if spec.rollback is not None:
-            node.rollback_fn = tools.lookup(spec.rollback.tool, spec.id)
+            try:
+                node.rollback_fn = tools.lookup(spec.rollback.tool, spec.id)
+            except ToolNotFoundError as exc:
+                raise ToolNotFoundError(
+                    exc.tool, task_id=spec.id, suggestions=exc.suggestions, rollback=True
+                ) from None
         node.deps = deps[spec.id]
         node.level = levels_of[spec.id]
         nodes[spec.id] = node

@@ -1,68 +1,100 @@
 """Jupyter glue: run a coroutine from synchronous code whether or not a loop is running.
 
-In a script there is no running loop: :func:`run_sync` uses ``asyncio.run``. Inside
-Jupyter the kernel's loop is already running in this thread, so ``run_sync`` applies
-``nest_asyncio2`` to that loop (lazily, only then, never at import) and runs the coroutine
-on it, so async tools share the notebook's loop. In a worker thread with no loop (a tool that
-runs a DAG), ``asyncio.run`` gives that thread its own loop: nothing deadlocks.
+* No loop running in this thread (a script, or a worker thread such as a sync tool that runs
+  a DAG of its own): :func:`run_sync` runs the coroutine on a fresh loop of its own
+  (``asyncio.Runner``, as ``asyncio.run`` does), which it closes afterwards.
+* A loop already running in this thread (Jupyter's kernel loop; an async tool or an event
+  callback that calls ``dag.run()``): ``run_sync`` applies ``nest_asyncio2`` to that loop —
+  lazily, only then, never at import — and runs the coroutine on it, so async tools share the
+  notebook's loop and nothing deadlocks.
+
+Interrupts (Jupyter's stop button, Ctrl-C): ``on_interrupt`` is called before the
+``KeyboardInterrupt`` propagates, so the caller can record the partial run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["in_notebook", "run_sync"]
+__all__ = ["in_notebook", "is_nest_patched", "run_sync"]
 
 T = TypeVar("T")
-_patched: set[int] = set()
+
+
+def is_nest_patched(loop: asyncio.AbstractEventLoop) -> bool:
+    """True when ``nest_asyncio2`` (or the original ``nest_asyncio``) made ``loop`` reentrant."""
+    return bool(getattr(loop, "_nest_patched", False))
 
 
 def _patch(loop: asyncio.AbstractEventLoop) -> None:
-    if id(loop) in _patched and getattr(loop, "_nest_patched", False):
+    if is_nest_patched(loop):
         return
     import nest_asyncio2
 
-    nest_asyncio2.apply(loop)
-    _patched.add(id(loop))
+    try:
+        nest_asyncio2.apply(loop)
+    except ValueError as exc:  # not an asyncio.BaseEventLoop (uvloop, ...)
+        raise RuntimeError(
+            f"run() was called while a {type(loop).__name__} is running in this thread and "
+            f"nest_asyncio2 cannot make that loop reentrant ({exc}); use `await dag.arun()`"
+        ) from exc
 
 
 def run_sync(
     coro: Coroutine[Any, Any, T], on_interrupt: Callable[[], None] | None = None
 ) -> T:
-    """Run ``coro`` to completion from synchronous code.
+    """Run ``coro`` to completion from synchronous code and return its value.
 
-    ``on_interrupt`` is called when a KeyboardInterrupt (Jupyter's stop button) lands while
-    the loop is busy, before the interrupt propagates.
+    ``on_interrupt`` is called when a ``KeyboardInterrupt`` lands while the coroutine runs,
+    before the interrupt propagates.
     """
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         loop = None
     if loop is None:
+        # asyncio.Runner rather than asyncio.run: nest_asyncio2 replaces asyncio.run with a
+        # version that leaves loops open, and a worker thread wants its own, closed loop.
         try:
-            return asyncio.run(coro)
+            with asyncio.Runner() as runner:
+                return runner.run(coro)
         except KeyboardInterrupt:
             if on_interrupt is not None:
                 on_interrupt()
             raise
     _patch(loop)
+    # We are inside a callback of the running loop. If that loop's current iteration began
+    # before the patch (the first run() in a cell or callback), the unpatched _run_once that
+    # called us still expects its batch of ready handles, which the nested run may consume:
+    # top the queue back up with no-op handles so that it never pops from an empty queue.
+    ready = getattr(loop, "_ready", None)
+    before = len(ready) if ready is not None else 0
     task = loop.create_task(coro)
     try:
         return loop.run_until_complete(task)
     except KeyboardInterrupt:
         if on_interrupt is not None:
             on_interrupt()
-        task.cancel()
+        task.cancel()  # the loop keeps running (it is the kernel's): the task unwinds there
         raise
+    finally:
+        if ready is not None and len(ready) < before:
+            ready.extendleft(
+                asyncio.Handle(_noop, (), loop) for _ in range(before - len(ready))
+            )
+
+
+def _noop() -> None:
+    return None
 
 
 def in_notebook() -> bool:
     """True inside a Jupyter kernel (IPython's ZMQ shell)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
+    ipython = sys.modules.get("IPython")  # a kernel has imported it long before us
+    if ipython is None:
         return False
-    ip = get_ipython()
+    ip = ipython.get_ipython()
     return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"

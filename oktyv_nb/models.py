@@ -48,9 +48,10 @@ RunStatus = Literal["success", "partial", "failure"]
 
 
 def jsonable(value: Any) -> Any:
-    """Return ``value`` as JSON-compatible data; objects JSON cannot hold become ``repr``."""
+    """Return ``value`` as JSON-compatible data: objects JSON cannot hold become ``repr``,
+    non-finite floats ``"nan"``/``"inf"``/``"-inf"``, sets and tuples lists."""
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)
         return value
     except (TypeError, ValueError):
         pass
@@ -100,10 +101,20 @@ class TaskSpec(_Model):
     depends_on: list[str] | None = None
     priority: int | None = Field(default=None, ge=1, le=10)
     timeout: float | None = Field(default=None, gt=0)
-    vault: str | None = None
+    vault: str | None = Field(default=None, min_length=1)
     retry_policy: RetryPolicyModel | None = None
     rollback: RollbackSpec | None = None
     run_if: Trigger | None = None
+
+    @model_validator(mode="after")
+    def _credentials_param(self) -> TaskSpec:
+        if self.vault is not None and "credentials" in self.params:
+            raise ValueError(
+                f"Task {self.id}: params must not contain 'credentials' when vault is set; "
+                f"the engine passes vault set {self.vault!r} as credentials=. Rename the param "
+                "or drop vault"
+            )
+        return self
 
 
 class ExecutionConfig(_Model):
@@ -192,6 +203,13 @@ class ExecutionResult(_Out):
     tasks: dict[str, TaskResult]
     summary: Summary
     dag: DagInfo
+
+    def __repr__(self) -> str:  # short: a 10,000-task result has a 10,000-task repr otherwise
+        s = self.summary
+        return (
+            f"ExecutionResult(status={self.status!r}, total={s.total}, succeeded={s.succeeded}, "
+            f"failed={s.failed}, skipped={s.skipped}, duration={self.duration:.1f} ms)"
+        )
 
     def to_json(self, **kwargs: Any) -> str:
         """The camelCase JSON text, without absent optional fields."""

@@ -52,7 +52,10 @@ def error_from_exception(exc: BaseException, code: str | None = None) -> ErrorIn
     """The record of ``exc``: its ``code`` attribute when a non-empty string, else its class
     name (unless the engine gives a fixed ``code``), ``str(exc)`` and the traceback."""
     if code is None:
-        c = getattr(exc, "code", None)
+        try:
+            c = getattr(exc, "code", None)
+        except Exception:  # a ``code`` property that raises
+            c = None
         code = c if isinstance(c, str) and c else type(exc).__name__
     try:
         stack = "".join(traceback.format_exception(exc))

@@ -7,9 +7,9 @@ milliseconds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from html import escape
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,7 +23,9 @@ from .records import FAILED, SKIPPED, SUCCESS, TaskRecord
 if TYPE_CHECKING:
     from .engine import RunOutcome
 
-__all__ = ["STATUSES", "RunStats", "compare", "to_dataframe", "to_result", "run_stats"]
+__all__ = [
+    "STATUSES", "RunStats", "compare", "run_stats", "skip_cause", "to_dataframe", "to_result"
+]
 
 # Every status a record can show, in display order.
 STATUSES = ["pending", "ready", "running", "retrying", "success", "failed", "skipped"]
@@ -92,48 +94,63 @@ def _error(rec: TaskRecord, redact: Any) -> dict[str, Any]:
 
 
 def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
-    """One row per task, index ``task_id`` (SPEC §7). Seconds; UTC timestamps."""
+    """One row per task, index ``task_id`` (SPEC §7), in the graph's insertion order.
+
+    Columns: ``tool``, ``level``, ``status`` (categorical), ``attempts``, ``start`` and
+    ``end`` (tz-aware UTC timestamps; a skipped task's are the moment it was skipped),
+    ``duration_s`` (first start to end, backoff waits included; 0 when skipped),
+    ``wait_s`` (ready to first start; NaN when it never started), ``depends_on`` (list of
+    ids), ``result`` (None unless it succeeded), ``error_code``, ``error_message``,
+    ``worker`` (where it last ran), ``priority``, ``reused`` (taken from an earlier run) and
+    ``rolled_back``. Seconds throughout; secrets scrubbed.
+    """
     recs = list(outcome.records.values())
     nodes = outcome.graph.nodes
-    redact = outcome.redactor
+    redact = outcome.redactor if outcome.redactor else None
     p0 = outcome.perf_start
-    end_perf = outcome.perf_end if outcome.perf_end is not None else p0
     nan = float("nan")
-    start = np.array([r.start if r.start is not None else nan for r in recs], dtype=float)
-    end = np.array([r.end if r.end is not None else nan for r in recs], dtype=float)
-    ready = np.array([r.ready_at if r.ready_at is not None else nan for r in recs], dtype=float)
-    ran = np.array([bool(r.spans) for r in recs], dtype=bool)
-    base = outcome.wall_start.timestamp() - p0
-    to_ts = lambda a: pd.to_datetime(a + base, unit="s", utc=True)  # noqa: E731
-    first_start = np.array([r.spans[0].start if r.spans else nan for r in recs], dtype=float)
-    wait = np.where(ran, first_start - ready, nan)
-    del end_perf
+    start = np.fromiter((nan if r.start is None else r.start for r in recs), float, len(recs))
+    end = np.fromiter((nan if r.end is None else r.end for r in recs), float, len(recs))
+    ready = np.fromiter(
+        (nan if r.ready_at is None else r.ready_at for r in recs), float, len(recs)
+    )
+    first = np.fromiter((r.spans[0].start if r.spans else nan for r in recs), float, len(recs))
+    anchor = pd.Timestamp(outcome.wall_start)
+    if anchor.tzinfo is None:
+        anchor = anchor.tz_localize("UTC")
+    anchor = anchor.tz_convert("UTC")
+
+    def stamps(t: np.ndarray) -> pd.DatetimeIndex:
+        return anchor + pd.to_timedelta(t - p0, unit="s")
+
+    errors = [r.error for r in recs]
     data = {
         "tool": [r.tool for r in recs],
-        "level": np.array([r.level for r in recs], dtype=np.int64),
+        "level": np.fromiter((r.level for r in recs), np.int64, len(recs)),
         "status": pd.Categorical([r.status for r in recs], categories=STATUSES),
-        "attempts": np.array([r.attempts for r in recs], dtype=np.int64),
-        "start": to_ts(start),
-        "end": to_ts(end),
+        "attempts": np.fromiter((r.attempts for r in recs), np.int64, len(recs)),
+        "start": stamps(start),
+        "end": stamps(end),
         "duration_s": np.nan_to_num(end - start, nan=0.0),
-        "wait_s": wait,
+        "wait_s": first - ready,
         "depends_on": [list(nodes[r.task_id].deps) for r in recs],
         "result": [
             (redact.value(r.result) if redact else r.result) if r.status == SUCCESS else None
             for r in recs
         ],
-        "error_code": [r.error.code if r.error else None for r in recs],
+        "error_code": [e.code if e is not None else None for e in errors],
         "error_message": [
-            (redact.text(r.error.message) if redact else r.error.message) if r.error else None
-            for r in recs
+            (redact.text(e.message) if redact else e.message) if e is not None else None
+            for e in errors
         ],
         "worker": [r.worker for r in recs],
-        "priority": np.array([nodes[r.task_id].priority for r in recs], dtype=np.int64),
-        "reused": np.array([bool(r.reused) for r in recs], dtype=bool),
+        "priority": np.fromiter((nodes[r.task_id].priority for r in recs), np.int64, len(recs)),
+        "reused": np.fromiter((bool(r.reused) for r in recs), bool, len(recs)),
+        "rolled_back": pd.array([r.rolled_back for r in recs], dtype="boolean"),
     }
     df = pd.DataFrame(data, index=pd.Index([r.task_id for r in recs], name="task_id"))
-    df["error_code"] = df["error_code"].astype("string")
-    df["error_message"] = df["error_message"].astype("string")
+    for col in ("tool", "error_code", "error_message", "worker"):
+        df[col] = df[col].astype("string")
     return df
 
 
@@ -163,18 +180,37 @@ class RunStats:
     skipped: int
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a dict (``critical_path`` a fresh list)."""
         return asdict(self)
 
     def _repr_html_(self) -> str:
         rows = "".join(
             f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>"
-            f"{_fmt(v)}</td></tr>"
+            f"{escape(_fmt(v))}{escape(_UNITS.get(k, ''))}</td></tr>"
             for k, v in self.to_dict().items()
         )
         return f"<table class='oktyv-stats'>{rows}</table>"
 
     def __str__(self) -> str:
-        return "\n".join(f"{k:>16}: {_fmt(v)}" for k, v in self.to_dict().items())
+        return "\n".join(
+            f"{k:>16}: {_fmt(v)}{_UNITS.get(k, '')}" for k, v in self.to_dict().items()
+        )
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{k}={v!r}" if not isinstance(v, float) else f"{k}={v:.4g}"
+            for k, v in self.to_dict().items()
+        )
+        return f"RunStats({fields})"
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # IPython's text display
+        p.text("RunStats\n" + str(self))
+
+
+_UNITS = {
+    "makespan_s": " s", "work_s": " s", "critical_path_s": " s", "lower_bound_s": " s",
+    "speedup": "×",
+}
 
 
 def _fmt(v: Any) -> str:
@@ -229,11 +265,17 @@ def skip_cause(rec: TaskRecord) -> str | None:
     return None
 
 
-def compare(runs: Iterable[Any] | dict[str, Any], labels: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row of statistics per run (``Run`` objects, or a dict label -> run)."""
-    if isinstance(runs, dict):
-        labels, runs = list(runs), list(runs.values())
+def compare(
+    runs: Iterable[Any] | Mapping[str, Any], labels: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """One row of :class:`RunStats` per run, index ``run``: ``Run`` objects (labelled by
+    ``labels``, their ``label`` or ``run i``) or a dict label -> run. Adds ``strategy`` and
+    ``backend``; the critical path as ``a → b → c`` text. Seconds."""
+    if isinstance(runs, Mapping):
+        labels, runs = [str(k) for k in runs], list(runs.values())
     runs = list(runs)
+    if not runs:
+        raise ValueError("compare needs at least one run")
     if labels is None:
         labels = [getattr(r, "label", None) or f"run {i}" for i, r in enumerate(runs)]
     rows = []

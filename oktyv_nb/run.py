@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
 from html import escape
 from typing import TYPE_CHECKING, Any
 
+from .dag import GRAPH_LIMIT
 from .engine import RunOutcome
 from .models import ExecutionResult
-from .records import TaskRecord
+from .records import FAILED, SKIPPED, TaskRecord
 from .results import RunStats, run_stats, to_dataframe, to_result
 
 if TYPE_CHECKING:
@@ -25,10 +27,19 @@ class Run:
     """The outcome of ``dag.run()``: ``.df``, ``.result``, ``.stats``, ``.graph()``,
     ``.timeline()`` and ``.rerun_failed()``. Times in seconds; the JSON result in ms."""
 
-    def __init__(self, outcome: RunOutcome, dag: DAG | None = None, label: str | None = None):
+    def __init__(
+        self,
+        outcome: RunOutcome,
+        dag: DAG | None = None,
+        label: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
         self.outcome = outcome
         self.dag = dag
         self.label = label
+        #: The settings this run was given (max_concurrent, vault, ...), reused by
+        #: :meth:`rerun_failed`.
+        self.settings: dict[str, Any] = dict(settings or {})
 
     @property
     def records(self) -> dict[str, TaskRecord]:
@@ -40,7 +51,23 @@ class Run:
 
     @property
     def interrupted(self) -> bool:
+        """True when the run was interrupted (cancelled, stop button, Ctrl-C)."""
         return self.outcome.interrupted
+
+    @property
+    def reused(self) -> list[str]:
+        """Ids of the tasks whose results were taken from an earlier run (``resume``)."""
+        return [tid for tid, r in self.outcome.records.items() if r.reused]
+
+    @property
+    def failed(self) -> list[str]:
+        """Ids of the tasks that failed."""
+        return [tid for tid, r in self.outcome.records.items() if r.status == FAILED]
+
+    @property
+    def skipped(self) -> list[str]:
+        """Ids of the tasks that were skipped."""
+        return [tid for tid, r in self.outcome.records.items() if r.status == SKIPPED]
 
     @cached_property
     def result(self) -> ExecutionResult:
@@ -58,10 +85,12 @@ class Run:
         return to_dataframe(self.outcome)
 
     def to_dataframe(self) -> pd.DataFrame:
+        """A copy of :attr:`df`."""
         return self.df.copy()
 
     @cached_property
     def stats(self) -> RunStats:
+        """Makespan, work, speedup, critical path, bounds (seconds), SPEC §7."""
         return run_stats(self.outcome)
 
     def graph(self, **options: Any) -> graphviz.Digraph:
@@ -82,44 +111,75 @@ class Run:
         return save_graph(self.graph(**options), path)
 
     def timeline(self, **options: Any) -> Figure:
-        """A Gantt chart of the run (matplotlib): one bar per attempt, by status."""
+        """A Gantt chart of the run (a matplotlib ``Figure``): one bar per attempt coloured
+        by outcome, retries and skips marked, the critical path outlined; seconds from the
+        run's start. Options as :func:`oktyv_nb.timeline.timeline`."""
         from .timeline import timeline
 
+        if "title" not in options and self.dag is not None and self.dag.name:
+            options["title"] = self.dag.name
         return timeline(self.outcome, **options)
 
-    def rerun_failed(self, **kwargs: Any) -> Run:
-        """Run again only the tasks that failed or were skipped, reusing the rest."""
+    def _resume_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         if self.dag is None:
-            raise RuntimeError("this run has no DAG to rerun; use DAG.from_request(...).run()")
-        return self.dag.run(resume=self, **kwargs)
+            raise RuntimeError(
+                "this run has no DAG to rerun; build one with ok.DAG.from_request(request, "
+                "tools) and call dag.run(resume=run)"
+            )
+        return {**self.settings, **kwargs, "resume": self}
+
+    def rerun_failed(self, **kwargs: Any) -> Run:
+        """Run the DAG again, re-running only the tasks that failed or were skipped (and
+        those that depend on them, and tasks changed since); the others' results are reused
+        and their records say ``reused``. Same settings as this run unless given."""
+        return self.dag.run(**self._resume_args(kwargs))  # type: ignore[union-attr]
 
     async def arerun_failed(self, **kwargs: Any) -> Run:
-        if self.dag is None:
-            raise RuntimeError("this run has no DAG to rerun; use DAG.from_request(...).arun()")
-        return await self.dag.arun(resume=self, **kwargs)
+        """:meth:`rerun_failed` on the running loop."""
+        return await self.dag.arun(**self._resume_args(kwargs))  # type: ignore[union-attr]
+
+    def _summary(self) -> str:
+        s = self.result.summary
+        text = (
+            f"{self.status}: {s.succeeded} succeeded, {s.failed} failed, {s.skipped} skipped "
+            f"of {s.total} in {self.stats.makespan_s:.3f} s"
+        )
+        reused = len(self.reused)
+        if reused:
+            text += f" ({reused} reused)"
+        if self.interrupted:
+            text += " (interrupted)"
+        return text
 
     def __repr__(self) -> str:
-        s = self.result.summary
-        return (
-            f"<Run {self.status}: {s.succeeded} succeeded, {s.failed} failed, "
-            f"{s.skipped} skipped of {s.total} in {self.stats.makespan_s:.3f} s>"
-        )
+        name = f" {self.dag.name!r}" if self.dag is not None and self.dag.name else ""
+        return f"<Run{name} {self._summary()}>"
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # IPython's text display
+        lines = [repr(self)]
+        df = self.df
+        if len(df):
+            cols = ["tool", "status", "attempts", "duration_s", "error_code"]
+            lines.append(df[cols].to_string(max_rows=30, float_format=lambda v: f"{v:.4f}"))
+        p.text("\n".join(lines))
 
     def _repr_html_(self) -> str:
-        s = self.result.summary
         st = self.stats
+        name = f" {escape(self.dag.name)}" if self.dag is not None and self.dag.name else ""
         head = (
-            f"<p><b>Run {escape(self.status)}</b>: {s.succeeded} succeeded, {s.failed} failed, "
-            f"{s.skipped} skipped of {s.total}; makespan {st.makespan_s:.3f} s, speedup "
-            f"{st.speedup:.2f}×</p>"
+            f"<p><b>Run{name}</b> {escape(self._summary())}; speedup {st.speedup:.2f}×, "
+            f"critical path {st.critical_path_s:.3f} s</p>"
         )
         graph_html = ""
-        try:
-            from .render import to_svg
+        if len(self.outcome.records) <= GRAPH_LIMIT:
+            try:
+                from .render import to_svg
 
-            graph_html = f"<div>{to_svg(self.graph())}</div>"
-        except Exception as exc:  # no dot: the table still shows
-            graph_html = f"<pre>{escape(str(exc))}</pre>"
+                graph_html = f"<div>{to_svg(self.graph())}</div>"
+            except Exception as exc:  # no dot: the table still shows, with the hint
+                graph_html = f"<pre>{escape(str(exc))}</pre>"
         cols = ["tool", "level", "status", "attempts", "duration_s", "wait_s", "error_code"]
-        table = self.df[cols].to_html(float_format=lambda v: f"{v:.4f}")
+        table = self.df[cols].to_html(max_rows=60, float_format=lambda v: f"{v:.4f}")
         return head + graph_html + table
+
+

@@ -40,6 +40,11 @@ class Reference:
                 f"Reference ${{{text}}} needs a task id and a field, like "
                 f"${{{parts[0] or 'task'}.result}}"
             )
+        if parts[1] not in RECORD_FIELDS:
+            raise VariableResolutionError(
+                f"Reference ${{{text}}}: a task record has no field {parts[1]!r}; a path "
+                f"starts with one of {', '.join(RECORD_FIELDS)}, like ${{{parts[0]}.result}}"
+            )
         self.task_id = parts[0]
         self.path = tuple(parts[1:])
 
@@ -66,12 +71,7 @@ def find_references(params: Any) -> list[Reference]:
 
 
 def _walk(ref: Reference, view: Callable[[str], Any]) -> Any:
-    field = ref.path[0]
-    if field not in RECORD_FIELDS:
-        raise VariableResolutionError(
-            f"${{{ref.text}}}: a task record has no field {field!r}; use one of "
-            + ", ".join(RECORD_FIELDS)
-        )
+    field = ref.path[0]  # one of RECORD_FIELDS: Reference checked it
     value = view(field)
     walked = [ref.task_id, field]
     for seg in ref.path[1:]:
@@ -103,7 +103,13 @@ def _step(value: Any, seg: str, ref: Reference, walked: list[str]) -> Any:
             f"{seg!r} is not a valid index"
         )
     if not seg.startswith("_"):
-        got = getattr(value, seg, _MISSING)
+        try:
+            got = getattr(value, seg, _MISSING)
+        except Exception as exc:  # a property that raises: the path cannot be read
+            raise VariableResolutionError(
+                f"${{{ref.text}}}: reading {seg!r} of {'.'.join(walked)} "
+                f"({type(value).__name__}) raised {type(exc).__name__}: {exc}"
+            ) from None
         if got is not _MISSING and not callable(got):
             return got
     raise VariableResolutionError(

@@ -120,7 +120,9 @@ class Redactor:
             return [self.value(x) for x in v]
         if isinstance(v, tuple):
             return tuple(self.value(x) for x in v)
-        if isinstance(v, (int, float, bool, type(None))):
+        if v is None or isinstance(v, bool):
             return v
+        if isinstance(v, (int, float)):  # a numeric secret (a PIN) returned as a number
+            return REDACTED if str(v) in self.secrets else v
         r = repr(v)
         return self.text(r) if any(s in r for s in self.secrets) else v

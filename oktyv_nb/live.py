@@ -1,0 +1,499 @@
+"""The live view of a run: the graph recoloured in place and a progress bar (SPEC §6, §11).
+
+:class:`LiveView` is a pure subscriber of the engine's event stream: it is called with each
+:class:`~oktyv_nb.events.Event` and only reads ``event.record``. Per event it does O(1)
+bookkeeping (remember the record, compare two floats); a **frame** (a snapshot of every
+task's status) is built at most every ``min_interval`` seconds, and less often when showing
+frames costs more than ``budget`` of the elapsed time. A trailing frame follows the last
+change within ``min_interval``, and :meth:`LiveView.close` shows the final frame.
+
+Where frames go:
+
+* inside Jupyter (default when ``display`` is None): ONE output, created when the view is,
+  updated in place through its display id. Rendering happens in a background thread, never
+  in the thread running the event loop: the graph is laid out once by ``dot`` (off the loop)
+  and each frame only recolours that SVG (:class:`~oktyv_nb.render.SvgTemplate`);
+* ``display=callable``: the callable gets each :class:`Frame` synchronously, in the thread
+  that emits events (the event loop) — keep it quick; ``display=print`` prints a progress
+  line per frame. A frame renders its SVG only when asked (:meth:`Frame.svg`);
+* otherwise (outside a notebook, no ``display``) the view does nothing.
+
+Times are seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import math
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .errors import GraphvizNotFound
+from .jupyter import in_notebook
+from .render import STATUS_STYLE, SvgTemplate, build_digraph, format_seconds, to_svg
+
+if TYPE_CHECKING:
+    from .engine import RunOutcome
+    from .events import Event
+    from .graph import Graph
+    from .records import TaskRecord
+
+__all__ = ["Frame", "LiveView"]
+
+perf = time.perf_counter
+
+#: Order of the progress bar's segments and of the counts in the progress line.
+_BAR_ORDER = ("success", "failed", "skipped", "retrying", "running", "ready")
+_FINAL = ("success", "failed", "skipped")
+#: Python-side cost of laying out one task (build the DOT text, parse the SVG), seconds;
+#: used to decide when the first graph frame is affordable.
+_TEMPLATE_COST_PER_TASK = 60e-6
+#: A final frame is drawn afresh (durations, critical path) for graphs up to this many tasks,
+#: or when the live layout took at most ``_FULL_FINAL_LAYOUT_S`` seconds; otherwise the live
+#: layout is recoloured with the final states.
+_FULL_FINAL_TASKS = 100
+_FULL_FINAL_LAYOUT_S = 0.3
+#: The final frame of a run too short to have laid its graph out draws it up to this size.
+_FINAL_GRAPH_TASKS = 300
+#: Bytes per second of notebook output a live view may send (big SVGs update less often).
+_OUTPUT_RATE = 2e6
+
+
+class Frame:
+    """A snapshot of the run shown by a :class:`LiveView`.
+
+    ``states`` maps task id -> status (tasks not yet seen are ``pending``); ``elapsed`` is
+    seconds since the run started; ``final`` marks the last frame, which carries the run's
+    ``outcome`` when the run finished (durations and critical path on the graph).
+    """
+
+    __slots__ = ("_counts", "elapsed", "final", "index", "outcome", "states", "view")
+
+    def __init__(
+        self,
+        view: LiveView,
+        states: dict[str, str],
+        elapsed: float,
+        index: int,
+        *,
+        final: bool = False,
+        outcome: RunOutcome | None = None,
+    ) -> None:
+        self.view = view
+        self.states = states
+        self.elapsed = elapsed
+        self.index = index
+        self.final = final
+        self.outcome = outcome
+        self._counts: dict[str, int] | None = None
+
+    @property
+    def title(self) -> str | None:
+        return self.view.title
+
+    @property
+    def total(self) -> int:
+        return len(self.view.graph.nodes)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Tasks per status (every status, pending included)."""
+        if self._counts is None:
+            counts = dict.fromkeys(STATUS_STYLE, 0)
+            for st in self.states.values():
+                counts[st] = counts.get(st, 0) + 1
+            counts["pending"] += self.total - len(self.states)
+            self._counts = counts
+        return self._counts
+
+    @property
+    def done(self) -> int:
+        """Tasks with a final status (success, failed or skipped)."""
+        c = self.counts
+        return c["success"] + c["failed"] + c["skipped"]
+
+    def text(self) -> str:
+        """One progress line, e.g. ``etl: 7/12 done (5 success, 1 failed, 1 skipped) ·
+        2 running · 3 pending · 0.84 s``."""
+        c = self.counts
+        finished = ", ".join(f"{c[s]} {s}" for s in _FINAL if c[s])
+        line = f"{self.done}/{self.total} done" + (f" ({finished})" if finished else "")
+        for st in ("running", "retrying", "ready", "pending"):
+            if c[st]:
+                line += f" · {c[st]} {st}"
+        line += f" · {format_seconds(self.elapsed)}"
+        if self.final and self.outcome is not None and self.outcome.interrupted:
+            line += " · interrupted"
+        elif self.final and self.outcome is None and self.done < self.total:
+            line += " · stopped"
+        return f"{self.title}: {line}" if self.title else line
+
+    __str__ = text
+
+    def __repr__(self) -> str:
+        return f"<Frame {self.index}{' final' if self.final else ''}: {self.text()}>"
+
+    def progress_html(self) -> str:
+        """The progress line over a bar with one coloured segment per status."""
+        c = self.counts
+        total = max(self.total, 1)
+        segments = "".join(
+            f'<div title="{c[st]} {st}" style="width:{100.0 * c[st] / total:.3f}%;'
+            f'background:{STATUS_STYLE[st][1] if st in _FINAL else STATUS_STYLE[st][0]}">'
+            "</div>"
+            for st in _BAR_ORDER
+            if c[st]
+        )
+        return (
+            '<div style="font:12px/1.4 Helvetica,Arial,sans-serif;margin:2px 0 4px 0">'
+            f"{html.escape(self.text())}</div>"
+            '<div style="display:flex;width:100%;max-width:640px;height:10px;'
+            "border-radius:3px;overflow:hidden;background:"
+            f'{STATUS_STYLE["pending"][0]};border:1px solid {STATUS_STYLE["pending"][1]}">'
+            f"{segments}</div>"
+        )
+
+    def svg(self) -> str:
+        """The graph coloured by this frame's states (raises GraphvizNotFound without
+        ``dot``). Live frames recolour a layout made once; the final frame of a finished
+        run is drawn afresh with durations and the critical path when that is cheap."""
+        return self.view._svg(self)
+
+    def html(self) -> str:
+        """Progress bar and graph as HTML; without ``dot`` the graph is replaced by the
+        install hint (never an exception)."""
+        graph = self.view._graph_html(self)
+        return f'<div class="oktyv-live">{self.progress_html()}{graph}</div>'
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {"text/plain": self.text(), "text/html": self.html()}
+
+
+class _Parked:
+    """Stands in for a pending timer once a view makes no more frames."""
+
+    def cancel(self) -> None:
+        pass
+
+
+_PARKED = _Parked()
+
+
+class LiveView:
+    """Shows a run while it happens; subscribe it to the engine's events, then
+    :meth:`close` it with the finished run.
+
+    ``display``: None (inside Jupyter: one output updated in place; elsewhere: nothing) or a
+    callable receiving each :class:`Frame`. ``min_interval`` is the least time in seconds
+    between frames; ``budget`` the largest share of the run's time that showing frames may
+    take (the interval grows when frames are costly). ``direction`` and ``compact`` are
+    passed to the graph (see :func:`oktyv_nb.render.build_digraph`).
+
+    ``frames`` counts the frames shown and ``display_s`` the seconds spent making and
+    handing over frames in the event loop's thread.
+    """
+
+    __slots__ = (
+        "_due", "_failed", "_lock", "_no_dot", "_notebook", "_records", "_sink", "_t0",
+        "_template", "_timer", "budget", "closed", "compact", "direction", "display_s",
+        "frames", "graph", "min_interval", "title",
+    )
+
+    def __init__(
+        self,
+        graph: Graph,
+        title: str | None = None,
+        *,
+        display: Callable[[Frame], Any] | None = None,
+        min_interval: float = 0.25,
+        budget: float = 0.02,
+        direction: str = "TB",
+        compact: bool | None = None,
+    ) -> None:
+        if min_interval < 0:
+            raise ValueError(f"LiveView: min_interval must be >= 0 s, got {min_interval!r}")
+        if not 0 < budget <= 1:
+            raise ValueError(f"LiveView: budget must be a fraction in (0, 1], got {budget!r}")
+        self.graph = graph
+        self.title = title
+        self.min_interval = float(min_interval)
+        self.budget = float(budget)
+        self.direction = direction
+        self.compact = compact
+        self.frames = 0
+        self.display_s = 0.0
+        self.closed = False
+        self._failed = False
+        self._records: dict[str, TaskRecord] = {}
+        self._due = 0.0
+        self._t0: float | None = None
+        self._timer: asyncio.TimerHandle | _Parked | None = None
+        self._template: SvgTemplate | None = None
+        self._no_dot: GraphvizNotFound | None = None
+        self._lock = threading.Lock()
+        self._notebook: _NotebookDisplay | None = None
+        self._sink: Callable[[Frame], Any] | None
+        if display is not None:
+            if not callable(display):
+                raise TypeError(f"LiveView: display must be a callable, got {display!r}")
+            self._sink = display
+        elif in_notebook():
+            self._notebook = _NotebookDisplay(self)
+            self._sink = self._notebook
+        else:
+            self._sink = None
+            self._park()
+
+    def _park(self) -> None:
+        """No more frames: events only update the records (no time checks fire)."""
+        self._due = math.inf
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = _PARKED
+
+    @property
+    def layout_s(self) -> float:
+        """Seconds ``dot`` took to lay out the live graph (0 before the first graph frame)."""
+        t = self._template
+        return t.layout_s if t is not None else 0.0
+
+    @property
+    def active(self) -> bool:
+        """True when frames go somewhere (a notebook output or a display callable)."""
+        return self._sink is not None
+
+    @property
+    def updates(self) -> int:
+        """Notebook output updates actually sent (the display thread drops stale frames)."""
+        return self._notebook.updates if self._notebook is not None else self.frames
+
+    # ------------------------------------------------------------------ events
+    def on_event(self, event: Event) -> None:
+        """Take one event: remember its record (O(1)); make a frame only when one is due.
+
+        Subscribing this bound method costs less per event than subscribing the view
+        itself (calling an instance goes through ``__call__``); both work.
+        """
+        rec = event.record
+        if rec is not None:
+            self._records[rec.task_id] = rec
+        if event.time >= self._due:
+            self._due_frame(event.time)
+        elif self._timer is None:
+            self._trail(event.time)
+
+    __call__ = on_event
+
+    def _due_frame(self, t: float) -> None:
+        if self._t0 is None:
+            self._t0 = perf() - t
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._frame(t)
+
+    def _trail(self, t: float) -> None:
+        """Schedule a frame for when the current one expires, so the last change shows."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside an event loop: no trailing frame
+            return
+        self._timer = loop.call_later(max(self._due - t, 0.0), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self.closed and self._t0 is not None:
+            self._frame(perf() - self._t0)
+
+    def _frame(self, t: float) -> None:
+        start = perf()
+        states = {tid: rec.status for tid, rec in self._records.items()}
+        frame = Frame(self, states, t, self.frames)
+        try:
+            self._sink(frame)  # type: ignore[misc]
+        except Exception:
+            self._failed = True  # the event bus reports it and unsubscribes this view
+            raise
+        self.frames += 1
+        cost = perf() - start
+        self.display_s += cost
+        self._due = t + max(self.min_interval, cost / self.budget)
+
+    def close(self, run: Any = None) -> None:
+        """Show the final frame: the states of ``run`` (a Run or RunOutcome) when given,
+        else the last states seen (after an interrupt). Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self._park()
+        if self._sink is None:
+            return
+        outcome: RunOutcome | None = getattr(run, "outcome", run)
+        if outcome is not None:
+            states = {tid: rec.status for tid, rec in outcome.records.items()}
+            end = outcome.perf_end if outcome.perf_end is not None else perf()
+            elapsed = end - outcome.perf_start
+        else:
+            states = {tid: rec.status for tid, rec in self._records.items()}
+            elapsed = perf() - self._t0 if self._t0 is not None else 0.0
+        frame = Frame(self, states, elapsed, self.frames, final=True, outcome=outcome)
+        try:
+            if not self._failed:
+                self._sink(frame)
+                self.frames += 1
+        except Exception as exc:  # the run is over and fine: report, don't break it
+            warnings.warn(f"live view display {self._sink!r} raised {type(exc).__name__}: "
+                          f"{exc}", RuntimeWarning, stacklevel=2)
+        finally:
+            if self._notebook is not None:
+                self._notebook.close()
+
+    def __repr__(self) -> str:
+        where = "notebook" if self._notebook else ("callable" if self._sink else "inactive")
+        return f"<LiveView {where}: {self.frames} frames>"
+
+    # ------------------------------------------------------------------ drawing
+    def _graph_due(self, frame: Frame) -> bool:
+        """Whether a frame shows the graph: once laid out, always; before that, when laying
+        it out (~60 µs of Python per task, plus ``dot``) stays within ``budget`` of the run
+        so far, and in the final frame of graphs up to ``_FINAL_GRAPH_TASKS`` tasks."""
+        if self._template is not None:
+            return True
+        n = len(self.graph.nodes)
+        if frame.final and n <= _FINAL_GRAPH_TASKS:
+            return True
+        return frame.elapsed * self.budget >= n * _TEMPLATE_COST_PER_TASK
+
+    def _get_template(self) -> SvgTemplate:
+        with self._lock:
+            if self._no_dot is not None:
+                raise self._no_dot
+            if self._template is None:
+                try:
+                    self._template = SvgTemplate(
+                        self.graph, title=self.title, direction=self.direction,
+                        compact=self.compact,
+                    )
+                except GraphvizNotFound as exc:
+                    self._no_dot = exc
+                    raise
+            return self._template
+
+    def _svg(self, frame: Frame) -> str:
+        if frame.final and frame.outcome is not None:
+            t = self._template
+            fresh = (
+                t is None
+                or len(self.graph.nodes) <= _FULL_FINAL_TASKS
+                or t.layout_s <= _FULL_FINAL_LAYOUT_S
+            )
+            if self._no_dot is None and fresh:
+                try:
+                    return to_svg(build_digraph(
+                        self.graph, frame.outcome, title=self.title,
+                        direction=self.direction, compact=self.compact,
+                    ))
+                except GraphvizNotFound as exc:
+                    self._no_dot = exc
+                    raise
+        return self._get_template().recolour(frame.states)
+
+    def _graph_html(self, frame: Frame) -> str:
+        if not self._graph_due(frame):
+            if not frame.final:
+                return ""
+            return (
+                '<div style="font:12px Helvetica,Arial,sans-serif;color:#495057">'
+                f"The graph of {len(self.graph.nodes)} tasks is not drawn here (laying it out "
+                "would take longer than the run did); <code>run.graph()</code> draws it.</div>"
+            )
+        try:
+            svg = self._svg(frame)
+        except GraphvizNotFound as exc:
+            return (
+                '<div style="font:12px Helvetica,Arial,sans-serif;color:#c92a2a">'
+                f"Graph not shown: {html.escape(str(exc))}</div>"
+            )
+        return f'<div style="overflow:auto;max-width:100%">{_strip_xml_header(svg)}</div>'
+
+
+def _strip_xml_header(svg: str) -> str:
+    """SVG for inline HTML: without the XML declaration and DOCTYPE."""
+    i = svg.find("<svg")
+    return svg[i:] if i > 0 else svg
+
+
+class _NotebookDisplay:
+    """One Jupyter output updated in place; frames are rendered in a background thread,
+    and only the newest waiting frame is drawn."""
+
+    def __init__(self, view: LiveView) -> None:
+        from IPython.display import display
+
+        self.view = view
+        self.updates = 0
+        self.render_s = 0.0
+        self.error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._latest: Frame | None = None
+        self._closing = False
+        first = Frame(view, {}, 0.0, -1)
+        # Created here, in the caller's thread, so the output belongs to the running cell.
+        self.handle = display(
+            {"text/plain": first.text(), "text/html": first.progress_html()},
+            raw=True, display_id=True,
+        )
+        self._thread = threading.Thread(target=self._work, name="oktyv-live", daemon=True)
+        self._thread.start()
+
+    def __call__(self, frame: Frame) -> None:
+        with self._cond:
+            self._latest = frame
+            self._cond.notify()
+
+    def close(self, timeout: float = 120.0) -> None:
+        """Wait until the final frame is shown (at most ``timeout`` seconds)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _work(self) -> None:
+        next_at = 0.0
+        while True:
+            with self._cond:
+                frame = self._latest
+                if frame is None:
+                    if self._closing:
+                        return
+                    self._cond.wait()
+                    continue
+                wait = next_at - perf()
+                if wait > 0 and not frame.final and not self._closing:
+                    self._cond.wait(wait)
+                    continue
+                self._latest = None
+            start = perf()
+            layout_before = self.view.layout_s
+            bundle: dict[str, str] | None = None
+            try:
+                bundle = frame._repr_mimebundle_()
+                if self.handle is not None:
+                    self.handle.update(bundle, raw=True)
+            except Exception as exc:  # a display problem must never break the run
+                self.error = exc
+            cost = perf() - start
+            self.render_s += cost
+            self.updates += 1
+            cost -= self.view.layout_s - layout_before  # the one-time layout runs in dot
+            if frame.final:
+                return
+            size = sum(len(v) for v in bundle.values()) if bundle else 0
+            next_at = perf() + max(
+                self.view.min_interval, cost / self.view.budget, size / _OUTPUT_RATE
+            )
+

@@ -1,0 +1,514 @@
+"""Pictures of a DAG with Graphviz: the levelled graph before, during and after a run (SPEC §11).
+
+:func:`build_digraph` turns a validated :class:`~oktyv_nb.graph.Graph` (and, after a run, its
+:class:`~oktyv_nb.engine.RunOutcome`) into a ``graphviz.Digraph``:
+
+* one ``rank=same`` subgraph per level, headed by a ``level k`` label;
+* edges run dependency -> dependent;
+* node labels show the task id and tool; after a run also the duration (seconds), the
+  attempts (a retried task has a double border) and, for failures, the error code;
+* fill colour by status (pending, ready, running, retrying, success, failed, skipped), with a
+  legend; the critical path (measured durations) drawn bold; the dependency whose failure
+  made a task skip drawn as a dashed red edge.
+
+Labels only ever show ids, tool names, durations, attempts, statuses and error codes, never
+params, results or error messages, so secrets cannot reach a picture.
+
+:func:`to_svg`, :func:`save_graph` and :func:`mimebundle` run the ``dot`` program; without it
+they raise :class:`~oktyv_nb.errors.GraphvizNotFound` (the notebook bundle falls back to the
+DOT text and the install hint). ``digraph.source`` never needs ``dot``.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from collections.abc import Mapping
+from itertools import pairwise
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import graphviz
+
+from .errors import DEPENDENCY_FAILED, GraphvizNotFound
+from .graph import Graph, critical_path
+
+if TYPE_CHECKING:
+    from .engine import RunOutcome
+    from .records import TaskRecord
+
+__all__ = [
+    "COMPACT_THRESHOLD",
+    "STATUS_STYLE",
+    "SvgTemplate",
+    "build_digraph",
+    "format_seconds",
+    "mimebundle",
+    "save_graph",
+    "to_svg",
+]
+
+#: Graphs with more tasks than this get compact labels (id only) unless ``compact`` is given.
+COMPACT_THRESHOLD = 100
+
+#: status -> (fill colour, border colour). Order = legend order.
+STATUS_STYLE: dict[str, tuple[str, str]] = {
+    "pending": ("#f8f9fa", "#adb5bd"),
+    "ready": ("#fff3bf", "#e0a800"),
+    "running": ("#a5d8ff", "#1c7ed6"),
+    "retrying": ("#ffd8a8", "#e8590c"),
+    "success": ("#b2f2bb", "#2f9e44"),
+    "failed": ("#ffa8a8", "#c92a2a"),
+    "skipped": ("#dee2e6", "#868e96"),
+}
+_PLAIN = ("#ffffff", "#495057")  # before a run: no status yet
+_CRITICAL = "#212529"
+_SKIP_EDGE = "#c92a2a"
+_EDGE = "#868e96"
+_MUTED = "#495057"
+_MAX_LABEL = 48  # characters of an id or tool shown in a label; the tooltip has it all
+_FONT = "Helvetica,Arial,sans-serif"
+
+
+# ---------------------------------------------------------------------- helpers
+def format_seconds(s: float) -> str:
+    """A short human duration: ``850 µs``, ``12.3 ms``, ``1.24 s``, ``2 min 05 s``."""
+    if s != s or s < 0:  # NaN or negative: nothing sensible to show
+        return "—"
+    if s < 1e-3:
+        return f"{s * 1e6:.0f} µs"
+    if s < 1.0:
+        return f"{s * 1e3:.3g} ms"
+    if s < 60.0:
+        return f"{s:.3g} s"
+    m, sec = divmod(round(s), 60)
+    if m < 60:
+        return f"{m} min {sec:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"
+
+
+def _short(text: str, limit: int = _MAX_LABEL) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _h(text: str, limit: int = _MAX_LABEL) -> str:
+    """Text for an HTML-like label: shortened, then entity-escaped."""
+    return html.escape(_short(str(text), limit), quote=True)
+
+
+def _esc(text: str) -> str:
+    """A plain (escString) attribute value shown literally: backslashes and <...> disarmed."""
+    return graphviz.escape(str(text).replace("\n", " "))
+
+
+def _names(graph: Graph) -> dict[str, str]:
+    """DOT node names: the task id when DOT can carry it verbatim, else ``#<index>``.
+
+    DOT quoted strings cannot end in a backslash and fold ``\\"`` into ``"``; ids starting
+    with ``<`` would read as HTML. Helper nodes use names starting with ``#`` too, and ids
+    starting with ``#`` are renamed, so nothing collides.
+    """
+    names: dict[str, str] = {}
+    for tid, node in graph.nodes.items():
+        if "\\" in tid or '"' in tid or tid[:1] in ("<", "#") or not tid:
+            names[tid] = f"#{node.index}"
+        else:
+            names[tid] = tid
+    return names
+
+
+def _node_name(name: str) -> str:
+    return graphviz.nohtml(name)
+
+
+# ---------------------------------------------------------------------- the graph
+def build_digraph(
+    graph: Graph,
+    outcome: RunOutcome | None = None,
+    *,
+    states: Mapping[str, str] | None = None,
+    attempts: Mapping[str, int] | None = None,
+    title: str | None = None,
+    direction: str = "TB",
+    compact: bool | None = None,
+    legend: bool = True,
+    show_critical: bool = True,
+) -> graphviz.Digraph:
+    """The levelled graph of ``graph`` as a ``graphviz.Digraph``.
+
+    ``outcome`` (a finished or interrupted run) colours nodes by status and adds durations
+    (seconds), attempts, error codes, the critical path (bold, from the measured durations)
+    and the dependency that made each skipped task skip (dashed red edge). ``states``
+    (task id -> status) colours a live frame instead, ``attempts`` (task id -> attempts so
+    far) shows retries in it; both override the outcome's records where given.
+    ``direction`` is ``TB`` (levels top to bottom) or ``LR``; ``compact`` (default: more
+    than :data:`COMPACT_THRESHOLD` tasks) shows only ids, in smaller boxes; ``legend`` adds
+    the colour key; ``show_critical`` draws the critical path.
+    """
+    return _build(graph, outcome, states=states, attempts=attempts, title=title,
+                  direction=direction, compact=compact, legend=legend,
+                  show_critical=show_critical)
+
+
+def _build(
+    graph: Graph,
+    outcome: RunOutcome | None = None,
+    *,
+    states: Mapping[str, str] | None = None,
+    attempts: Mapping[str, int] | None = None,
+    title: str | None = None,
+    direction: str = "TB",
+    compact: bool | None = None,
+    legend: bool = True,
+    show_critical: bool = True,
+    tag: str | None = None,
+    summary: bool = True,
+) -> graphviz.Digraph:
+    """:func:`build_digraph`; ``tag`` gives each task node the SVG id ``<tag>_<index>``
+    (for :class:`SvgTemplate`); ``summary=False`` leaves status counts out of the title."""
+    direction = direction.upper()
+    if direction not in ("TB", "LR", "BT", "RL"):
+        raise ValueError(f"direction must be 'TB' or 'LR' (or 'BT', 'RL'), got {direction!r}")
+    n = len(graph.nodes)
+    if compact is None:
+        compact = n > COMPACT_THRESHOLD
+    records = outcome.records if outcome is not None else {}
+    coloured = outcome is not None or states is not None
+
+    status: dict[str, str] = {}
+    tries: dict[str, int] = {}
+    if coloured:
+        for tid in graph.nodes:
+            rec = records.get(tid)
+            st = states.get(tid) if states is not None else None
+            status[tid] = st or (rec.status if rec is not None else "pending")
+            a = attempts.get(tid) if attempts is not None else None
+            tries[tid] = a if a is not None else (rec.attempts if rec is not None else 0)
+
+    crit_nodes: set[str] = set()
+    crit_edges: set[tuple[str, str]] = set()
+    crit_s = 0.0
+    if show_critical and outcome is not None and records:
+        durations = {tid: r.duration for tid, r in records.items() if tid in graph.nodes}
+        if any(d > 0 for d in durations.values()):
+            path, crit_s = critical_path(graph, durations)
+            crit_nodes = set(path)
+            crit_edges = set(pairwise(path))
+
+    causes: dict[str, str] = {}
+    for tid, rec in records.items():
+        err = rec.error
+        if (
+            status.get(tid, rec.status) == "skipped"
+            and err is not None
+            and err.code == DEPENDENCY_FAILED
+            and err.cause in graph.nodes
+        ):
+            causes[tid] = err.cause  # type: ignore[assignment]
+
+    names = _names(graph)
+    dot = graphviz.Digraph(name=_short(title or "dag", 80))
+    dot.attr(
+        rankdir=direction,
+        newrank="true",
+        nodesep="0.15" if compact else "0.3",
+        ranksep="0.45" if compact else "0.55",
+        fontname=_FONT,
+        bgcolor="white",
+        pad="0.2",
+    )
+    if n > 300:  # keep dot's crossing minimisation quick on big graphs
+        dot.attr(mclimit="0.5", nslimit="2", nslimit1="2", searchsize="20")
+    dot.attr(
+        "node",
+        shape="box",
+        style="rounded,filled",
+        fontname=_FONT,
+        fontsize="9" if compact else "11",
+        margin="0.05,0.02" if compact else "0.12,0.06",
+        height="0.25" if compact else "0.4",
+        penwidth="1",
+    )
+    dot.attr("edge", color=_EDGE, arrowsize="0.5" if compact else "0.7", penwidth="1",
+             fontname=_FONT)
+
+    label = _graph_label(title, graph, outcome, status if summary else {}, coloured, legend,
+                         crit_s, bool(crit_nodes), bool(causes),
+                         any(a > 1 for a in tries.values()))
+    if label:
+        dot.attr(label=label, labelloc="t", labeljust="l", fontsize="12")
+
+    # One rank per level, headed by its label; invisible edges keep the labels in order.
+    for k, level in enumerate(graph.levels):
+        with dot.subgraph(name=f"level_{k}") as sub:
+            sub.attr(rank="same")
+            sub.node(
+                f"#level{k}", f"level {k}", shape="plaintext", style="", fontsize="9",
+                fontcolor="#868e96", tooltip=f"level {k}: {len(level)} tasks",
+                margin="0", height="0.2",
+            )
+            for tid in level:
+                _add_node(sub, graph, tid, names[tid], status, tries, coloured, compact,
+                          tid in crit_nodes, records.get(tid), tag)
+    for k in range(1, len(graph.levels)):
+        dot.edge(f"#level{k - 1}", f"#level{k}", style="invis")
+
+    for dep, tid in graph.edges():
+        attrs: dict[str, str] = {}
+        if (dep, tid) in crit_edges:
+            attrs.update(penwidth="2.5", color=_CRITICAL, style="bold")
+        if causes.get(tid) == dep:
+            attrs.update(style="dashed", color=_SKIP_EDGE, penwidth="1.5",
+                         tooltip=_esc(f"{tid} skipped because {dep} did not succeed"))
+            if not compact:
+                attrs.update(xlabel="skip", fontcolor=_SKIP_EDGE, fontsize="8")
+        elif coloured and status.get(tid) == "skipped":
+            attrs.setdefault("style", "dashed")
+        dot.edge(_node_name(names[dep]), _node_name(names[tid]), **attrs)
+    return dot
+
+
+def _add_node(
+    sub: graphviz.Digraph,
+    graph: Graph,
+    tid: str,
+    name: str,
+    status: Mapping[str, str],
+    tries: Mapping[str, int],
+    coloured: bool,
+    compact: bool,
+    critical: bool,
+    rec: TaskRecord | None,
+    tag: str | None,
+) -> None:
+    node = graph.nodes[tid]
+    st = status.get(tid, "pending") if coloured else None
+    fill, border = STATUS_STYLE.get(st, STATUS_STYLE["pending"]) if st else _PLAIN
+    n_try = tries.get(tid, 0)
+    max_try = node.retry.max_attempts
+    attrs: dict[str, str] = {"fillcolor": fill, "color": border}
+    tip = f"{tid} · tool {node.tool} · level {node.level}"
+    if st:
+        tip += f" · {st}"
+        if n_try > 1 or (n_try and max_try > 1):
+            tip += f" · attempt {n_try}/{max_try}"
+    attrs["tooltip"] = _esc(tip)
+    if tag is not None:
+        attrs["id"] = f"{tag}_{node.index}"
+    if st == "skipped":
+        attrs["style"] = "rounded,filled,dashed"
+        attrs["fontcolor"] = "#868e96"
+    if n_try > 1:
+        attrs["peripheries"] = "2"  # retried: double border
+    if critical:
+        attrs["penwidth"] = "3"
+        attrs["color"] = _CRITICAL
+    if compact:
+        attrs["label"] = _esc(_short(tid, 24))
+    else:
+        attrs["label"] = _html_label(tid, node.tool, _detail(st, rec, n_try, max_try))
+    sub.node(_node_name(name), **attrs)
+
+
+def _html_label(tid: str, tool: str, detail: str | None) -> str:
+    rows = [f"<b>{_h(tid)}</b>", f'<font point-size="9" color="{_MUTED}">{_h(tool)}</font>']
+    if detail:
+        rows.append(detail)
+    return "<" + "<br/>".join(rows) + ">"
+
+
+def _detail(st: str | None, rec: TaskRecord | None, n_try: int, max_try: int) -> str | None:
+    """The third label line: duration, attempts, error code or state (HTML-escaped)."""
+    if st is None:
+        return None
+    parts: list[str] = []
+    if st in ("success", "failed") and rec is not None and rec.end is not None:
+        parts.append(format_seconds(rec.duration))
+    if st == "failed" and rec is not None and rec.error is not None:
+        parts.insert(0, f"<b>{_h(rec.error.code, 28)}</b>")
+    if st in ("running", "retrying", "ready"):
+        parts.append(st)
+    if st in ("running", "retrying", "ready") and max_try > 1 and n_try:
+        parts.append(f"attempt {n_try}/{max_try}")
+    elif n_try > 1:
+        parts.append(f"{n_try} attempts")
+    if st == "skipped":
+        parts.append("skipped")
+    if rec is not None and rec.reused:
+        parts.append("reused")
+    if rec is not None and rec.rolled_back:
+        parts.append("rolled back")
+    if rec is not None and rec.rollback_error is not None:
+        parts.append("rollback failed")
+    if not parts:
+        return None
+    colour = STATUS_STYLE.get(st, _PLAIN)[1]
+    return f'<font point-size="9" color="{colour}">' + " · ".join(parts) + "</font>"
+
+
+def _graph_label(
+    title: str | None,
+    graph: Graph,
+    outcome: RunOutcome | None,
+    status: Mapping[str, str],
+    coloured: bool,
+    legend: bool,
+    crit_s: float,
+    has_critical: bool,
+    has_skip_cause: bool,
+    has_retry: bool,
+) -> str | None:
+    rows: list[str] = []
+    head = f"<b>{_h(title, 80)}</b>  " if title else ""
+    n = len(graph.nodes)
+    summary = f"{n} task{'s' if n != 1 else ''}, {len(graph.levels)} level" + (
+        "s" if len(graph.levels) != 1 else ""
+    )
+    if coloured and status:
+        counts: dict[str, int] = {}
+        for st in status.values():
+            counts[st] = counts.get(st, 0) + 1
+        summary += " — " + ", ".join(
+            f"{counts[s]} {s}" for s in STATUS_STYLE if counts.get(s)
+        )
+    if outcome is not None and outcome.perf_end is not None:
+        spans = [(s.start, s.end) for r in outcome.records.values() for s in r.spans]
+        if spans:
+            makespan = max(e for _, e in spans) - min(s for s, _ in spans)
+            summary += f"; makespan {format_seconds(makespan)}"
+        if has_critical:
+            summary += f", critical path {format_seconds(crit_s)}"
+    rows.append(f'<tr><td align="left" colspan="20">{head}'
+                f'<font point-size="10" color="{_MUTED}">{html.escape(summary)}</font></td></tr>')
+    if legend and coloured:
+        cells = []
+        for st, (fill, border) in STATUS_STYLE.items():
+            cells.append(
+                f'<td bgcolor="{fill}" color="{border}" border="1" style="rounded">'
+                f'<font point-size="9">{st}</font></td>'
+            )
+        if has_critical:
+            cells.append('<td border="0"><font point-size="9"><b>▬ critical path</b></font></td>')
+        if has_skip_cause:
+            cells.append(f'<td border="0"><font point-size="9" color="{_SKIP_EDGE}">'
+                         f"- - → skip cause</font></td>")
+        if has_retry:
+            cells.append('<td border="0"><font point-size="9">double border = retried</font></td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    if not rows:
+        return None
+    return ('<<table border="0" cellborder="0" cellspacing="3" cellpadding="2">'
+            + "".join(rows) + "</table>>")
+
+
+# ---------------------------------------------------------------------- live frames
+class SvgTemplate:
+    """The SVG of a graph laid out once, recoloured per live frame without running ``dot``.
+
+    A live frame only changes node colours, so the layout (``dot``, ~40 ms for a dozen tasks,
+    about a second for 500) is computed once; :meth:`recolour` then rewrites each task
+    node's fill and border in the SVG text, in time linear in its size (about a millisecond
+    for 500 tasks). Raises :class:`~oktyv_nb.errors.GraphvizNotFound` without ``dot``.
+    """
+
+    _counter = 0
+
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        title: str | None = None,
+        direction: str = "TB",
+        compact: bool | None = None,
+    ) -> None:
+        SvgTemplate._counter += 1
+        tag = f"oktyv{SvgTemplate._counter}x{id(self) & 0xFFFFFF:x}"
+        self.graph = graph
+        pending = dict.fromkeys(graph.nodes, "pending")
+        digraph = _build(graph, states=pending, title=title, direction=direction,
+                         compact=compact, show_critical=False, tag=tag, summary=False)
+        t0 = time.perf_counter()
+        svg = to_svg(digraph)
+        #: seconds ``dot`` took to lay the graph out
+        self.layout_s = time.perf_counter() - t0
+        by_index = {node.index: tid for tid, node in graph.nodes.items()}
+        self._pieces: list[str] = []  # static text, between colour slots
+        self._slots: list[str] = []  # task id of each slot
+        pos = 0
+        marker = f'<g id="{tag}_'
+        for m in re.finditer(re.escape(marker) + r'(\d+)" class="node">', svg):
+            tid = by_index.get(int(m.group(1)))
+            start = svg.find(' fill="', m.end())
+            end = svg.find('"', svg.find(' stroke="', start) + len(' stroke="'))
+            if tid is None or start < 0 or end < 0:
+                continue
+            self._pieces.append(svg[pos:start])
+            self._slots.append(tid)
+            pos = end + 1
+        self._pieces.append(svg[pos:])
+        self._style = {
+            st: f' fill="{fill}" stroke="{border}"'
+            + (' stroke-dasharray="5,2"' if st == "skipped" else "")
+            + (' stroke-width="2"' if st in ("running", "retrying") else "")
+            for st, (fill, border) in STATUS_STYLE.items()
+        }
+
+    def recolour(self, states: Mapping[str, str]) -> str:
+        """The SVG with each task coloured by ``states`` (task id -> status; missing ids
+        are pending)."""
+        style = self._style
+        pending = style["pending"]
+        out = [self._pieces[0]]
+        for tid, piece in zip(self._slots, self._pieces[1:], strict=True):
+            out.append(style.get(states.get(tid, "pending"), pending))
+            out.append(piece)
+        return "".join(out)
+
+
+# ---------------------------------------------------------------------- output
+def to_svg(digraph: graphviz.Digraph) -> str:
+    """SVG text of ``digraph``; raises :class:`~oktyv_nb.errors.GraphvizNotFound` without
+    the ``dot`` program."""
+    try:
+        return digraph.pipe(format="svg", encoding="utf-8")
+    except graphviz.ExecutableNotFound as exc:
+        raise GraphvizNotFound() from exc
+
+
+def save_graph(digraph: graphviz.Digraph, path: str | Path) -> Path:
+    """Write ``digraph`` to ``path`` as SVG or PNG (by suffix), creating parent directories;
+    returns the path. Raises :class:`~oktyv_nb.errors.GraphvizNotFound` without ``dot``."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in ("svg", "png"):
+        raise ValueError(
+            f"save_graph({str(path)!r}): the file name must end in .svg or .png, "
+            f"got {path.suffix or 'no suffix'!r}"
+        )
+    try:
+        data = digraph.pipe(format=fmt)
+    except graphviz.ExecutableNotFound as exc:
+        raise GraphvizNotFound() from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def mimebundle(digraph: graphviz.Digraph) -> dict[str, Any]:
+    """A Jupyter mime bundle: ``image/svg+xml``; without ``dot``, the DOT source and the
+    install hint as ``text/plain`` and ``text/html`` (never a traceback)."""
+    try:
+        return {"image/svg+xml": to_svg(digraph)}
+    except GraphvizNotFound as exc:
+        hint = str(exc)
+        source = digraph.source
+        return {
+            "text/plain": f"{source}\n{hint}",
+            "text/html": (
+                '<div class="oktyv-graph-missing-dot">'
+                f"<p><b>Graph not rendered:</b> {html.escape(hint)}</p>"
+                f"<pre>{html.escape(source)}</pre></div>"
+            ),
+        }

@@ -1,0 +1,791 @@
+"""The fluent builder (SPEC §2): arguments, tools, conversions, running, resume, interrupts."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import oktyv_nb as ok
+from oktyv_nb.dag import seconds_to_ms
+from oktyv_nb.events import Event
+
+perf = time.perf_counter
+
+
+async def asleep(seconds: float = 0.0, value: Any = None) -> Any:
+    await asyncio.sleep(seconds)
+    return value
+
+
+def tsleep(seconds: float = 0.0, value: Any = None) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+def echo(**kwargs: Any) -> dict[str, Any]:
+    return kwargs
+
+
+@pytest.fixture
+def clean_registry() -> Iterator[None]:
+    before = set(ok.default_registry)
+    yield
+    for name in set(ok.default_registry) - before:
+        del ok.default_registry[name]
+
+
+# ---------------------------------------------------------------------- the builder API
+def test_task_signature_is_the_specs() -> None:
+    sig = inspect.signature(ok.DAG.task)
+    params = list(sig.parameters.values())
+    assert [p.name for p in params[:3]] == ["self", "id", "tool"]
+    keyword_only = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    assert keyword_only == [
+        "after", "priority", "timeout", "retries", "retry", "rollback", "vault", "trigger",
+    ]
+    assert all(sig.parameters[n].default is None for n in keyword_only)
+    assert params[-1].kind is inspect.Parameter.VAR_KEYWORD
+
+
+def test_every_builder_method_returns_the_dag() -> None:
+    dag = ok.DAG("d")
+    assert dag.task("a", echo) is dag
+    assert dag.task("b", echo, after="a").remove("b") is dag
+    assert dag.task_ids == ["a"]
+
+
+def test_spec_example_builds_and_runs(tmp_path: Any) -> None:
+    def fetch_emails(folder: str, limit: int) -> dict[str, Any]:
+        return {"emails": [f"{folder}-{i}" for i in range(min(limit, 3))]}
+
+    def parse(raw: list[str]) -> list[str]:
+        return [r.upper() for r in raw]
+
+    notified: list[str] = []
+
+    async def notify() -> str:
+        notified.append("sent")
+        return "sent"
+
+    out = tmp_path / "out.json"
+    dag = (
+        ok.DAG("inbox", max_concurrent=4)
+        .task("fetch", fetch_emails, folder="INBOX", limit=100)
+        .task("parse", parse, raw="${fetch.result.emails}")
+        .task("save", ok.tools.file_write, path=str(out), content="${parse.result}",
+              retries=3, timeout=5.0)
+        .task("notify", notify, after=["save"], priority=8)
+    )
+    assert dag.levels == [["fetch"], ["parse"], ["save"], ["notify"]]
+    run = dag.run(live=False)
+    assert run.status == "success", run.df[["status", "error_message"]]
+    assert json.loads(out.read_text()) == ["INBOX-0", "INBOX-1", "INBOX-2"]
+    assert notified == ["sent"]
+    spec = dag.to_request().model_dump(by_alias=True, exclude_none=True)["tasks"][2]
+    assert spec["tool"] == "file_write"
+    assert spec["timeout"] == 5000.0
+    assert spec["retryPolicy"] == {
+        "maxAttempts": 4, "backoff": "exponential", "initialDelay": 1000.0,
+    }
+
+
+# ---------------------------------------------------------------------- tools
+def test_callable_tools_get_names_once() -> None:
+    class Client:
+        def get(self, x: int) -> int:
+            return x
+
+    c = Client()
+    dag = (
+        ok.DAG()
+        .task("a", echo, x=1)
+        .task("b", echo, x=2)  # same callable: same name
+        .task("c", c.get, x=3)
+        .task("d", c.get, x=4)  # a new bound-method object each access: still one name
+        .task("e", lambda: 5)
+    )
+    names = {tid: s.tool for tid, s in dag.specs.items()}
+    assert names == {"a": "echo", "b": "echo", "c": "get", "d": "get", "e": "e_tool"}
+    assert set(dag.tools) == {"echo", "get", "e_tool"}
+    run = dag.run(live=False)
+    assert run.df["result"].to_dict() == {"a": {"x": 1}, "b": {"x": 2}, "c": 3, "d": 4, "e": 5}
+
+
+def test_registered_tools_by_callable_and_by_name(clean_registry: None) -> None:
+    @ok.tool(name="double_it")
+    def double(x: int) -> int:
+        return 2 * x
+
+    reg = ok.ToolRegistry()
+
+    @reg.register
+    async def triple(x: int) -> int:
+        return 3 * x
+
+    dag = (
+        ok.DAG(tools=reg)
+        .task("a", double, x=1)  # the callable: its registered name
+        .task("b", "double_it", x=2)  # the name
+        .task("c", triple, x=3)
+        .task("d", "triple", x=4)
+        .task("e", ok.tools.sleep, seconds=0, value=7)  # a built-in, by callable
+        .task("f", "sleep", seconds=0, value=8)  # and by name
+    )
+    assert [s.tool for s in dag.specs.values()] == [
+        "double_it", "double_it", "triple", "triple", "sleep", "sleep",
+    ]
+    assert "double_it" not in dag.tools  # found in the default registry, not copied
+    run = dag.run(live=False)
+    assert run.df["result"].tolist() == [2, 4, 9, 12, 7, 8]
+
+
+def test_a_callable_never_takes_a_name_that_finds_another_tool(clean_registry: None) -> None:
+    def sleep(seconds: float) -> str:  # same name as the built-in
+        return f"mine {seconds}"
+
+    @ok.tool(name="sleep")  # shadows the built-in in the default registry
+    def other_sleep(seconds: float) -> str:
+        return "other"
+
+    dag = ok.DAG().task("a", sleep, seconds=1).task("b", ok.tools.sleep, seconds=0, value=2)
+    assert dag.specs["a"].tool != "sleep"
+    assert dag.specs["b"].tool != "sleep"  # "sleep" now finds other_sleep
+    run = dag.run(live=False)
+    assert run.df["result"].to_dict() == {"a": "mine 1", "b": 2}
+
+
+def test_unknown_tool_name_fails_at_run_time_with_close_matches() -> None:
+    dag = ok.DAG().task("a", "file_wrte", path="x", content="y")  # accepted while building
+    with pytest.raises(ok.ToolNotFoundError) as exc:
+        dag.run(live=False)
+    assert exc.value.code == "TOOL_NOT_FOUND"
+    assert "file_wrte" in str(exc.value) and "file_write" in str(exc.value)
+    assert dag.last_run is None
+
+
+# ---------------------------------------------------------------------- errors at .task() time
+def test_duplicate_id_raises_at_task_time() -> None:
+    dag = ok.DAG().task("a", echo)
+    with pytest.raises(ok.DuplicateTaskError) as exc:
+        dag.task("a", echo)
+    assert str(exc.value) == "Duplicate task ID: a"
+    assert exc.value.code == "DUPLICATE_TASK"
+    assert isinstance(exc.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc_type", "words"),
+    [
+        ({"priority": 0}, ValueError, ["priority", "1 to 10"]),
+        ({"priority": 11}, ValueError, ["priority"]),
+        ({"priority": True}, ValueError, ["priority"]),
+        ({"priority": "5"}, ValueError, ["priority"]),
+        ({"timeout": 0}, ValueError, ["timeout", "seconds"]),
+        ({"timeout": -1.0}, ValueError, ["timeout"]),
+        ({"timeout": "5"}, ValueError, ["timeout"]),
+        ({"timeout": float("nan")}, ValueError, ["timeout"]),
+        ({"retries": -1}, ValueError, ["retries", ">= 0"]),
+        ({"retries": 1.5}, ValueError, ["retries"]),
+        ({"retries": 2, "retry": ok.RetryPolicy(3)}, ValueError, ["not both"]),
+        ({"retry": 3}, TypeError, ["RetryPolicy"]),
+        ({"trigger": "sometimes"}, ValueError, ["trigger", "all_done"]),
+        ({"vault": ""}, ValueError, ["vault"]),
+        ({"vault": "api", "credentials": "x"}, ValueError, ["credentials"]),
+        ({"after": 3}, TypeError, ["after"]),
+        ({"after": ["a", 3]}, TypeError, ["after"]),
+        ({"rollback": 3}, TypeError, ["rollback"]),
+    ],
+)
+def test_bad_arguments_raise_at_task_time_naming_task_and_field(
+    kwargs: dict[str, Any], exc_type: type[Exception], words: list[str]
+) -> None:
+    dag = ok.DAG().task("a", echo)
+    with pytest.raises(exc_type) as exc:
+        dag.task("t1", echo, **kwargs)
+    msg = str(exc.value)
+    assert "t1" in msg, msg
+    for w in words:
+        assert w in msg, msg
+    assert "t1" not in dag  # nothing half-added
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "-x", "x.y", "${a}", "é", "x" * 129])
+def test_malformed_ids_raise(bad: str) -> None:
+    with pytest.raises(ValueError, match="not valid"):
+        ok.DAG().task(bad, echo)
+
+
+def test_non_string_id_and_tool_raise() -> None:
+    with pytest.raises(TypeError, match="task id"):
+        ok.DAG().task(3, echo)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Task a: tool must be a callable"):
+        ok.DAG().task("a", 42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Task a: the tool name must not be empty"):
+        ok.DAG().task("a", "")
+
+
+def test_self_dependency_and_self_reference_are_cycles_at_once() -> None:
+    with pytest.raises(ok.CircularDependencyError) as exc:
+        ok.DAG().task("a", echo, after="a")
+    assert exc.value.cycle == ["a", "a"]
+    with pytest.raises(ok.CircularDependencyError):
+        ok.DAG().task("a", echo, x="${a.result}")
+    # a rollback may reference its own task's result
+    ok.DAG().task("a", echo, rollback=ok.Rollback(echo, undo="${a.result}"))
+
+
+def test_malformed_reference_raises_at_task_time() -> None:
+    with pytest.raises(ok.VariableResolutionError) as exc:
+        ok.DAG().task("b", echo, x="${a}")
+    assert exc.value.code == "VARIABLE_RESOLUTION_ERROR"
+    assert "Task b" in str(exc.value) and "field" in str(exc.value)
+
+
+# ---------------------------------------------------------------------- errors at run time
+def test_missing_dependency_and_reference_raise_before_anything_runs() -> None:
+    ran: list[str] = []
+
+    def mark() -> None:
+        ran.append("x")
+
+    dag = ok.DAG().task("a", mark).task("b", mark, after=["zz"])
+    with pytest.raises(ok.MissingDependencyError) as exc:
+        dag.run(live=False)
+    assert str(exc.value) == "Task b depends on non-existent task zz"
+    dag.remove("b").task("b", echo, x="${yy.result}")
+    with pytest.raises(ok.MissingDependencyError, match="yy"):
+        dag.run(live=False)
+    assert ran == []
+
+
+def test_cycle_raises_at_run_time() -> None:
+    dag = (
+        ok.DAG()
+        .task("a", echo, x="${c.result}")
+        .task("b", echo, after="a")
+        .task("c", echo, after="b")
+    )
+    with pytest.raises(ok.CircularDependencyError) as exc:
+        dag.run(live=False)
+    assert exc.value.cycle == ["a", "b", "c", "a"]
+    assert exc.value.code == "CIRCULAR_DEPENDENCY"
+
+
+def test_run_settings_are_checked() -> None:
+    dag = ok.DAG().task("a", echo)
+    with pytest.raises(ValueError, match="max_concurrent"):
+        dag.run(live=False, max_concurrent=0)
+    with pytest.raises(TypeError, match="max_concurrent"):
+        dag.run(live=False, max_concurrent=2.5)
+    with pytest.raises(ValueError, match="failure_mode"):
+        dag.run(live=False, failure_mode="explode")
+    with pytest.raises(ValueError, match="timeout"):
+        dag.run(live=False, timeout=-1)
+    with pytest.raises(ValueError, match="strategy"):
+        ok.DAG(strategy="random")
+    with pytest.raises(TypeError, match="max_concurrent"):
+        ok.DAG(max_concurrent="4")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- conversions
+FULL_REQUEST: dict[str, Any] = {
+    "tasks": [
+        {"id": "fetch", "tool": "fetch", "params": {"url": "http://x/y", "n": [1, 2]},
+         "priority": 9, "timeout": 1100.0, "vault": "api",
+         "retryPolicy": {"maxAttempts": 3, "backoff": "linear", "initialDelay": 250.0}},
+        {"id": "store", "tool": "store", "params": {"rows": "${fetch.result.rows}"},
+         "dependsOn": ["fetch"], "timeout": 0.5,
+         "retryPolicy": {"maxAttempts": 2, "backoff": "exponential", "initialDelay": 1000.0},
+         "rollback": {"tool": "unstore", "params": {"key": "${store.result.key}"}}},
+        {"id": "cleanup", "tool": "cleanup", "params": {}, "dependsOn": ["store", "fetch"],
+         "runIf": "all_done", "priority": 1},
+    ],
+    "config": {"maxConcurrent": 3, "failureMode": "rollback", "timeout": 1234.5678,
+               "enableRollback": True},
+}
+
+
+def _tools() -> dict[str, Any]:
+    return {"fetch": echo, "store": echo, "unstore": echo, "cleanup": echo}
+
+
+def test_from_request_to_request_is_lossless() -> None:
+    for form in (FULL_REQUEST, json.dumps(FULL_REQUEST), ok.ExecutionRequest.model_validate(
+            FULL_REQUEST)):
+        dag = ok.DAG.from_request(form, tools=_tools())
+        out = dag.to_request().model_dump(by_alias=True, mode="json", exclude_none=True)
+        assert out == FULL_REQUEST
+    dag = ok.DAG.from_request(FULL_REQUEST, tools=_tools())
+    assert dag.config.timeout == pytest.approx(1.2345678)  # seconds in Python
+    graph = dag.validate()
+    assert graph.nodes["fetch"].timeout == pytest.approx(1.1)
+    assert graph.nodes["fetch"].retry == ok.RetryPolicy(3, "linear", 0.25)
+    assert graph.nodes["cleanup"].trigger == "all_done"
+
+
+def test_snake_case_requests_are_accepted() -> None:
+    snake = {
+        "tasks": [{"id": "a", "tool": "fetch", "params": {}, "depends_on": None,
+                   "retry_policy": {"max_attempts": 2, "initial_delay": 10}, "run_if": "all_done"}],
+        "config": {"max_concurrent": 2, "failure_mode": "stop"},
+    }
+    dag = ok.DAG.from_request(snake, tools=_tools())
+    out = dag.to_request().model_dump(by_alias=True, exclude_none=True)
+    assert out["tasks"][0]["retryPolicy"] == {
+        "maxAttempts": 2, "backoff": "exponential", "initialDelay": 10.0,
+    }
+    assert out["tasks"][0]["runIf"] == "all_done"
+    assert out["config"] == {"maxConcurrent": 2, "failureMode": "stop"}
+
+
+def test_builder_to_request_uses_milliseconds_and_round_trips() -> None:
+    dag = (
+        ok.DAG("b", max_concurrent=2, failure_mode="rollback", timeout=2.5)
+        .task("fetch", echo, url="u", priority=7, timeout=1.1, vault="api",
+              retry=ok.RetryPolicy(max_attempts=4, backoff="linear", initial_delay=0.3))
+        .task("store", echo, rows="${fetch.result}", retries=2,
+              rollback=ok.Rollback(echo, key="${store.result.key}"))
+        .task("note", echo, after=["store"], trigger="all_done", timeout=0.001)
+    )
+    req = dag.to_request().model_dump(by_alias=True, mode="json", exclude_none=True)
+    assert req == {
+        "tasks": [
+            {"id": "fetch", "tool": "echo", "params": {"url": "u"}, "priority": 7,
+             "timeout": 1100.0, "vault": "api",
+             "retryPolicy": {"maxAttempts": 4, "backoff": "linear", "initialDelay": 300.0}},
+            {"id": "store", "tool": "echo", "params": {"rows": "${fetch.result}"},
+             "retryPolicy": {"maxAttempts": 3, "backoff": "exponential", "initialDelay": 1000.0},
+             "rollback": {"tool": "echo", "params": {"key": "${store.result.key}"}}},
+            {"id": "note", "tool": "echo", "params": {}, "dependsOn": ["store"],
+             "timeout": 1.0, "runIf": "all_done"},
+        ],
+        "config": {"maxConcurrent": 2, "failureMode": "rollback", "timeout": 2500.0},
+    }
+    back = ok.DAG.from_request(json.dumps(req), tools=dag.tools, name="b")
+    assert back == dag
+    assert back.to_request() == dag.to_request()
+    assert back.to_json() == dag.to_json()
+    graph = back.validate()
+    assert graph.nodes["fetch"].timeout == 1.1  # exactly: ms chosen to convert back
+    assert graph.nodes["fetch"].retry.initial_delay == 0.3
+    assert graph.nodes["note"].timeout == 0.001
+
+
+def test_seconds_to_ms_gives_short_exact_values() -> None:
+    assert seconds_to_ms(1.1) == 1100.0
+    assert seconds_to_ms(0.3) == 300.0
+    assert seconds_to_ms(0.0001234567) / 1000.0 == 0.0001234567
+    assert seconds_to_ms(0) == 0.0
+
+
+def test_to_request_never_holds_secrets() -> None:
+    dag = ok.DAG(vault={"api": {"token": "s3cret-token"}}).task("a", echo, vault="api", x=1)
+    assert "s3cret-token" not in dag.to_json()
+    assert "s3cret-token" not in repr(dag) and "s3cret-token" not in str(dag)
+    run = dag.run(live=False)
+    assert run.records["a"].result == {"x": 1, "credentials": {"token": "s3cret-token"}}
+    assert "s3cret-token" not in run.df.to_string()
+
+
+def test_copy_is_independent_and_equal() -> None:
+    dag = ok.DAG("x", max_concurrent=3, strategy="levels").task("a", echo, v=[1])
+    twin = dag.copy()
+    assert twin == dag and twin is not dag
+    twin.task("b", echo)
+    twin.specs["a"].params["v"].append(2)
+    assert "b" not in dag and dag.specs["a"].params["v"] == [1]
+    assert twin.config.strategy == "levels"
+
+
+def test_from_request_rejects_duplicates_and_keeps_extra_settings() -> None:
+    req = {"tasks": [{"id": "a", "tool": "x"}, {"id": "a", "tool": "x"}]}
+    with pytest.raises(ok.DuplicateTaskError):
+        ok.DAG.from_request(req)
+    dag = ok.DAG.from_request({"tasks": []}, strategy="levels", name="n")
+    assert dag.config.strategy == "levels" and dag.name == "n"
+    assert dag.run(live=False).status == "success"  # an empty DAG is valid
+
+
+# ---------------------------------------------------------------------- running
+def test_run_in_a_script_sync_in_threads_async_on_the_loop() -> None:
+    seen: dict[str, Any] = {}
+
+    async def on_loop() -> None:
+        seen["loop"] = asyncio.get_running_loop()
+        seen["loop_thread"] = threading.current_thread()
+
+    def in_thread() -> None:
+        seen["thread"] = threading.current_thread()
+
+    run = ok.DAG().task("a", on_loop).task("b", in_thread).run(live=False)
+    assert run.status == "success"
+    assert seen["loop_thread"] is threading.main_thread()
+    assert seen["thread"] is not threading.main_thread()
+    assert seen["loop"].is_closed()  # run() gave the script a loop of its own and closed it
+    assert run.df.loc["a", "worker"] == "event-loop"
+    assert run.df.loc["b", "worker"] == seen["thread"].name
+
+
+def test_arun_runs_async_tools_on_the_callers_loop() -> None:
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def where() -> None:
+        loops.append(asyncio.get_running_loop())
+
+    dag = ok.DAG().task("a", where).task("b", where, after="a")
+
+    async def main() -> tuple[ok.Run, asyncio.AbstractEventLoop]:
+        return await dag.arun(live=False), asyncio.get_running_loop()
+
+    run, loop = asyncio.run(main())
+    assert run.status == "success"
+    assert loops == [loop, loop]
+    assert dag.last_run is run
+
+
+def test_sync_tool_running_a_dag_does_not_deadlock() -> None:
+    inner = ok.DAG("inner").task("x", asleep, seconds=0.05, value=1).task(
+        "y", tsleep, value="${x.result}")
+
+    def runs_inner() -> Any:
+        return inner.run(live=False).df["result"].to_dict()
+
+    outer = ok.DAG("outer", max_concurrent=4)
+    for i in range(4):  # several at once: they must not starve each other of threads
+        outer.task(f"t{i}", runs_inner)
+    t0 = perf()
+    run = outer.run(live=False, timeout=20)
+    assert perf() - t0 < 10
+    assert run.status == "success", run.df["error_message"]
+    assert run.df["result"].tolist() == [{"x": 1, "y": 1}] * 4
+
+
+def test_async_tool_awaiting_a_dag_does_not_deadlock() -> None:
+    loops: list[int] = []
+
+    async def x() -> int:
+        loops.append(id(asyncio.get_running_loop()))
+        await asyncio.sleep(0.02)
+        return 2
+
+    inner = ok.DAG("inner").task("x", x).task("y", tsleep, value="${x.result}")
+
+    async def awaits_inner() -> Any:
+        loops.append(id(asyncio.get_running_loop()))
+        run = await inner.arun(live=False)
+        return run.df["result"].to_dict()
+
+    run = ok.DAG("outer").task("a", awaits_inner).task("b", awaits_inner).run(
+        live=False, timeout=20)
+    assert run.status == "success", run.df["error_message"]
+    assert run.df["result"].tolist() == [{"x": 2, "y": 2}] * 2
+    assert len(set(loops)) == 1  # the inner runs shared the outer run's loop
+
+
+NESTED_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, json, time
+    import oktyv_nb as ok
+
+    async def x():
+        await asyncio.sleep(0.02)
+        return 1
+
+    inner = ok.DAG("inner").task("x", x).task("y", lambda v: v + 1, v="${x.result}")
+    from_callback = []
+
+    async def calls_run():  # a *sync* run() from inside a running task
+        return inner.run(live=False).df["result"].to_dict()
+
+    def on_event(ev):  # and from inside a callback on the loop
+        if ev.kind == "task_finished" and ev.task_id == "a" and not from_callback:
+            from_callback.append(inner.run(live=False).status)
+
+    async def other():
+        await asyncio.sleep(0.1)
+        return "other"
+
+    before = hasattr(asyncio, "_nest_patched")
+    dag = (  # a, a2, a3 and b start in one batch of the loop: the nested runs must not eat it
+        ok.DAG("outer").task("a", calls_run).task("a2", calls_run).task("a3", calls_run)
+        .task("b", other).task("c", calls_run, after="a")
+    )
+    t0 = time.perf_counter()
+    run = dag.run(live=False, on_event=on_event, timeout=20)
+    out = {
+        "before": before, "after": hasattr(asyncio, "_nest_patched"),
+        "status": run.status, "results": run.df["result"].to_dict(),
+        "callback": from_callback, "seconds": time.perf_counter() - t0,
+        "again": ok.DAG().task("z", x).run(live=False).status,
+    }
+    print(json.dumps(out))
+    """
+)
+
+
+def test_sync_run_from_a_running_task_or_callback_nests_without_deadlock() -> None:
+    # In its own process: nest_asyncio2 patches asyncio for good once applied.
+    proc = subprocess.run(
+        [sys.executable, "-c", NESTED_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["before"] is False  # not applied at import
+    assert out["after"] is True  # applied lazily, when run() found the loop running
+    assert out["status"] == "success"
+    nested = {"x": 1, "y": 2}
+    assert out["results"] == {"a": nested, "a2": nested, "a3": nested, "b": "other", "c": nested}
+    assert out["callback"] == ["success"]
+    assert out["seconds"] < 10
+    assert out["again"] == "success"
+
+
+def test_run_settings_override_the_dags() -> None:
+    dag = ok.DAG(max_concurrent=1, vault={"s": {"k": "vvv"}})
+    for i in range(4):
+        dag.task(f"t{i}", asleep, seconds=0.1)
+    t0 = perf()
+    run = dag.run(live=False, max_concurrent=4)
+    assert perf() - t0 < 0.35  # 4 at once, not 1
+    assert run.outcome.config.max_concurrent == 4
+    assert dag.config.max_concurrent == 1  # the DAG is unchanged
+    dag2 = ok.DAG(vault={"s": {"k": "vvv"}}).task("a", echo, vault="s")
+    run2 = dag2.run(live=False, vault={})  # an empty vault given for this run is honoured
+    assert run2.df.loc["a", "error_code"] == "VAULT_NOT_FOUND"
+
+
+# ---------------------------------------------------------------------- interrupts
+def _interrupt_dag() -> ok.DAG:
+    return (
+        ok.DAG("slow", max_concurrent=2)
+        .task("a", asleep, seconds=0.02, value="A")
+        .task("b", asleep, seconds=5.0, after="a")
+        .task("c", tsleep, seconds=0.3)
+        .task("d", asleep, seconds=0.01, after="b")
+        .task("e", asleep, seconds=0.01, after="c")
+    )
+
+
+def _check_partial(dag: ok.DAG, elapsed: float) -> None:
+    run = dag.last_run
+    assert run is not None
+    assert run.interrupted
+    df = run.df
+    assert list(df.index) == ["a", "b", "c", "d", "e"]  # every task has its record
+    assert set(df["status"]) <= {"success", "failed", "skipped"}
+    assert df.loc["a", "status"] == "success" and df.loc["a", "result"] == "A"
+    assert df.loc["b", "status"] == "failed" and df.loc["b", "error_code"] == "CANCELLED"
+    assert df.loc["d", "status"] == "skipped"
+    assert elapsed < 3.0  # b's 5 s sleep was cancelled, not awaited
+    assert run.result.summary.total == 5
+
+
+def test_cancelling_arun_keeps_the_partial_run() -> None:
+    dag = _interrupt_dag()
+
+    async def main() -> float:
+        t0 = perf()
+        task = asyncio.create_task(dag.arun(live=False))
+        await asyncio.sleep(0.15)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return perf() - t0
+
+    elapsed = asyncio.run(main())
+    _check_partial(dag, elapsed)
+
+
+def test_keyboard_interrupt_from_a_subscriber_keeps_the_partial_run() -> None:
+    dag = _interrupt_dag()
+
+    def stop_button(ev: Event) -> None:
+        if ev.kind == "task_started" and ev.task_id == "b":
+            raise KeyboardInterrupt
+
+    t0 = perf()
+    with pytest.raises(KeyboardInterrupt):
+        dag.run(live=False, on_event=stop_button)
+    _check_partial(dag, perf() - t0)
+
+
+@pytest.mark.skipif(
+    signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
+    reason="needs Python's default SIGINT handler",
+)
+def test_real_sigint_keeps_the_partial_run() -> None:
+    dag = _interrupt_dag()
+
+    def ctrl_c(ev: Event) -> None:
+        if ev.kind == "task_started" and ev.task_id == "b":
+            signal.raise_signal(signal.SIGINT)
+
+    t0 = perf()
+    with pytest.raises(KeyboardInterrupt):
+        dag.run(live=False, on_event=ctrl_c)
+    _check_partial(dag, perf() - t0)
+    assert dag.run(live=False, max_concurrent=5, timeout=0.5).interrupted is False
+
+
+def test_last_run_is_the_latest() -> None:
+    dag = ok.DAG().task("a", echo)
+    r1 = dag.run(live=False)
+    assert dag.last_run is r1
+    r2 = dag.run(live=False)
+    assert dag.last_run is r2 and r2 is not r1
+
+
+# ---------------------------------------------------------------------- resume
+def test_rerun_failed_reruns_failed_skipped_and_their_dependents() -> None:
+    calls: dict[str, int] = {}
+
+    def counted(name: str, fail_first: bool = False, value: Any = None) -> Any:
+        calls[name] = calls.get(name, 0) + 1
+        if fail_first and calls[name] == 1:
+            raise ConnectionError(f"{name}: first call fails")
+        return value if value is not None else name
+
+    dag = (
+        ok.DAG("resume")
+        .task("a", counted, name="a")
+        .task("b", counted, name="b", fail_first=True, value="${a.result}")
+        .task("c", counted, name="c", value="${b.result}")  # skipped on the first run
+        .task("d", counted, name="d")  # independent
+        .task("e", counted, name="e", after="b", trigger="all_done")  # ran after b failed
+    )
+    run1 = dag.run(live=False)
+    assert run1.df["status"].tolist() == ["success", "failed", "skipped", "success", "success"]
+    assert run1.failed == ["b"] and run1.skipped == ["c"]
+    run2 = run1.rerun_failed()
+    assert run2.status == "success"
+    assert run2.reused == ["a", "d"]
+    assert calls == {"a": 1, "b": 2, "c": 1, "d": 1, "e": 2}
+    df = run2.df
+    assert df["reused"].tolist() == [True, False, False, True, False]
+    assert df.loc["a", "result"] == "a" and df.loc["c", "result"] == "a"
+    assert df.loc["a", "attempts"] == 0 and df.loc["b", "attempts"] == 1
+    assert run2.result.tasks["a"].reused is True
+    assert run2.result.tasks["b"].reused is None
+    assert dag.last_run is run2
+    run3 = dag.run(resume=run2, live=False)  # nothing left to do: everything reused
+    assert run3.reused == ["a", "b", "c", "d", "e"]
+    assert calls == {"a": 1, "b": 2, "c": 1, "d": 1, "e": 2}
+
+
+def test_rerun_failed_keeps_the_runs_settings_and_reruns_changed_tasks() -> None:
+    state = {"n": 0}
+
+    def needs_key(credentials: dict[str, str]) -> str:
+        state["n"] += 1
+        if state["n"] == 1:
+            raise RuntimeError("flaky")
+        return credentials["key"][:1]
+
+    dag = ok.DAG().task("k", needs_key, vault="api").task("v", echo, x=1)
+    run1 = dag.run(live=False, vault={"api": {"key": "zzz"}}, max_concurrent=1)
+    assert run1.df.loc["k", "status"] == "failed"
+    dag.remove("v").task("v", echo, x=2)  # changed since: must run again
+    run2 = run1.rerun_failed()
+    assert run2.outcome.config.max_concurrent == 1
+    assert run2.df.loc["k", "result"] == "z"  # the vault of the first run
+    assert run2.reused == []
+    assert run2.df.loc["v", "result"] == {"x": 2}
+
+
+def test_arerun_failed() -> None:
+    state = {"n": 0}
+
+    async def flaky() -> int:
+        state["n"] += 1
+        if state["n"] == 1:
+            raise ValueError("once")
+        return state["n"]
+
+    dag = ok.DAG().task("ok", echo).task("f", flaky)
+
+    async def main() -> ok.Run:
+        run = await dag.arun(live=False)
+        return await run.arerun_failed(live=False)
+
+    run = asyncio.run(main())
+    assert run.status == "success" and run.reused == ["ok"]
+
+
+# ---------------------------------------------------------------------- sweep
+def test_sweep_gives_makespan_and_speedup_per_setting() -> None:
+    dag = ok.DAG("fan")
+    for i in range(8):
+        dag.task(f"t{i}", asleep, seconds=0.1)
+    df = dag.sweep(max_concurrent=[1, 2, 4, 8])
+    assert df["max_concurrent"].tolist() == [1, 2, 4, 8]
+    for col in ("makespan_s", "speedup", "relative_speedup", "efficiency", "lower_bound_s"):
+        assert df[col].dtype == float
+    ms = dict(zip(df["max_concurrent"], df["makespan_s"], strict=True))
+    assert ms[1] >= 0.8 and ms[8] < 0.45
+    assert ms[1] > ms[2] > ms[8]
+    rel = dict(zip(df["max_concurrent"], df["relative_speedup"], strict=True))
+    assert rel[1] == 1.0 and rel[8] > 2.5
+    assert (df["status"] == "success").all()
+    df2 = asyncio.run(dag.asweep([1, 8], repeat=2))
+    assert df2[["max_concurrent", "repeat"]].values.tolist() == [[1, 0], [1, 1], [8, 0], [8, 1]]
+    with pytest.raises(ValueError, match="at least one"):
+        dag.sweep([])
+
+
+# ---------------------------------------------------------------------- display
+def test_text_reprs_are_readable() -> None:
+    dag = ok.DAG("shop", max_concurrent=2).task("a", echo).task("b", echo, after="a")
+    assert repr(dag) == "<DAG 'shop': 2 tasks, 2 levels, max_concurrent=2>"
+    assert str(dag).splitlines() == [
+        "<DAG 'shop': 2 tasks, 2 levels, max_concurrent=2>",
+        "  level 0:", "    a (echo)", "  level 1:", "    b (echo) <- a",
+    ]
+    broken = ok.DAG().task("a", echo, after="nope")
+    assert "invalid: MissingDependencyError" in repr(broken)
+    assert "non-existent task nope" in str(broken)
+
+
+def test_dag_mimebundle_renders_the_graph_or_the_error() -> None:
+    dag = ok.DAG("shop").task("a", echo).task("b", echo, after="a")
+    bundle = dag._repr_mimebundle_()
+    assert bundle["text/plain"].startswith("<DAG 'shop'")
+    assert "<svg" in bundle.get("image/svg+xml", "") or "text/html" in bundle
+    broken = ok.DAG().task("a", echo, after="nope")._repr_mimebundle_()
+    assert "non-existent task nope" in broken["text/html"]
+
+
+def test_run_reprs() -> None:
+    dag = ok.DAG("shop").task("a", echo).task("b", tsleep, bad=1)
+    run = dag.run(live=False)
+    assert repr(run).startswith("<Run 'shop' partial: 1 succeeded, 1 failed, 0 skipped of 2 in ")
+    html = run._repr_html_()
+    assert "<table" in html and "TypeError" in html
+    pretty: list[str] = []
+
+    class P:
+        def text(self, s: str) -> None:
+            pretty.append(s)
+
+    run._repr_pretty_(P(), False)
+    assert "TypeError" in pretty[0] and "duration_s" in pretty[0]
+
+
+def test_large_dag_display_skips_drawing() -> None:
+    dag = ok.DAG("big")
+    for i in range(400):
+        dag.task(f"t{i}", echo)
+    bundle = dag._repr_mimebundle_()
+    assert "image/svg+xml" not in bundle
+    assert "400 tasks" in bundle["text/plain"] and "dag.graph()" in bundle["text/plain"]
+    assert "... 350 more" in str(dag)
