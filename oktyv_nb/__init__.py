@@ -6,6 +6,7 @@ rendered with graphviz, run it in the notebook's kernel and analyse ``run.df``.
 
 from . import tools
 from .api import aexecute_request, execute_request
+from .backends import DaskBackend, ProcessBackend, ThreadBackend, register_backend
 from .dag import DAG, Rollback
 from .errors import (
     CircularDependencyError,
@@ -40,6 +41,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "DAG",
     "CircularDependencyError",
+    "DaskBackend",
     "DuplicateTaskError",
     "EnvVault",
     "Event",
@@ -49,10 +51,12 @@ __all__ = [
     "GraphvizNotFound",
     "MissingDependencyError",
     "OktyvError",
+    "ProcessBackend",
     "RetryPolicy",
     "Rollback",
     "Run",
     "RunStats",
+    "ThreadBackend",
     "ToolNotFoundError",
     "ToolRegistry",
     "VariableResolutionError",
@@ -62,6 +66,7 @@ __all__ = [
     "compare",
     "default_registry",
     "execute_request",
+    "register_backend",
     "tool",
     "tools",
 ]

@@ -10,7 +10,12 @@ runs ``fn(**kwargs)`` and reports the outcome. The seam is :class:`Backend`:
 * ``abandon(handle)`` is a best-effort cancel when the engine gives up on a call (timeout,
   interrupt); its late outcome is ignored by the engine;
 * ``runs_coroutines_on_loop``: when true, async tools are not submitted but run by the
-  engine as tasks on its own loop.
+  engine as tasks on its own loop;
+* optionally ``aopen(loop)``, a coroutine doing what ``open`` does without blocking the loop
+  (:class:`DaskBackend` starts its ``LocalCluster`` in a thread with it).
+
+A backend object serves one run at a time; names give each run a fresh object (the process
+pool behind ``processes`` is shared and stays warm between runs).
 
 The four backends (names for ``backend=``; objects may be passed too):
 
@@ -98,7 +103,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from .errors import WORKER_CRASHED
+from .errors import UNPICKLABLE, WORKER_CRASHED
 
 __all__ = [
     "UNPICKLABLE",
@@ -118,7 +123,6 @@ __all__ = [
 
 Done = Callable[[bool, Any, "str | None"], None]
 
-UNPICKLABLE = "UNPICKLABLE"
 
 
 class Backend(Protocol):
@@ -1010,7 +1014,14 @@ class DaskBackend:
     async def aopen(self, loop: asyncio.AbstractEventLoop) -> None:
         """As :meth:`open`, starting the local cluster in a thread (the loop keeps running)."""
         if self.client is None:
-            await asyncio.to_thread(self._start_cluster)
+            starting = loop.run_in_executor(None, self._start_cluster)
+            try:
+                await asyncio.shield(starting)
+            except BaseException:  # interrupted: close the cluster once it has started
+                starting.add_done_callback(lambda _: threading.Thread(
+                    target=_close_cluster, args=(self.client, self.cluster), daemon=True,
+                ).start())
+                raise
         self.open(loop)
 
     def open(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -153,6 +153,7 @@ class DAG:
         self.specs: dict[str, TaskSpec] = {}
         self.last_run: Run | None = None
         self._graph: Graph | None = None
+        self._graph_key: tuple[int, ...] = ()
         # Exact JSON values of a request this DAG came from, kept so that to_request() gives
         # them back unchanged: (seconds, ms) of the run timeout, and enableRollback.
         self._timeout_ms: tuple[float, float] | None = None
@@ -451,8 +452,10 @@ class DAG:
     def validate(self) -> Graph:
         """Check the whole DAG (SPEC §4) and return its graph; raises an ``ok.OktyvError``
         (a ``ValueError``) naming the task and the fix."""
-        if self._graph is None:
+        key = tuple(map(id, self.specs.values()))  # specs replaced or reordered: rebuild
+        if self._graph is None or self._graph_key != key:
             self._graph = self._build()
+            self._graph_key = key
         return self._graph
 
     def _build(self) -> Graph:
@@ -538,7 +541,7 @@ class DAG:
             max_concurrent, failure_mode, timeout, strategy, backend, vault
         )
         graph = self._build()  # fresh: tools re-registered in a notebook cell are picked up
-        self._graph = graph
+        self._graph, self._graph_key = graph, tuple(map(id, self.specs.values()))
         subscribers: list[Subscriber] = []
         if on_event is not None:
             subscribers.extend([on_event] if callable(on_event) else on_event)

@@ -48,6 +48,7 @@ import contextlib
 import heapq
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -88,6 +89,7 @@ FailureMode = Literal["continue", "stop", "rollback"]
 Strategy = Literal["dependencies", "levels"]
 LOOP_WORKER = "event-loop"
 CANCEL_GRACE = 1.0  # seconds given to cancelled async tools to unwind at the end of a run
+WORKER_SLICE = 0.005  # seconds a loop worker may run quick calls before yielding to the loop
 
 perf = time.perf_counter
 
@@ -121,15 +123,15 @@ class RunOutcome:
     """What a run leaves behind: the records and its clock anchors."""
 
     execution_id: str
-    graph: Graph
+    graph: Graph = field(repr=False)
     config: RunConfig
-    records: dict[str, TaskRecord]
+    records: dict[str, TaskRecord] = field(repr=False)
     perf_start: float
     wall_start: datetime
     perf_end: float | None = None
     backend: str = "asyncio"
     interrupted: bool = False
-    redactor: Redactor = field(default_factory=Redactor)
+    redactor: Redactor = field(default_factory=Redactor, repr=False)
 
     def wall(self, t: float) -> datetime:
         """The UTC datetime of perf-counter time ``t``."""
@@ -143,7 +145,7 @@ class _Timeout(Exception):
 class Attempt:
     """One call of a task's tool, holding one concurrency slot until closed."""
 
-    __slots__ = ("closed", "engine", "handle", "node", "rec", "start", "task", "timer")
+    __slots__ = ("closed", "engine", "handle", "kwargs", "node", "rec", "start", "task", "timer")
 
     def __init__(self, engine: Engine, node: TaskNode, rec: TaskRecord, start: float) -> None:
         self.engine = engine
@@ -151,6 +153,7 @@ class Attempt:
         self.rec = rec
         self.start = start
         self.closed = False
+        self.kwargs: dict[str, Any] | None = None
         self.task: asyncio.Task[Any] | None = None
         self.handle: Any = None
         self.timer: asyncio.TimerHandle | None = None
@@ -183,6 +186,7 @@ class Engine:
         self.backend = get_backend(backend)
         self.vault = vault
         self.bus = bus if bus is not None else EventBus()
+        self.subs = self.bus.subscribers  # the bus's own list: a plain truth test per event
         self.reuse = reuse or {}
         nodes = graph.nodes
         self.records = {tid: TaskRecord(tid, n.tool, n.level) for tid, n in nodes.items()}
@@ -196,6 +200,13 @@ class Engine:
         self.succeeded: list[TaskRecord] = []  # in completion order, for rollback
         self.any_failed = False
         self.abandoned: list[asyncio.Task[Any]] = []
+        self.jobs: deque[Attempt] = deque()  # async calls waiting for a loop worker
+        self.idle: list[asyncio.Future[None]] = []  # loop workers waiting for a job
+        self.workers: set[asyncio.Task[None]] = set()
+        self.in_worker = False  # a loop worker is finishing a call and will take a job
+        self.coming = 0  # workers woken or started that have not looked at the jobs yet
+        self.closing = False
+        self.on_loop = bool(getattr(self.backend, "runs_coroutines_on_loop", False))
         self.redactor = Redactor()
         self.pumping = False
         levels = config.strategy == "levels" if config else False
@@ -218,6 +229,11 @@ class Engine:
         if self.done is not None:
             raise RuntimeError("an Engine runs its graph once; make a new Engine to run again")
         loop = self.loop = asyncio.get_running_loop()
+        opener = getattr(self.backend, "aopen", None)  # e.g. a Dask cluster starting up:
+        if opener is not None:  # before the clock starts, without blocking the loop
+            await opener(loop)
+        else:
+            self.backend.open(loop)
         self.done = loop.create_future()
         self.perf_start = perf()
         self.outcome = RunOutcome(
@@ -230,7 +246,6 @@ class Engine:
             backend=getattr(self.backend, "name", type(self.backend).__name__),
             redactor=self.redactor,
         )
-        self.backend.open(loop)
         timer = None
         try:
             self._emit("run_started", None)
@@ -268,6 +283,8 @@ class Engine:
             return
         if self.outcome is not None:
             self.outcome.interrupted = True
+            if self.outcome.perf_end is None:
+                self.outcome.perf_end = perf()
         self._halt(code, "the run was interrupted")
 
     # ------------------------------------------------------------------ scheduling
@@ -295,8 +312,8 @@ class Engine:
             self.parked[node.level].append(node)
         else:
             heapq.heappush(self.ready, (-node.priority, -node.chain, node.index, node))
-        if self.bus:
-            self._emit("task_ready", rec)
+        if self.subs:
+            self._emit("task_ready", rec, now)
 
     def _pump(self) -> None:
         if self.pumping:  # a task that failed while starting: the outer loop goes on
@@ -310,6 +327,27 @@ class Engine:
                 self._start(heapq.heappop(ready)[3])
         finally:
             self.pumping = False
+        if self.jobs:
+            self._staff()
+
+    def _staff(self) -> None:
+        """Make sure a loop worker will take each queued async call.
+
+        A worker that is finishing a call (``in_worker``) takes the next job itself, so a
+        chain of quick async tools runs without a single task switch.
+        """
+        wanted = len(self.jobs) - self.coming - (1 if self.in_worker else 0)
+        idle = self.idle
+        while wanted > 0 and idle:
+            fut = idle.pop()
+            if not fut.done():
+                fut.set_result(None)
+                self.coming += 1
+                wanted -= 1
+        while wanted > 0:
+            self.workers.add(self.loop.create_task(self._worker()))  # type: ignore[union-attr]
+            self.coming += 1
+            wanted -= 1
 
     def _start(self, node: TaskNode) -> None:
         rec = self.records[node.id]
@@ -320,8 +358,8 @@ class Engine:
             rec.start = now
         att = Attempt(self, node, rec, now)
         self.open[att] = None
-        if self.bus:
-            self._emit("task_started", rec)
+        if self.subs:
+            self._emit("task_started", rec, now)
         try:
             kwargs = (
                 self._arguments(node) if node.has_refs or node.vault is not None else node.params
@@ -330,8 +368,9 @@ class Engine:
             self._attempt_done(att, False, _in_task(node.id, exc), None, retryable=False)
             return
         try:
-            if node.is_async and self.backend.runs_coroutines_on_loop:
-                att.task = self.loop.create_task(self._run_coro(att, node.fn, kwargs))  # type: ignore[union-attr]
+            if node.is_async and self.on_loop:
+                att.kwargs = kwargs
+                self.jobs.append(att)
             else:
                 att.handle = self.backend.submit(node.fn, kwargs, att)
         except Exception as exc:  # the backend could not start the call
@@ -342,21 +381,75 @@ class Engine:
                 node.timeout, self._guarded, self._on_timeout, att
             )
 
-    async def _run_coro(self, att: Attempt, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-        try:
-            value = await fn(**kwargs)
-        except asyncio.CancelledError:
-            if not att.closed:  # cancelled by the tool itself or by someone else
-                att(False, ErrorInfo(CANCELLED, f"Task {att.node.id} was cancelled"),
-                    LOOP_WORKER, False)
-            raise
-        except (KeyboardInterrupt, SystemExit):  # landed in this tool: stop the run first
-            self.interrupt()
-            raise
-        except BaseException as exc:  # other BaseExceptions are errors, not retried
-            att(False, exc, LOOP_WORKER, isinstance(exc, Exception))
-        else:
-            att(True, value, LOOP_WORKER)
+    async def _worker(self) -> None:
+        """A loop worker: runs queued async calls one after another, on the loop.
+
+        Reusing a few long-lived tasks instead of one task per call saves a task creation
+        and a trip through the loop per call; the tool still runs inside a real task, so
+        ``asyncio.current_task()`` and ``asyncio.timeout()`` work in it. A timeout or a halt
+        cancels the worker while it awaits the abandoned call; the worker then takes up the
+        next job. It yields to the loop at least every ``WORKER_SLICE`` seconds.
+        """
+        me = asyncio.current_task()
+        assert me is not None
+        jobs = self.jobs
+        last = perf()
+        self.coming -= 1  # started by _staff
+        while not self.closing:
+            if not jobs:
+                fut = self.loop.create_future()  # type: ignore[union-attr]
+                self.idle.append(fut)
+                try:
+                    await fut
+                except asyncio.CancelledError:
+                    if self.closing:
+                        return
+                    _uncancel(me)
+                if fut.done() and not fut.cancelled():
+                    self.coming -= 1  # woken by _staff
+                else:
+                    with contextlib.suppress(ValueError):
+                        self.idle.remove(fut)
+                last = perf()
+                continue
+            att = jobs.popleft()
+            if att.closed:  # halted before it started
+                continue
+            att.task = me
+            kwargs = att.kwargs
+            att.kwargs = None
+            retryable = True
+            try:
+                value = await att.node.fn(**kwargs)  # type: ignore[arg-type]
+                ok = True
+            except asyncio.CancelledError:
+                if att.closed or self.closing:  # our timeout or halt: go on with the next
+                    _uncancel(me)
+                    if self.closing:
+                        return
+                    continue
+                ok, retryable = False, False  # cancelled by the tool itself or by others
+                value = ErrorInfo(CANCELLED, f"Task {att.node.id} was cancelled")
+                _uncancel(me)
+            except (KeyboardInterrupt, SystemExit):  # landed in this tool: stop the run first
+                self.interrupt()
+                raise
+            except BaseException as exc:  # other BaseExceptions are errors, not retried
+                ok, value, retryable = False, exc, isinstance(exc, Exception)
+            att.task = None
+            if att.closed:  # finished after its timeout: the outcome is dropped
+                _uncancel(me)
+                continue
+            self.in_worker = True
+            try:
+                att(ok, value, LOOP_WORKER, retryable)
+            finally:
+                self.in_worker = False
+            value = None
+            now = perf()
+            if now - last > WORKER_SLICE:  # let timers, I/O and displays run
+                await asyncio.sleep(0)
+                last = perf()
 
     def _arguments(self, node: TaskNode) -> dict[str, Any]:
         """The call's keyword arguments: params with references resolved, plus
@@ -441,8 +534,8 @@ class Engine:
                 self.backoff[node.id] = self.loop.call_later(  # type: ignore[union-attr]
                     delay, self._guarded, self._retry, node
                 )
-                if self.bus:
-                    self._emit("task_retrying", rec)
+                if self.subs:
+                    self._emit("task_retrying", rec, now)
             else:
                 self._finish(rec, FAILED, now)
         self._pump()
@@ -463,13 +556,18 @@ class Engine:
             f"Task {node.id} timed out after {node.timeout:g} s (attempt {att.rec.attempts})",
         )
         self._abandon(att)
-        self._attempt_done(att, False, err, att.rec.worker)
+        self._attempt_done(att, False, err, self._where(att))
+
+    def _where(self, att: Attempt) -> str | None:
+        """Where an attempt that is being abandoned ran, as far as the engine knows."""
+        if att.node.is_async and self.on_loop:
+            return LOOP_WORKER
+        return att.rec.worker
 
     def _abandon(self, att: Attempt) -> None:
         """Cancel an attempt's async task, or tell the backend to drop its call."""
         with contextlib.suppress(Exception):  # best effort: the loop may be closed
-            if att.task is not None:
-                self.abandoned.append(att.task)
+            if att.task is not None:  # a loop worker awaiting the call: it goes on
                 att.task.cancel()
             elif att.handle is not None or not self.backend.runs_coroutines_on_loop:
                 self.backend.abandon(att.handle)
@@ -496,8 +594,8 @@ class Engine:
                     self.stopping = RUN_STOPPED
             if self.by_level:
                 self._level_done(node.level)
-            if self.bus:
-                self._emit("task_finished", rec)
+            if self.subs:
+                self._emit("task_finished", rec, now)
             if not propagate:
                 continue
             for dep in node.dependents:
@@ -574,6 +672,7 @@ class Engine:
             if att.timer is not None:
                 att.timer.cancel()
             rec = att.rec
+            rec.worker = self._where(att)
             rec.spans.append(AttemptSpan(att.start, now, _SPAN_OUTCOME.get(code, FAILED),
                                          rec.worker))
             rec.error = ErrorInfo(code, f"Task {rec.task_id}: {why}")
@@ -630,7 +729,8 @@ class Engine:
         """One call outside the scheduler (rollbacks), on the same backend; ``timeout`` in
         seconds."""
         loop = asyncio.get_running_loop()
-        if is_async(fn) and self.backend.runs_coroutines_on_loop:
+        handle = None
+        if is_async(fn) and self.on_loop:
             aw = fn(**kwargs)
         else:
             fut: asyncio.Future[Any] = loop.create_future()
@@ -639,23 +739,31 @@ class Engine:
                 if not fut.done():
                     (fut.set_result if ok else fut.set_exception)(value)
 
-            self.backend.submit(fn, kwargs, done)
+            handle = self.backend.submit(fn, kwargs, done)
             aw = fut
         try:
             return await asyncio.wait_for(aw, timeout)
         except TimeoutError:
+            if handle is not None:
+                self.backend.abandon(handle)
             raise _Timeout(f"rollback timed out after {timeout:g} s") from None
 
     # ------------------------------------------------------------------ plumbing
-    def _emit(self, kind: EventKind, rec: TaskRecord | None) -> None:
-        if self.bus:
-            self.bus.emit(Event(kind, rec, perf() - self.perf_start))
+    def _emit(self, kind: EventKind, rec: TaskRecord | None, now: float | None = None) -> None:
+        if self.subs:
+            t = perf() if now is None else now
+            self.bus.emit(Event(kind, rec, t - self.perf_start))
 
     async def _cleanup(self) -> None:
         for att in list(self.open):  # only on internal errors: never leave a task behind
             self._abandon(att)
         for handle in self.backoff.values():
             handle.cancel()
+        self.closing = True
+        self.jobs.clear()
+        for w in self.workers:
+            w.cancel()
+        self.abandoned.extend(self.workers)
         pending = [t for t in self.abandoned if not t.done()]
         if pending:
             # interrupted again while unwinding: leave them cancelled
@@ -666,6 +774,12 @@ class Engine:
                 t.exception()
         with contextlib.suppress(Exception):
             await self.backend.aclose()
+
+
+def _uncancel(task: asyncio.Task[Any]) -> None:
+    """Withdraw the cancellation requests that were meant for one call, not the worker."""
+    while task.cancelling():
+        task.uncancel()
 
 
 _SPAN_OUTCOME = {TASK_TIMEOUT: "timeout", CANCELLED: "cancelled", EXECUTION_TIMEOUT: "timeout"}

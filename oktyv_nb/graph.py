@@ -95,17 +95,22 @@ class TaskNode:
         "vault",
     )
 
-    def __init__(self, spec: TaskSpec, index: int, fn: Callable[..., Any]) -> None:
+    def __init__(
+        self, spec: TaskSpec, index: int, fn: Callable[..., Any], fn_is_async: bool,
+        has_refs: bool,
+    ) -> None:
         self.spec = spec
         self.id = spec.id
         self.index = index
         self.tool = spec.tool
         self.fn = fn
-        self.is_async = is_async(fn)
+        self.is_async = fn_is_async
         self.params = spec.params
-        self.has_refs = has_references(spec.params)
-        self.priority = spec.priority if spec.priority is not None else DEFAULT_PRIORITY
-        self.timeout = spec.timeout / 1000.0 if spec.timeout is not None else None
+        self.has_refs = has_refs
+        p = spec.priority
+        self.priority = DEFAULT_PRIORITY if p is None else p
+        t = spec.timeout
+        self.timeout = None if t is None else t / 1000.0
         rp = spec.retry_policy
         self.retry = (
             RetryPolicy(rp.max_attempts, rp.backoff, rp.initial_delay / 1000.0) if rp else NO_RETRY
@@ -152,7 +157,7 @@ class Graph:
         return [(d, n.id) for n in self.nodes.values() for d in n.deps]
 
 
-def _dependencies(spec: TaskSpec, ids: Mapping[str, Any]) -> tuple[str, ...]:
+def _dependencies(spec: TaskSpec, ids: Mapping[str, Any], refs: bool) -> tuple[str, ...]:
     deps: dict[str, None] = {}
     for d in spec.depends_on or ():
         if d not in ids:
@@ -160,16 +165,17 @@ def _dependencies(spec: TaskSpec, ids: Mapping[str, Any]) -> tuple[str, ...]:
                 f"Task {spec.id} depends on non-existent task {d}", task_id=spec.id, missing=d
             )
         deps[d] = None
-    for ref in _references(spec, spec.params, "params"):
-        if ref.task_id not in ids:
-            raise MissingDependencyError(
-                f"Task {spec.id} references ${{{ref.text}}} but there is no task "
-                f"{ref.task_id}; fix the id or add the task",
-                task_id=spec.id,
-                missing=ref.task_id,
-            )
-        deps[ref.task_id] = None
-    if spec.rollback is not None:
+    if refs:
+        for ref in _references(spec, spec.params, "params"):
+            if ref.task_id not in ids:
+                raise MissingDependencyError(
+                    f"Task {spec.id} references ${{{ref.text}}} but there is no task "
+                    f"{ref.task_id}; fix the id or add the task",
+                    task_id=spec.id,
+                    missing=ref.task_id,
+                )
+            deps[ref.task_id] = None
+    if spec.rollback is not None and has_references(spec.rollback.params):
         for ref in _references(spec, spec.rollback.params, "rollback.params"):
             if ref.task_id not in ids:
                 raise MissingDependencyError(
@@ -182,8 +188,6 @@ def _dependencies(spec: TaskSpec, ids: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def _references(spec: TaskSpec, params: Any, where: str) -> list[Any]:
-    if not has_references(params):
-        return []
     try:
         return find_references(params)
     except OktyvError as exc:
@@ -194,66 +198,89 @@ def _references(spec: TaskSpec, params: Any, where: str) -> list[Any]:
 
 
 def build_graph(request: ExecutionRequest, tools: ToolTable) -> Graph:
-    """Validate ``request`` (SPEC §4) and return its graph, or raise an OktyvError."""
-    nodes: dict[str, TaskNode] = {}
-    for spec in request.tasks:
-        if spec.id in nodes:
-            raise DuplicateTaskError(spec.id)
-        nodes[spec.id] = None  # type: ignore[assignment]  # placeholder until tools resolve
+    """Validate ``request`` (SPEC §4) and return its graph, or raise an OktyvError.
+
+    One pass over the tasks for ids, one for dependencies, Kahn's algorithm on integer
+    indices for order, levels and chains; tool lookups are cached per name.
+    """
     specs = request.tasks
-    deps = {spec.id: _dependencies(spec, nodes) for spec in specs}
-    order, levels_of = _toposort(specs, deps)
+    ids: dict[str, int] = {}
     for i, spec in enumerate(specs):
-        node = TaskNode(spec, i, tools.lookup(spec.tool, spec.id))
+        if spec.id in ids:
+            raise DuplicateTaskError(spec.id)
+        ids[spec.id] = i
+    refs = [bool(spec.params) and has_references(spec.params) for spec in specs]
+    deps = [
+        _dependencies(spec, ids, r) if (r or spec.depends_on or spec.rollback) else ()
+        for spec, r in zip(specs, refs, strict=True)
+    ]
+    order, level, chain = _toposort(specs, ids, deps)
+    found: dict[str, tuple[Callable[..., Any], bool]] = {}
+
+    def lookup(name: str, task_id: str) -> tuple[Callable[..., Any], bool]:
+        hit = found.get(name)
+        if hit is None:
+            fn = tools.lookup(name, task_id)
+            hit = found[name] = (fn, is_async(fn))
+        return hit
+
+    nodes: dict[str, TaskNode] = {}
+    for i, spec in enumerate(specs):
+        fn, fn_async = lookup(spec.tool, spec.id)
+        node = TaskNode(spec, i, fn, fn_async, refs[i])
         if spec.rollback is not None:
             try:
-                node.rollback_fn = tools.lookup(spec.rollback.tool, spec.id)
+                node.rollback_fn = lookup(spec.rollback.tool, spec.id)[0]
             except ToolNotFoundError as exc:
                 raise ToolNotFoundError(
                     exc.tool, task_id=spec.id, suggestions=exc.suggestions, rollback=True
                 ) from None
-        node.deps = deps[spec.id]
-        node.level = levels_of[spec.id]
+        node.deps = deps[i]
+        node.level = level[i]
+        node.chain = chain[i]
         nodes[spec.id] = node
     for node in nodes.values():
         for d in node.deps:
             nodes[d].dependents.append(node)
-    for tid in reversed(order):  # longest chain of dependents, this task included
-        node = nodes[tid]
-        if node.dependents:
-            node.chain = 1 + max(d.chain for d in node.dependents)
-    depth = max(levels_of.values(), default=-1) + 1
-    levels: list[list[str]] = [[] for _ in range(depth)]
-    for spec in specs:
-        levels[levels_of[spec.id]].append(spec.id)
-    return Graph(nodes, levels, order)
+    levels: list[list[str]] = [[] for _ in range(max(level, default=-1) + 1)]
+    for spec, lv in zip(specs, level, strict=True):
+        levels[lv].append(spec.id)
+    return Graph(nodes, levels, [specs[i].id for i in order])
 
 
 def _toposort(
-    specs: Sequence[TaskSpec], deps: Mapping[str, tuple[str, ...]]
-) -> tuple[list[str], dict[str, int]]:
-    """Kahn's algorithm; levels as longest dependency chains. Raises on a cycle."""
-    remaining = {s.id: len(deps[s.id]) for s in specs}
-    dependents: dict[str, list[str]] = {s.id: [] for s in specs}
-    for s in specs:
-        for d in deps[s.id]:
-            dependents[d].append(s.id)
-    level = dict.fromkeys(remaining, 0)
-    order = [tid for tid, n in remaining.items() if n == 0]
-    i = 0
-    while i < len(order):
-        tid = order[i]
-        i += 1
-        lv = level[tid] + 1
-        for d in dependents[tid]:
-            if level[d] < lv:
-                level[d] = lv
-            remaining[d] -= 1
-            if remaining[d] == 0:
-                order.append(d)
-    if len(order) < len(specs):
-        raise CircularDependencyError(_find_cycle(specs, deps, set(order)))
-    return order, level
+    specs: Sequence[TaskSpec], ids: Mapping[str, int], deps: Sequence[tuple[str, ...]]
+) -> tuple[list[int], list[int], list[int]]:
+    """Kahn's algorithm on indices: a topological order, each task's level (its longest
+    chain of dependencies) and chain (its longest chain of dependents, itself included).
+    Raises CircularDependencyError."""
+    n = len(specs)
+    remaining = [len(d) for d in deps]
+    children: list[list[int]] = [[] for _ in range(n)]
+    for i, ds in enumerate(deps):
+        for d in ds:
+            children[ids[d]].append(i)
+    level = [0] * n
+    order = [i for i in range(n) if not remaining[i]]
+    for i in order:  # the list grows while it is walked
+        lv = level[i] + 1
+        for c in children[i]:
+            if level[c] < lv:
+                level[c] = lv
+            remaining[c] -= 1
+            if not remaining[c]:
+                order.append(c)
+    if len(order) < n:
+        done = {specs[i].id for i in order}
+        raise CircularDependencyError(
+            _find_cycle(specs, {s.id: deps[i] for i, s in enumerate(specs)}, done)
+        )
+    chain = [1] * n
+    for i in reversed(order):
+        kids = children[i]
+        if kids:
+            chain[i] = 1 + max([chain[c] for c in kids])
+    return order, level, chain
 
 
 def _find_cycle(

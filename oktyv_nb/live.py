@@ -49,16 +49,15 @@ perf = time.perf_counter
 #: Order of the progress bar's segments and of the counts in the progress line.
 _BAR_ORDER = ("success", "failed", "skipped", "retrying", "running", "ready")
 _FINAL = ("success", "failed", "skipped")
-#: Python-side cost of laying out one task (build the DOT text, parse the SVG), seconds;
-#: used to decide when the first graph frame is affordable.
+#: Python-side cost of laying out one task (build the DOT text, parse the SVG), seconds:
+#: live frames show the graph once this, for every task, fits in ``budget`` of the run so far
+#: (``dot`` itself runs in the display thread's subprocess, off the event loop).
 _TEMPLATE_COST_PER_TASK = 60e-6
-#: A final frame is drawn afresh (durations, critical path) for graphs up to this many tasks,
-#: or when the live layout took at most ``_FULL_FINAL_LAYOUT_S`` seconds; otherwise the live
-#: layout is recoloured with the final states.
-_FULL_FINAL_TASKS = 100
-_FULL_FINAL_LAYOUT_S = 0.3
-#: The final frame of a run too short to have laid its graph out draws it up to this size.
-_FINAL_GRAPH_TASKS = 300
+#: ``dot``'s cost per task for a whole layout, seconds (about 1 s for 500 tasks), used to
+#: decide whether a final frame may lay the graph out (``close()`` waits for it).
+_DOT_COST_PER_TASK = 2e-3
+#: The final frame always shows graphs up to this many tasks (a layout takes tens of ms).
+_SMALL = 100
 #: Bytes per second of notebook output a live view may send (big SVGs update less often).
 _OUTPUT_RATE = 2e6
 
@@ -306,8 +305,14 @@ class LiveView:
 
     def _on_timer(self) -> None:
         self._timer = None
-        if not self.closed and self._t0 is not None:
+        if self.closed or self._failed or self._t0 is None:
+            return
+        try:
             self._frame(perf() - self._t0)
+        except Exception as exc:  # not inside the event bus here: report and stop
+            self._park()
+            warnings.warn(f"live view display {self._sink!r} raised {type(exc).__name__}: "
+                          f"{exc}; the live view stopped", RuntimeWarning, stacklevel=2)
 
     def _frame(self, t: float) -> None:
         start = perf()
@@ -357,16 +362,27 @@ class LiveView:
         return f"<LiveView {where}: {self.frames} frames>"
 
     # ------------------------------------------------------------------ drawing
-    def _graph_due(self, frame: Frame) -> bool:
-        """Whether a frame shows the graph: once laid out, always; before that, when laying
-        it out (~60 µs of Python per task, plus ``dot``) stays within ``budget`` of the run
-        so far, and in the final frame of graphs up to ``_FINAL_GRAPH_TASKS`` tasks."""
-        if self._template is not None:
-            return True
+    def _how(self, frame: Frame) -> str | None:
+        """How a shown frame draws its graph: ``"fresh"`` (laid out anew, with durations
+        and the critical path), ``"recolour"`` (the live layout) or None (not at all).
+
+        Laying the graph out costs ``dot`` time, and the final frame is waited for, so it
+        happens only within ``budget`` of the run so far (estimated as
+        ``_TEMPLATE_COST_PER_TASK`` per task for live frames, ``_DOT_COST_PER_TASK`` for
+        the final one, or the measured live layout time); a final frame of a graph up to
+        ``_SMALL`` tasks is always drawn.
+        """
         n = len(self.graph.nodes)
-        if frame.final and n <= _FINAL_GRAPH_TASKS:
-            return True
-        return frame.elapsed * self.budget >= n * _TEMPLATE_COST_PER_TASK
+        allowance = frame.elapsed * self.budget
+        t = self._template
+        if not frame.final:
+            return "recolour" if t is not None or allowance >= n * _TEMPLATE_COST_PER_TASK else None
+        cost = t.layout_s if t is not None else n * _DOT_COST_PER_TASK
+        if frame.outcome is not None and (cost <= allowance or (t is None and n <= _SMALL)):
+            return "fresh"
+        if t is not None or n <= _SMALL or cost <= allowance:
+            return "recolour"
+        return None
 
     def _get_template(self) -> SvgTemplate:
         with self._lock:
@@ -383,27 +399,26 @@ class LiveView:
                     raise
             return self._template
 
-    def _svg(self, frame: Frame) -> str:
-        if frame.final and frame.outcome is not None:
-            t = self._template
-            fresh = (
-                t is None
-                or len(self.graph.nodes) <= _FULL_FINAL_TASKS
-                or t.layout_s <= _FULL_FINAL_LAYOUT_S
-            )
-            if self._no_dot is None and fresh:
-                try:
-                    return to_svg(build_digraph(
-                        self.graph, frame.outcome, title=self.title,
-                        direction=self.direction, compact=self.compact,
-                    ))
-                except GraphvizNotFound as exc:
-                    self._no_dot = exc
-                    raise
+    def _svg(self, frame: Frame, how: str | None = None) -> str:
+        """The frame's SVG; by default the final frame of a finished run is drawn afresh."""
+        if how is None:
+            how = "fresh" if frame.final and frame.outcome is not None else "recolour"
+        if how == "fresh":
+            if self._no_dot is not None:
+                raise self._no_dot
+            try:
+                return to_svg(build_digraph(
+                    self.graph, frame.outcome, title=self.title,
+                    direction=self.direction, compact=self.compact,
+                ))
+            except GraphvizNotFound as exc:
+                self._no_dot = exc
+                raise
         return self._get_template().recolour(frame.states)
 
     def _graph_html(self, frame: Frame) -> str:
-        if not self._graph_due(frame):
+        how = self._how(frame)
+        if how is None:
             if not frame.final:
                 return ""
             return (
@@ -412,7 +427,7 @@ class LiveView:
                 "would take longer than the run did); <code>run.graph()</code> draws it.</div>"
             )
         try:
-            svg = self._svg(frame)
+            svg = self._svg(frame, how)
         except GraphvizNotFound as exc:
             return (
                 '<div style="font:12px Helvetica,Arial,sans-serif;color:#c92a2a">'

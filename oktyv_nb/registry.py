@@ -38,7 +38,9 @@ class ToolRegistry(MutableMapping[str, Tool]):
     @overload
     def register(self, fn: Tool, /, *, name: str | None = None) -> Tool: ...
     @overload
-    def register(self, fn: None = None, /, *, name: str | None = None) -> Callable[[Tool], Tool]: ...
+    def register(
+        self, fn: None = None, /, *, name: str | None = None
+    ) -> Callable[[Tool], Tool]: ...
 
     def register(self, fn: Tool | None = None, /, *, name: str | None = None) -> Any:
         """Register ``fn`` under ``name`` (default: its ``__name__``); usable as a decorator."""

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COMPACT_THRESHOLD",
     "STATUS_STYLE",
+    "DagDigraph",
     "SvgTemplate",
     "build_digraph",
     "format_seconds",
@@ -107,12 +108,13 @@ def _names(graph: Graph) -> dict[str, str]:
     """DOT node names: the task id when DOT can carry it verbatim, else ``#<index>``.
 
     DOT quoted strings cannot end in a backslash and fold ``\\"`` into ``"``; ids starting
-    with ``<`` would read as HTML. Helper nodes use names starting with ``#`` too, and ids
-    starting with ``#`` are renamed, so nothing collides.
+    with ``<`` would read as HTML; in an edge, ``a:b`` names port ``b`` of node ``a``.
+    Helper nodes use names starting with ``#`` too, and ids starting with ``#`` are renamed,
+    so nothing collides.
     """
     names: dict[str, str] = {}
     for tid, node in graph.nodes.items():
-        if "\\" in tid or '"' in tid or tid[:1] in ("<", "#") or not tid:
+        if "\\" in tid or '"' in tid or ":" in tid or tid[:1] in ("<", "#") or not tid:
             names[tid] = f"#{node.index}"
         else:
             names[tid] = tid
@@ -124,6 +126,19 @@ def _node_name(name: str) -> str:
 
 
 # ---------------------------------------------------------------------- the graph
+class DagDigraph(graphviz.Digraph):
+    """A ``graphviz.Digraph`` whose notebook display, without the ``dot`` program, shows the
+    DOT text and the install hint instead of raising (SPEC §11)."""
+
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        try:
+            return super()._repr_mimebundle_(include, exclude, **kwargs)
+        except graphviz.ExecutableNotFound:
+            return _fallback_bundle(self, GraphvizNotFound())
+
+
 def build_digraph(
     graph: Graph,
     outcome: RunOutcome | None = None,
@@ -209,7 +224,7 @@ def _build(
             causes[tid] = err.cause  # type: ignore[assignment]
 
     names = _names(graph)
-    dot = graphviz.Digraph(name=_short(title or "dag", 80))
+    dot = DagDigraph(name=graphviz.nohtml(re.sub(r'["\\]', "_", _short(title or "dag", 80))))
     dot.attr(
         rankdir=direction,
         newrank="true",
@@ -380,7 +395,7 @@ def _graph_label(
             summary += f"; makespan {format_seconds(makespan)}"
         if has_critical:
             summary += f", critical path {format_seconds(crit_s)}"
-    rows.append(f'<tr><td align="left" colspan="20">{head}'
+    rows.append(f'<tr><td align="left">{head}'
                 f'<font point-size="10" color="{_MUTED}">{html.escape(summary)}</font></td></tr>')
     if legend and coloured:
         cells = []
@@ -396,10 +411,11 @@ def _graph_label(
                          f"- - → skip cause</font></td>")
         if has_retry:
             cells.append('<td border="0"><font point-size="9">double border = retried</font></td>')
-        rows.append("<tr>" + "".join(cells) + "</tr>")
+        rows.append('<tr><td align="left"><table border="0" cellborder="0" cellspacing="3" '
+                    'cellpadding="2"><tr>' + "".join(cells) + "</tr></table></td></tr>")
     if not rows:
         return None
-    return ('<<table border="0" cellborder="0" cellspacing="3" cellpadding="2">'
+    return ('<<table border="0" cellborder="0" cellspacing="0" cellpadding="0">'
             + "".join(rows) + "</table>>")
 
 
@@ -502,13 +518,17 @@ def mimebundle(digraph: graphviz.Digraph) -> dict[str, Any]:
     try:
         return {"image/svg+xml": to_svg(digraph)}
     except GraphvizNotFound as exc:
-        hint = str(exc)
-        source = digraph.source
-        return {
-            "text/plain": f"{source}\n{hint}",
-            "text/html": (
-                '<div class="oktyv-graph-missing-dot">'
-                f"<p><b>Graph not rendered:</b> {html.escape(hint)}</p>"
-                f"<pre>{html.escape(source)}</pre></div>"
-            ),
-        }
+        return _fallback_bundle(digraph, exc)
+
+
+def _fallback_bundle(digraph: graphviz.Digraph, exc: GraphvizNotFound) -> dict[str, Any]:
+    hint = str(exc)
+    source = digraph.source
+    return {
+        "text/plain": f"{source}\n{hint}",
+        "text/html": (
+            '<div class="oktyv-graph-missing-dot">'
+            f"<p><b>Graph not rendered:</b> {html.escape(hint)}</p>"
+            f"<pre>{html.escape(source)}</pre></div>"
+        ),
+    }

@@ -32,27 +32,40 @@ STATUSES = ["pending", "ready", "running", "retrying", "success", "failed", "ski
 
 
 def to_result(outcome: RunOutcome) -> ExecutionResult:
-    """The SPEC §3 result of a run, secrets scrubbed."""
+    """The SPEC §3 result of a run, secrets scrubbed.
+
+    Timestamps are handed to pydantic as Unix seconds (floats), which it turns into UTC
+    datetimes without a Python call per value.
+    """
     redact = outcome.redactor
-    wall = outcome.wall
+    base = outcome.wall_start.timestamp() - outcome.perf_start  # perf seconds -> Unix seconds
     tasks: dict[str, Any] = {}
-    counts = {SUCCESS: 0, FAILED: 0, SKIPPED: 0}
+    nsuccess = nfailed = nskipped = 0
     end_perf = outcome.perf_end if outcome.perf_end is not None else outcome.perf_start
     for tid, rec in outcome.records.items():
-        status = rec.status if rec.status in counts else FAILED
-        counts[status] += 1
-        start = rec.start if rec.start is not None else end_perf
-        end = rec.end if rec.end is not None else end_perf
+        status = rec.status
+        start = rec.start
+        end = rec.end
+        if start is None:
+            start = end_perf
+        if end is None:
+            end = end_perf
         entry: dict[str, Any] = {
             "task_id": tid,
             "status": status,
             "duration": (end - start) * 1000.0,
-            "start_time": wall(start),
-            "end_time": wall(end),
+            "start_time": base + start,
+            "end_time": base + end,
             "attempts": rec.attempts,
         }
-        if rec.status == SUCCESS:
+        if status == SUCCESS:
+            nsuccess += 1
             entry["result"] = redact.value(rec.result) if redact else rec.result
+        elif status == SKIPPED:
+            nskipped += 1
+        else:  # failed, or (only in a run that crashed) never finished
+            nfailed += 1
+            entry["status"] = FAILED
         if rec.error is not None:
             entry["error"] = _error(rec, redact)
         if rec.rolled_back is not None:
@@ -63,22 +76,21 @@ def to_result(outcome: RunOutcome) -> ExecutionResult:
         if rec.reused:
             entry["reused"] = True
         tasks[tid] = entry
-    ok, failed = counts[SUCCESS], counts[FAILED]
-    status = "success" if not failed else ("partial" if ok else "failure")
+    status = "success" if not nfailed else ("partial" if nsuccess else "failure")
     g = outcome.graph
     return ExecutionResult.model_validate(
         {
             "execution_id": outcome.execution_id,
             "status": status,
             "start_time": outcome.wall_start,
-            "end_time": wall(end_perf),
+            "end_time": base + end_perf,
             "duration": (end_perf - outcome.perf_start) * 1000.0,
             "tasks": tasks,
             "summary": {
                 "total": len(tasks),
-                "succeeded": ok,
-                "failed": failed,
-                "skipped": counts[SKIPPED],
+                "succeeded": nsuccess,
+                "failed": nfailed,
+                "skipped": nskipped,
             },
             "dag": {
                 "levels": g.levels,

@@ -472,6 +472,7 @@ def http_request(
             send_headers["Content-Type"] = "application/json"
     request = urllib.request.Request(url, data=data, headers=send_headers, method=verb)
     shown_url = _redact_url(url)
+    status_error: HttpStatusError | None = None
     try:
         with urllib.request.urlopen(request, timeout=limit) as response:
             status = response.status
@@ -483,14 +484,14 @@ def http_request(
         except Exception:
             raw = b""
         err_headers: Message = exc.headers if exc.headers is not None else Message()
-        raise HttpStatusError(
+        status_error = HttpStatusError(
             exc.code,
             url,
             _decode(raw, err_headers),
             _headers_dict(err_headers),
             verb,
             str(exc.reason or ""),
-        ) from None
+        )
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, TimeoutError):
             raise HttpTimeoutError(f"{tool}: {verb} {shown_url} timed out after {limit} s") from exc
@@ -499,7 +500,10 @@ def http_request(
         raise HttpTimeoutError(f"{tool}: {verb} {shown_url} timed out after {limit} s") from exc
     except OSError as exc:
         raise HttpConnectionError(f"{tool}: {verb} {shown_url} failed: {exc}") from exc
-
+    if status_error is not None:
+        # Raised outside the handler, so it carries no __context__: the HTTPError holds the
+        # open response, which would make the error unpicklable for process backends.
+        raise status_error
     result: dict[str, Any] = {"status": status, "headers": _headers_dict(resp_headers)}
     text = _decode(body, resp_headers)
     content_type = (resp_headers.get_content_type() or "").lower()
@@ -532,7 +536,8 @@ def sqlite(
     """Execute one SQL statement on the SQLite file ``database`` and commit.
 
     ``params`` binds the statement's placeholders: a list/tuple for ``?`` or a dict for
-    ``:name``; a dict or list *value* is bound as JSON text (for SQLite's ``json_each``). The file is created if missing (its directory must exist); ``":memory:"`` gives
+    ``:name``; a dict or list *value* is bound as JSON text (for SQLite's ``json_each``).
+    The file is created if missing (its directory must exist); ``":memory:"`` gives
     a throw-away database.
 
     Returns the rows as a list of dicts (column name -> value) for statements that produce

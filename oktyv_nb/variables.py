@@ -62,7 +62,21 @@ def _strings(value: Any) -> Iterator[str]:
 
 def has_references(params: Any) -> bool:
     """True when any string inside ``params`` contains ``${``."""
-    return any("${" in s for s in _strings(params))
+    if isinstance(params, str):
+        return "${" in params
+    if isinstance(params, dict):
+        values: Any = params.values()
+    elif isinstance(params, (list, tuple)):
+        values = params
+    else:
+        return False
+    for v in values:
+        if isinstance(v, str):
+            if "${" in v:
+                return True
+        elif isinstance(v, (dict, list, tuple)) and has_references(v):
+            return True
+    return False
 
 
 def find_references(params: Any) -> list[Reference]:

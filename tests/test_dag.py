@@ -789,3 +789,10 @@ def test_large_dag_display_skips_drawing() -> None:
     assert "image/svg+xml" not in bundle
     assert "400 tasks" in bundle["text/plain"] and "dag.graph()" in bundle["text/plain"]
     assert "... 350 more" in str(dag)
+
+
+def test_validate_sees_specs_replaced_directly() -> None:
+    dag = ok.DAG().task("a", echo).task("b", echo)
+    assert dag.levels == [["a", "b"]]
+    dag.specs["b"] = dag.specs["b"].model_copy(update={"depends_on": ["a"]})
+    assert dag.levels == [["a"], ["b"]]

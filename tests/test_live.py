@@ -225,6 +225,21 @@ def test_a_failing_display_never_breaks_the_run() -> None:
     assert run.status == "success"
     assert any("display broke" in str(w.message) for w in caught)
 
+    def bad_later(frame: Frame) -> None:  # fails in the trailing frame (a loop callback)
+        if frame.index > 0:
+            raise RuntimeError("display broke later")
+
+    d = ok.DAG("later")
+    d.task("quick", asleep)
+    d.task("long", asleep, seconds=0.3, after=["quick"])
+    view = LiveView(d.validate(), display=bad_later, min_interval=0.05)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = d.run(live=False, on_event=view.on_event)
+        view.close(run)
+    assert run.status == "success" and view.frames == 1
+    assert any("display broke later" in str(w.message) for w in caught)
+
 
 def test_arguments_are_checked() -> None:
     graph = chain_dag(2, anoop).validate()
@@ -262,6 +277,51 @@ def test_frame_pictures_mid_run_and_final() -> None:
     bundle = final._repr_mimebundle_()
     assert bundle["text/plain"] == final.text() and "<svg" in bundle["text/html"]
     assert run.records["d"].status == "skipped"
+
+
+@needs_dot
+def test_big_graphs_are_drawn_only_when_the_run_affords_it() -> None:
+    # 200 tasks in ~0.2 s: laying the graph out would cost more than the run; the final
+    # frame says so instead of making the caller wait, and frame.svg() still draws it.
+    dag = chain_dag(200, asleep, seconds=0.01)
+    rec = Recorder()
+    view = LiveView(dag.validate(), display=rec)
+    run, _ = live_run(dag, view)
+    final = rec.frames[-1]
+    assert run.stats.makespan_s < 1.0
+    page = final.html()
+    assert "<svg" not in page and "run.graph()" in page and "200/200 done" in page
+    assert final.svg().count('class="node"') >= 200
+    # 150 tasks over ~0.75 s: live frames show the graph; the final one recolours it
+    dag = chain_dag(150, asleep, seconds=0.05)
+    rec = Recorder()
+    view = LiveView(dag.validate(), display=rec, min_interval=0.05)
+    live_run(dag, view)
+    assert "<svg" not in rec.frames[0].html()  # at the start it was not affordable yet
+    late = [f for f in rec.frames if not f.final and f.elapsed > 0.5]
+    assert late and "<svg" in late[-1].html()
+    shown = rec.frames[-1].html()  # what the display shows: the live layout, recoloured
+    assert shown.count(f'fill="{STATUS_STYLE["success"][0]}"') == 150 + 1  # + legend
+    assert "makespan" not in shown
+    assert "makespan" in rec.frames[-1].svg()  # asked for: drawn afresh
+
+
+@needs_dot
+def test_the_final_frame_is_drawn_afresh_when_the_run_affords_it() -> None:
+    dag = chain_dag(12, asleep, width=3, seconds=0.01)
+    view = LiveView(dag.validate(), display=Recorder())
+    run, _ = live_run(dag, view)
+    out = run.outcome
+    # no live layout yet: a small graph is drawn afresh whatever the run's length
+    assert view._how(Frame(view, {}, 0.001, 0, final=True, outcome=out)) == "fresh"
+    Frame(view, {}, 1.0, 1).svg()  # lay it out, as a live frame would
+    assert view.layout_s > 0
+    long_enough = view.layout_s / view.budget + 0.01
+    assert view._how(Frame(view, {}, long_enough, 2, final=True, outcome=out)) == "fresh"
+    assert view._how(Frame(view, {}, long_enough / 4, 3, final=True, outcome=out)) == "recolour"
+    assert view._how(Frame(view, {}, long_enough, 4, final=True)) == "recolour"  # interrupted
+    page = Frame(view, {}, long_enough, 5, final=True, outcome=out).html()
+    assert "makespan" in page and "critical path" in page
 
 
 def test_frames_without_dot_show_the_hint(monkeypatch: pytest.MonkeyPatch,
@@ -315,7 +375,8 @@ print(view.frames, view.updates, view._notebook.error)
     assert len(displays) == 1  # ONE output, updated in place
     html_text = displays[0]["data"]["text/html"]
     assert "nb-live: 9/9 done (7 success, 1 failed, 1 skipped)" in html_text
-    assert "<svg" in html_text and " ms" in html_text  # the final frame, drawn afresh
+    assert "<svg" in html_text  # the final states, coloured (7 success + the legend's)
+    assert html_text.count(f'fill="{STATUS_STYLE["success"][0]}"') == 7 + 1
     assert any(o.get("text", "").strip() == "partial" for o in out if o["output_type"] == "stream")
     frames, updates, error = nb.cells[2].outputs[-1]["text"].split()
     assert error == "None"

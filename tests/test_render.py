@@ -297,7 +297,7 @@ def test_big_graphs_get_compact_labels_automatically() -> None:
 # ------------------------------------------------------------------ escaping and secrets
 def test_keyword_ids_and_arbitrary_tool_names_are_escaped() -> None:
     tools = {"<script>alert(1)</script>": work, 'say "hi" & <b>': work, "back\\slash\\": work}
-    d = ok.DAG("esc <&> \"t\"", tools=tools)
+    d = ok.DAG("esc <&> \"t\" \\", tools=tools)  # the name ends in a backslash
     d.task("node", "<script>alert(1)</script>")
     d.task("graph", 'say "hi" & <b>', after=["node"])
     d.task("1-edge", "back\\slash\\", after=["graph"])
@@ -320,7 +320,7 @@ def test_keyword_ids_and_arbitrary_tool_names_are_escaped() -> None:
 
 def test_ids_dot_cannot_carry_get_internal_names() -> None:
     # Validation only admits [A-Za-z0-9_-] ids; a graph built around it must still render.
-    ids = ['a"b', "x\\", "<b>bold</b>", "#1", "#level0", "ok"]
+    ids = ['a"b', "x\\", "<b>bold</b>", "#1", "#level0", "a:b", "ok"]
     specs = [TaskSpec.model_construct(id=t, tool="f", params={}, depends_on=None) for t in ids]
     specs[-1] = TaskSpec.model_construct(id="ok", tool="f", params={}, depends_on=ids[:-1])
     for s in specs:
@@ -334,7 +334,8 @@ def test_ids_dot_cannot_carry_get_internal_names() -> None:
     assert "ok" in names and "#level0" in dot.nodes and dot.nodes["#level0"]["label"] == "level 0"
     if HAVE_DOT:
         svg = render.to_svg(digraph)
-        for shown in ("a&quot;b", "&lt;b&gt;bold&lt;/b&gt;", "x\\", "#1"):
+        assert svg.count('class="node"') == len(ids) + len(graph.levels)  # no stray nodes
+        for shown in ("a&quot;b", "&lt;b&gt;bold&lt;/b&gt;", "x\\", "#1", "a:b"):
             assert shown in svg, shown
 
 
@@ -443,6 +444,22 @@ def test_missing_dot_notebook_bundle_shows_source_and_hint(
     assert etl_run.dag is not None
     dag_bundle = etl_run.dag._repr_mimebundle_()
     assert hint in dag_bundle["text/html"] and "text/plain" in dag_bundle
+    # `run.graph()` as a cell's last line: IPython asks the Digraph itself
+    digraph = etl_run.graph()
+    assert isinstance(digraph, graphviz.Digraph)
+    own = digraph._repr_mimebundle_()
+    assert hint in own["text/html"] and "rank=same" in own["text/plain"]
+    from IPython.core.formatters import DisplayFormatter
+
+    data, _ = DisplayFormatter().format(digraph)
+    assert hint in data["text/html"]
+
+
+@needs_dot
+def test_the_digraph_displays_itself_as_svg(etl_run: ok.Run) -> None:
+    assert list(etl_run.graph()._repr_mimebundle_()) == ["image/svg+xml"]
+    png = etl_run.graph()._repr_mimebundle_(include=["image/png"])
+    assert png["image/png"][:4] == b"\x89PNG"
 
 
 # ------------------------------------------------------------------ scale
