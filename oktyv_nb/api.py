@@ -65,12 +65,15 @@ def config_of(request: ExecutionRequest, **overrides: Any) -> RunConfig:
 
 
 def prepare(
-    request: RequestLike, tools: Mapping[str, Callable[..., Any]] | None = None
+    request: RequestLike,
+    tools: Mapping[str, Callable[..., Any]] | None = None,
+    *,
+    keep_specs: bool = True,
 ) -> tuple[ExecutionRequest, Graph]:
     """Parse and validate a request (SPEC §4); raises before anything runs."""
     with paused_gc():
         model = parse_request(request)
-        return model, build_graph(model, resolve_tools(tools))
+        return model, build_graph(model, resolve_tools(tools), keep_specs=keep_specs)
 
 
 async def arun_graph(
@@ -101,9 +104,9 @@ async def aexecute_request(
     on_event: Subscriber | None = None,
 ) -> ExecutionResult:
     """Validate and run ``request`` on the running loop; returns the SPEC §3 result."""
-    model, graph = prepare(request, tools)
+    model, graph = prepare(request, tools, keep_specs=False)
     config = config_of(model)
-    del model  # the graph keeps what the run needs
+    del model  # the graph keeps what the run needs: the task models can go
     outcome = await arun_graph(
         graph, config, backend=backend, vault=vault,
         subscribers=[on_event] if on_event else None,

@@ -521,7 +521,7 @@ class DAG:
         vault: Mapping[str, Any] | None = None,
         resume: Run | None = None,
         on_event: Subscriber | Sequence[Subscriber] | None = None,
-        live: bool | None = None,
+        live: bool | Callable[..., Any] | None = None,
         _engine_hook: Callable[[Engine], None] | None = None,
     ) -> Run:
         """Run the DAG on the running loop (``await dag.arun()``) and return its
@@ -532,8 +532,10 @@ class DAG:
         that depend on them, and tasks changed since), reusing its successful results.
         ``on_event`` is a callable (or a list) called with every engine event. ``live``
         shows the graph and a progress bar updating in the notebook (default: on in
-        Jupyter, off elsewhere and in nested runs). The run is kept as :attr:`last_run`,
-        the partial run too when interrupted (cancelled task, ``KeyboardInterrupt``).
+        Jupyter, off elsewhere and in nested runs); ``live=callable`` hands it each frame
+        instead (``live=print`` prints a progress line per frame in a script). The run is
+        kept as :attr:`last_run`, the partial run too when interrupted (cancelled task,
+        ``KeyboardInterrupt``).
         """
         from .run import Run
 
@@ -556,8 +558,9 @@ class DAG:
         if live:
             from .live import LiveView
 
-            view = LiveView(graph, title=self.name)
-            subscribers.append(view)
+            view = LiveView(graph, title=self.name, display=live if callable(live) else None)
+            if view.active:
+                subscribers.append(view.on_event)
         reuse = reusable(graph, resume) if resume is not None else None
         settings = {
             "max_concurrent": max_concurrent, "failure_mode": failure_mode, "timeout": timeout,

@@ -546,6 +546,8 @@ class Engine:
         rec = self.records[node.id]
         rec.status = READY
         heapq.heappush(self.ready, (-node.priority, -node.chain, node.index, node))
+        if self.subs:
+            self._emit("task_ready", rec)
         self._pump()
         self._check()
 

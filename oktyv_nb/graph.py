@@ -68,6 +68,7 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy()
+_NO_DEPENDENTS: list[TaskNode] = []  # shared by every leaf; build_graph gives others a list
 
 
 class TaskNode:
@@ -120,7 +121,7 @@ class TaskNode:
         self.vault = spec.vault
         self.trigger = spec.run_if or "all_success"
         self.deps: tuple[str, ...] = ()
-        self.dependents: list[TaskNode] = []
+        self.dependents: list[TaskNode] = _NO_DEPENDENTS
         self.level = 0
         self.chain = 1
 
@@ -197,8 +198,11 @@ def _references(spec: TaskSpec, params: Any, where: str) -> list[Any]:
         raise
 
 
-def build_graph(request: ExecutionRequest, tools: ToolTable) -> Graph:
+def build_graph(request: ExecutionRequest, tools: ToolTable, *, keep_specs: bool = True) -> Graph:
     """Validate ``request`` (SPEC §4) and return its graph, or raise an OktyvError.
+
+    With ``keep_specs=False`` the nodes do not hold on to the request's task models (a run
+    of a one-off request does not need them after validation; resuming a DAG's run does).
 
     One pass over the tasks for ids, one for dependencies, Kahn's algorithm on integer
     indices for order, levels and chains; tool lookups are cached per name.
@@ -214,7 +218,7 @@ def build_graph(request: ExecutionRequest, tools: ToolTable) -> Graph:
         _dependencies(spec, ids, r) if (r or spec.depends_on or spec.rollback) else ()
         for spec, r in zip(specs, refs, strict=True)
     ]
-    order, level, chain = _toposort(specs, ids, deps)
+    order, level, chain, children = _toposort(specs, ids, deps)
     found: dict[str, tuple[Callable[..., Any], bool]] = {}
 
     def lookup(name: str, task_id: str) -> tuple[Callable[..., Any], bool]:
@@ -224,7 +228,7 @@ def build_graph(request: ExecutionRequest, tools: ToolTable) -> Graph:
             hit = found[name] = (fn, is_async(fn))
         return hit
 
-    nodes: dict[str, TaskNode] = {}
+    made: list[TaskNode] = []
     for i, spec in enumerate(specs):
         fn, fn_async = lookup(spec.tool, spec.id)
         node = TaskNode(spec, i, fn, fn_async, refs[i])
@@ -235,41 +239,57 @@ def build_graph(request: ExecutionRequest, tools: ToolTable) -> Graph:
                 raise ToolNotFoundError(
                     exc.tool, task_id=spec.id, suggestions=exc.suggestions, rollback=True
                 ) from None
+        if not keep_specs:
+            node.spec = None  # type: ignore[assignment]
         node.deps = deps[i]
         node.level = level[i]
         node.chain = chain[i]
-        nodes[spec.id] = node
-    for node in nodes.values():
-        for d in node.deps:
-            nodes[d].dependents.append(node)
+        made.append(node)
+    for node, kids in zip(made, children, strict=True):
+        if kids:
+            node.dependents = [made[c] for c in kids]
     levels: list[list[str]] = [[] for _ in range(max(level, default=-1) + 1)]
     for spec, lv in zip(specs, level, strict=True):
         levels[lv].append(spec.id)
+    nodes = {node.id: node for node in made}
     return Graph(nodes, levels, [specs[i].id for i in order])
 
 
 def _toposort(
     specs: Sequence[TaskSpec], ids: Mapping[str, int], deps: Sequence[tuple[str, ...]]
-) -> tuple[list[int], list[int], list[int]]:
+) -> tuple[list[int], list[int], list[int], list[list[int]]]:
     """Kahn's algorithm on indices: a topological order, each task's level (its longest
-    chain of dependencies) and chain (its longest chain of dependents, itself included).
-    Raises CircularDependencyError."""
+    chain of dependencies), chain (its longest chain of dependents, itself included) and
+    children (its dependents). Raises CircularDependencyError."""
     n = len(specs)
-    remaining = [len(d) for d in deps]
     children: list[list[int]] = [[] for _ in range(n)]
-    for i, ds in enumerate(deps):
-        for d in ds:
-            children[ids[d]].append(i)
     level = [0] * n
-    order = [i for i in range(n) if not remaining[i]]
-    for i in order:  # the list grows while it is walked
-        lv = level[i] + 1
-        for c in children[i]:
-            if level[c] < lv:
-                level[c] = lv
-            remaining[c] -= 1
-            if not remaining[c]:
-                order.append(c)
+    forward = False  # does any task depend on a task listed after it?
+    for i, ds in enumerate(deps):
+        if ds:
+            top = -1
+            for d in ds:
+                j = ids[d]
+                children[j].append(i)
+                if j >= i:
+                    forward = True
+                elif level[j] > top:
+                    top = level[j]
+            level[i] = top + 1
+    if not forward:  # listed in dependency order (the usual case): one pass was enough
+        order = list(range(n))
+    else:
+        level = [0] * n
+        remaining = [len(d) for d in deps]
+        order = [i for i in range(n) if not remaining[i]]
+        for i in order:  # the list grows while it is walked
+            lv = level[i] + 1
+            for c in children[i]:
+                if level[c] < lv:
+                    level[c] = lv
+                remaining[c] -= 1
+                if not remaining[c]:
+                    order.append(c)
     if len(order) < n:
         done = {specs[i].id for i in order}
         raise CircularDependencyError(
@@ -280,7 +300,7 @@ def _toposort(
         kids = children[i]
         if kids:
             chain[i] = 1 + max([chain[c] for c in kids])
-    return order, level, chain
+    return order, level, chain, children
 
 
 def _find_cycle(

@@ -60,7 +60,7 @@ def run_sync(
         # version that leaves loops open, and a worker thread wants its own, closed loop.
         try:
             with asyncio.Runner() as runner:
-                return runner.run(coro)
+                return runner.run(_boxed(coro)).value
         except KeyboardInterrupt:
             if on_interrupt is not None:
                 on_interrupt()
@@ -89,6 +89,24 @@ def run_sync(
 
 def _noop() -> None:
     return None
+
+
+class _Box:
+    """Holds a result with a constant repr: on Python 3.11 ``asyncio.Runner`` formats its
+    main task's repr (result included) when it restores the SIGINT handler, and the repr of
+    a run with 10,000 tasks is not something to compute for nothing."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<result>"
+
+
+async def _boxed(coro: Coroutine[Any, Any, T]) -> _Box:
+    return _Box(await coro)
 
 
 def in_notebook() -> bool:

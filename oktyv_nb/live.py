@@ -9,10 +9,12 @@ change within ``min_interval``, and :meth:`LiveView.close` shows the final frame
 
 Where frames go:
 
-* inside Jupyter (default when ``display`` is None): ONE output, created when the view is,
+* inside Jupyter (default when ``display`` is None): one output, created when the view is,
   updated in place through its display id. Rendering happens in a background thread, never
   in the thread running the event loop: the graph is laid out once by ``dot`` (off the loop)
-  and each frame only recolours that SVG (:class:`~oktyv_nb.render.SvgTemplate`);
+  and each frame only recolours that SVG (:class:`~oktyv_nb.render.SvgTemplate`). The graph
+  joins the progress bar once laying it out fits in ``budget`` of the run so far; the final
+  frame is drawn afresh (durations, critical path) when that fits too, else recoloured;
 * ``display=callable``: the callable gets each :class:`Frame` synchronously, in the thread
   that emits events (the event loop) — keep it quick; ``display=print`` prints a progress
   line per frame. A frame renders its SVG only when asked (:meth:`Frame.svg`);

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from pydantic import TypeAdapter
 
 from .errors import DEPENDENCY_FAILED
 from .graph import critical_path
-from .models import ExecutionResult
+from .models import ExecutionResult, TaskResult
 from .records import FAILED, SKIPPED, SUCCESS, TaskRecord
 
 if TYPE_CHECKING:
@@ -29,6 +30,10 @@ __all__ = [
 
 # Every status a record can show, in display order.
 STATUSES = ["pending", "ready", "running", "retrying", "success", "failed", "skipped"]
+
+
+_task_result = TypeAdapter(TaskResult)
+validate_task = _task_result.validate_python
 
 
 def to_result(outcome: RunOutcome) -> ExecutionResult:
@@ -75,7 +80,7 @@ def to_result(outcome: RunOutcome) -> ExecutionResult:
             entry["rollback_error"] = redact.value(e) if redact else e
         if rec.reused:
             entry["reused"] = True
-        tasks[tid] = entry
+        tasks[tid] = validate_task(entry)  # one at a time: no second copy of every entry
     status = "success" if not nfailed else ("partial" if nsuccess else "failure")
     g = outcome.graph
     return ExecutionResult.model_validate(
