@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("top customers:", run.result.tasks["top_customers"].result)
     written = [
+        out / "dag.svg",
         run.save_graph(out / "run.svg"),
         run.save_graph(out / "run.png"),
     ]
