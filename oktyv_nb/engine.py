@@ -517,16 +517,17 @@ class Engine:
         if worker is not None:
             rec.worker = worker
         if ok:
-            rec.spans.append(AttemptSpan(att.start, now, SUCCESS, worker))
+            if rec.attempts > 1:  # a first attempt's span is the record itself
+                rec.add_span(AttemptSpan(att.start, now, SUCCESS, worker))
             rec.result = value
             rec.error = None
-            self._finish(rec, SUCCESS, now)
+            self._succeed(rec, node, now)
         else:
             err = value if isinstance(value, ErrorInfo) else error_from_exception(value)
             if self.redactor:  # records never hold a secret: subscribers see them live
                 err = _redacted(err, self.redactor)
             outcome = _SPAN_OUTCOME.get(err.code, FAILED)
-            rec.spans.append(AttemptSpan(att.start, now, outcome, worker))
+            rec.add_span(AttemptSpan(att.start, now, outcome, worker))
             rec.error = err
             if retryable and rec.attempts < node.retry.max_attempts and self.stopping is None:
                 rec.status = RETRYING
@@ -573,6 +574,27 @@ class Engine:
                 att.task.cancel()
             elif att.handle is not None or not self.backend.runs_coroutines_on_loop:
                 self.backend.abandon(att.handle)
+
+    def _succeed(self, rec: TaskRecord, node: TaskNode, now: float) -> None:
+        """:meth:`_finish` for a success, the common case: nothing to skip, so no stack."""
+        rec.status = SUCCESS
+        rec.end = now
+        self.nfinished += 1
+        self.succeeded.append(rec)
+        if self.by_level:
+            self._level_done(node.level)
+        if self.subs:
+            self._emit("task_finished", rec, now)
+        remaining = self.remaining
+        records = self.records
+        for dep in node.dependents:
+            tid = dep.id
+            left = remaining[tid] - 1
+            remaining[tid] = left
+            if left == 0 and records[tid].status == PENDING:  # not skipped meanwhile
+                self._make_ready(dep, now)
+        if self.stopping is not None and self.backoff:
+            self._drop_backoffs(self.stopping, "the run stopped", now)
 
     def _finish(self, rec: TaskRecord, status: str, now: float, propagate: bool = True) -> None:
         """Give ``rec`` its final ``status``; skip or release its dependents."""
@@ -675,8 +697,8 @@ class Engine:
                 att.timer.cancel()
             rec = att.rec
             rec.worker = self._where(att)
-            rec.spans.append(AttemptSpan(att.start, now, _SPAN_OUTCOME.get(code, FAILED),
-                                         rec.worker))
+            rec.add_span(AttemptSpan(att.start, now, _SPAN_OUTCOME.get(code, FAILED),
+                                     rec.worker))
             rec.error = ErrorInfo(code, f"Task {rec.task_id}: {why}")
             self._finish(rec, FAILED, now, propagate=False)
         self._skip_rest(code, why)

@@ -84,8 +84,8 @@ class TaskRecord:
     """The fate of one task. ``start``/``end``/``ready_at`` are perf-counter seconds."""
 
     __slots__ = (
-        "attempts", "end", "error", "level", "ready_at", "result", "reused", "rollback_error",
-        "rolled_back", "spans", "start", "status", "task_id", "tool", "worker",
+        "_spans", "attempts", "end", "error", "level", "ready_at", "result", "reused",
+        "rollback_error", "rolled_back", "start", "status", "task_id", "tool", "worker",
     )
 
     def __init__(self, task_id: str, tool: str, level: int) -> None:
@@ -103,7 +103,23 @@ class TaskRecord:
         self.rollback_error: ErrorInfo | None = None
         self.reused: bool | None = None
         self.worker: str | None = None
-        self.spans: list[AttemptSpan] = []
+        self._spans: list[AttemptSpan] | None = None
+
+    @property
+    def spans(self) -> list[AttemptSpan]:
+        """Every attempt, in order. A task that succeeded at its first attempt keeps no list:
+        its one span is its own start, end and worker (most tasks, so it saves memory)."""
+        if self._spans is not None:
+            return self._spans
+        if self.attempts == 1 and self.status == SUCCESS and self.start is not None:
+            return [AttemptSpan(self.start, self.end or self.start, SUCCESS, self.worker)]
+        return []
+
+    def add_span(self, span: AttemptSpan) -> None:
+        """Record a finished attempt that the record's own fields do not describe."""
+        if self._spans is None:
+            self._spans = []
+        self._spans.append(span)
 
     @property
     def finished(self) -> bool:
