@@ -92,6 +92,7 @@ CANCEL_GRACE = 1.0  # seconds given to cancelled async tools to unwind at the en
 WORKER_SLICE = 0.005  # seconds a loop worker may run quick calls before yielding to the loop
 
 perf = time.perf_counter
+_new_event = tuple.__new__  # Event(kind, record, time) without a Python-level call
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +187,10 @@ class Engine:
         self.backend = get_backend(backend)
         self.vault = vault
         self.bus = bus if bus is not None else EventBus()
-        self.subs = self.bus.subscribers  # the bus's own list: a plain truth test per event
+        # The bus's list at the start: a plain truth test per event. It stays truthy if a
+        # subscriber is dropped later (then _emit finds the bus's new list) and sees
+        # subscribers added during the run.
+        self.subs = self.bus.subscribers
         self.reuse = reuse or {}
         nodes = graph.nodes
         self.records = {tid: TaskRecord(tid, n.tool, n.level) for tid, n in nodes.items()}
@@ -774,9 +778,15 @@ class Engine:
 
     # ------------------------------------------------------------------ plumbing
     def _emit(self, kind: EventKind, rec: TaskRecord | None, now: float | None = None) -> None:
-        if self.subs:
+        subs = self.bus.subscribers  # the bus replaces its list when one is dropped
+        if subs:
             t = perf() if now is None else now
-            self.bus.emit(Event(kind, rec, t - self.perf_start))
+            event = _new_event(Event, (kind, rec, t - self.perf_start))
+            for fn in subs:
+                try:
+                    fn(event)
+                except Exception as exc:  # a subscriber never breaks the run
+                    self.bus.drop(fn, exc)
 
     async def _cleanup(self) -> None:
         for att in list(self.open):  # only on internal errors: never leave a task behind

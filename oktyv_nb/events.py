@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -27,24 +28,27 @@ EventKind = Literal[
 ]
 
 
-class Event:
+class Event(tuple):  # a tuple: made in C, since a run makes three or four per task
     """One thing that happened: ``kind``, the task's ``record`` (None for run events), and
     ``time`` in seconds since the run started."""
 
-    __slots__ = ("kind", "record", "time")
+    __slots__ = ()
 
-    def __init__(self, kind: EventKind, record: TaskRecord | None, time: float) -> None:
-        self.kind = kind
-        self.record = record
-        self.time = time
+    def __new__(cls, kind: EventKind, record: TaskRecord | None, time: float) -> Event:
+        return tuple.__new__(cls, (kind, record, time))
+
+    kind: EventKind = property(itemgetter(0))  # type: ignore[assignment]
+    record: TaskRecord | None = property(itemgetter(1))  # type: ignore[assignment]
+    time: float = property(itemgetter(2))  # type: ignore[assignment]
 
     @property
     def task_id(self) -> str | None:
-        return self.record.task_id if self.record is not None else None
+        rec = self[1]
+        return rec.task_id if rec is not None else None
 
     def __repr__(self) -> str:
-        who = f" {self.task_id}" if self.record is not None else ""
-        return f"<Event {self.kind}{who} t={self.time:.6f}s>"
+        who = f" {self.task_id}" if self[1] is not None else ""
+        return f"<Event {self[0]}{who} t={self[2]:.6f}s>"
 
 
 Subscriber = Callable[[Event], Any]
@@ -64,21 +68,25 @@ class EventBus:
         return lambda: self.unsubscribe(fn)
 
     def unsubscribe(self, fn: Subscriber) -> None:
+        # Copy on write: an emit that is iterating the old list is not disturbed.
         if fn in self.subscribers:
-            self.subscribers.remove(fn)
+            self.subscribers = [f for f in self.subscribers if f is not fn]
 
     def __bool__(self) -> bool:
         return bool(self.subscribers)
 
     def emit(self, event: Event) -> None:
-        for fn in tuple(self.subscribers):
+        for fn in self.subscribers:
             try:
                 fn(event)
             except Exception as exc:  # a subscriber must never break the run
-                self.unsubscribe(fn)
-                warnings.warn(
-                    f"event subscriber {fn!r} raised {type(exc).__name__}: {exc}; "
-                    "it was unsubscribed",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+                self.drop(fn, exc)
+
+    def drop(self, fn: Subscriber, exc: Exception) -> None:
+        """Unsubscribe ``fn``, which raised ``exc``, with a warning."""
+        self.unsubscribe(fn)
+        warnings.warn(
+            f"event subscriber {fn!r} raised {type(exc).__name__}: {exc}; it was unsubscribed",
+            RuntimeWarning,
+            stacklevel=3,
+        )

@@ -214,10 +214,17 @@ def build_graph(request: ExecutionRequest, tools: ToolTable, *, keep_specs: bool
             raise DuplicateTaskError(spec.id)
         ids[spec.id] = i
     refs = [bool(spec.params) and has_references(spec.params) for spec in specs]
-    deps = [
-        _dependencies(spec, ids, r) if (r or spec.depends_on or spec.rollback) else ()
-        for spec, r in zip(specs, refs, strict=True)
-    ]
+    deps: list[tuple[str, ...]] = []
+    for spec, r in zip(specs, refs, strict=True):
+        dl = spec.depends_on
+        if r or spec.rollback is not None:
+            deps.append(_dependencies(spec, ids, r))
+        elif not dl:
+            deps.append(())
+        elif len(dl) == 1 and dl[0] in ids:  # the common cases, inline
+            deps.append((dl[0],))
+        else:
+            deps.append(_dependencies(spec, ids, False))
     order, level, chain, children = _toposort(specs, ids, deps)
     found: dict[str, tuple[Callable[..., Any], bool]] = {}
 
@@ -230,7 +237,7 @@ def build_graph(request: ExecutionRequest, tools: ToolTable, *, keep_specs: bool
 
     made: list[TaskNode] = []
     for i, spec in enumerate(specs):
-        fn, fn_async = lookup(spec.tool, spec.id)
+        fn, fn_async = found.get(spec.tool) or lookup(spec.tool, spec.id)
         node = TaskNode(spec, i, fn, fn_async, refs[i])
         if spec.rollback is not None:
             try:
