@@ -392,7 +392,10 @@ class Engine:
         and a trip through the loop per call; the tool still runs inside a real task, so
         ``asyncio.current_task()`` and ``asyncio.timeout()`` work in it. A timeout or a halt
         cancels the worker while it awaits the abandoned call; the worker then takes up the
-        next job. It yields to the loop at least every ``WORKER_SLICE`` seconds.
+        next job. It yields to the loop at least every ``WORKER_SLICE`` seconds. Calls on
+        one worker share its context: a ``contextvars`` value a tool sets stays visible to
+        later calls on that worker (set them inside ``copy_context().run`` to keep them
+        private).
         """
         me = asyncio.current_task()
         assert me is not None
