@@ -167,25 +167,27 @@ def _dependencies(spec: TaskSpec, ids: Mapping[str, Any], refs: bool) -> tuple[s
             )
         deps[d] = None
     if refs:
-        for ref in _references(spec, spec.params, "params"):
-            if ref.task_id not in ids:
-                raise MissingDependencyError(
-                    f"Task {spec.id} references ${{{ref.text}}} but there is no task "
-                    f"{ref.task_id}; fix the id or add the task",
-                    task_id=spec.id,
-                    missing=ref.task_id,
-                )
-            deps[ref.task_id] = None
+        for target in _targets(spec, spec.params, "params", ids):
+            deps[target] = None
     if spec.rollback is not None and has_references(spec.rollback.params):
-        for ref in _references(spec, spec.rollback.params, "rollback.params"):
-            if ref.task_id not in ids:
-                raise MissingDependencyError(
-                    f"Task {spec.id} rollback references ${{{ref.text}}} but there is no "
-                    f"task {ref.task_id}",
-                    task_id=spec.id,
-                    missing=ref.task_id,
-                )
+        _targets(spec, spec.rollback.params, "rollback.params", ids)  # checked, not deps
     return tuple(deps)
+
+
+def _targets(spec: TaskSpec, params: Any, where: str, ids: Mapping[str, Any]) -> list[str]:
+    """The task ids that ``params`` (``where`` in ``spec``) reference; each must exist."""
+    targets = []
+    for ref in _references(spec, params, where):
+        if ref.task_id not in ids:
+            what = "rollback references" if where.startswith("rollback") else "references"
+            raise MissingDependencyError(
+                f"Task {spec.id} {what} ${{{ref.text}}} but there is no task "
+                f"{ref.task_id}; fix the id or add the task",
+                task_id=spec.id,
+                missing=ref.task_id,
+            )
+        targets.append(ref.task_id)
+    return targets
 
 
 def _references(spec: TaskSpec, params: Any, where: str) -> list[Any]:
