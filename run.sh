@@ -69,7 +69,8 @@ case "$job" in
   lab)
     apt_install dot graphviz
     setup_venv
-    exec .venv/bin/jupyter lab --notebook-dir=notebooks "$@" ;;
+    root=(); [ "$(id -u)" = 0 ] && root=(--allow-root)  # Jupyter refuses root otherwise
+    exec .venv/bin/jupyter lab --notebook-dir=notebooks "${root[@]}" "$@" ;;
   bench)
     setup_venv
     exec .venv/bin/python -m bench "$@" ;;
