@@ -164,6 +164,8 @@ class DAG:
         self,
         id: str,  # the SPEC's name (shadows the builtin here only)
         tool: Tool,
+        params: Mapping[str, Any] | None = None,
+        /,
         *,
         after: Sequence[str] | str | None = None,
         priority: int | None = None,
@@ -173,9 +175,13 @@ class DAG:
         rollback: Rollback | tuple[Tool, Mapping[str, Any]] | Mapping[str, Any] | None = None,
         vault: str | None = None,
         trigger: str | None = None,
-        **params: Any,
+        **kwargs: Any,
     ) -> DAG:
         """Add task ``id`` calling ``tool(**params)``; returns the DAG.
+
+        The tool's params are the keyword arguments not listed below. A tool parameter named
+        like one of them (``timeout``, ``retries``, ...) goes in the positional ``params``
+        dict instead: ``.task("s", ok.tools.shell, {"timeout": 5}, argv=["make"])``.
 
         ``tool`` is a callable (sync or async) or the name of a registered tool (``ok.tool``,
         the DAG's ``tools``, a built-in). ``after`` adds explicit dependencies (``${ref}``
@@ -187,6 +193,21 @@ class DAG:
         ``all_success`` (default) or ``all_done``.
         """
         task_id = self._check_id(id)
+        if params is None:
+            params = kwargs
+        elif not isinstance(params, Mapping):
+            raise TypeError(
+                f"Task {task_id}: the third argument is a dict of tool params, got "
+                f"{type(params).__name__}; pass params as keywords or as {{'name': value}}"
+            )
+        else:
+            both = sorted(set(params) & set(kwargs))
+            if both:
+                raise ValueError(
+                    f"Task {task_id}: param {both[0]!r} given both in the params dict and as "
+                    "a keyword; give it once"
+                )
+            params = {**params, **kwargs}
         if retries is not None and retry is not None:
             raise ValueError(
                 f"Task {task_id}: give retries=N or retry=ok.RetryPolicy(...), not both"

@@ -520,7 +520,8 @@ def _kwargs(
     params: Mapping[str, Any], reserved: frozenset[str]
 ) -> tuple[list[str], dict[str, Any]]:
     """Keyword arguments for ``params``: names that are identifiers pass as ``k=v``, others
-    through ``**{...}``; names in ``reserved`` are returned apart (set after the call)."""
+    through ``**{...}``; names in ``reserved`` are returned apart (for task()'s positional
+    params dict)."""
     plain, odd, later = [], {}, {}
     for k, v in params.items():
         if k in reserved:
@@ -1078,14 +1079,14 @@ class BuilderForm(W.VBox):
             kept_policy = self._retry_loaded[1]
             retries = None
         scratch.task(
-            tid, tool, after=list(self.deps_input.value) or None,
+            tid, tool, {k: v for k, v in params.items() if k in _TASK_KEYWORDS},
+            after=list(self.deps_input.value) or None,
             priority=self.priority_input.value or None, timeout=timeout, retries=retries,
             vault=self.vault_input.value.strip() or None,
             trigger=self.trigger_input.value or None,
             **plain,
         )
         spec = scratch.specs[tid]
-        spec.params.update({k: v for k, v in params.items() if k in _TASK_KEYWORDS})
         if kept_policy is not None:
             spec.retry_policy = kept_policy.model_copy()
         if self._kept.get("rollback") is not None:
@@ -1459,10 +1460,11 @@ class BuilderForm(W.VBox):
 
         c = self.dag.config
         tasks: list[str] = []
-        after_lines: list[str] = []
         for spec in self.dag.specs.values():
             args = [_py(spec.id), tool_expr(spec.tool)]
-            plain, later = _kwargs(spec.params, _TASK_KEYWORDS)
+            plain, named_like_options = _kwargs(spec.params, _TASK_KEYWORDS)
+            if named_like_options:  # task()'s positional params dict takes these
+                args.append(_py(named_like_options))
             args += plain
             if spec.depends_on:
                 args.append(f"after={_py(list(spec.depends_on))}")
@@ -1487,8 +1489,6 @@ class BuilderForm(W.VBox):
             if spec.run_if is not None:
                 args.append(f"trigger={_py(spec.run_if)}")
             tasks.append(_call(".task", args, "    "))
-            for k, v in later.items():  # a tool parameter named like a task() keyword
-                after_lines.append(f"dag.specs[{_py(spec.id)}].params[{_py(k)}] = {_py(v)}")
         dag_args = [_py(self.dag.name)] if self.dag.name is not None else []
         if c.max_concurrent != 10:
             dag_args.append(f"max_concurrent={c.max_concurrent}")
@@ -1503,8 +1503,6 @@ class BuilderForm(W.VBox):
                             + "}")
         lines = ["import oktyv_nb as ok", "", "dag = (", _call("ok.DAG", dag_args, "    "),
                  *tasks, ")"]
-        if after_lines:
-            lines += ["# tool parameters named like a task() option", *after_lines]
         return "\n".join(lines) + "\n"
 
     @_guarded("file_msg")

@@ -796,3 +796,21 @@ def test_validate_sees_specs_replaced_directly() -> None:
     assert dag.levels == [["a", "b"]]
     dag.specs["b"] = dag.specs["b"].model_copy(update={"depends_on": ["a"]})
     assert dag.levels == [["a"], ["b"]]
+
+
+def test_tool_params_named_like_task_options_go_in_the_params_dict(tmp_path: Any) -> None:
+    dag = ok.DAG().task(
+        "s", ok.tools.shell, {"timeout": 5.0}, argv=["echo", "hi"], timeout=2.0, retries=1
+    )
+    spec = dag.specs["s"]
+    assert spec.params == {"timeout": 5.0, "argv": ["echo", "hi"]}
+    assert spec.timeout == 2000.0 and spec.retry_policy.max_attempts == 2
+    run = dag.run(live=False)
+    assert run.result.tasks["s"].result["stdout"] == "hi\n"
+    # id and tool are positional-only, so tools may take params of those names too
+    ident = ok.DAG().task("t", lambda id, tool: f"{id}/{tool}", id=1, tool="x")
+    assert ident.run(live=False).result.tasks["t"].result == "1/x"
+    with pytest.raises(ValueError, match="given both"):
+        ok.DAG().task("s", ok.tools.shell, {"argv": ["a"]}, argv=["b"])
+    with pytest.raises(TypeError, match="dict of tool params"):
+        ok.DAG().task("s", ok.tools.shell, ["echo"])

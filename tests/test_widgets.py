@@ -262,10 +262,9 @@ def test_saving_an_unchanged_task_keeps_the_dag_equal() -> None:
         .task("c", loose, a=1, extra_key={"x": [1, 2]}, **{"odd-name": True},
               rollback=ok.Rollback("greet", name="${c.result.a}"), timeout=0.3,
               trigger="all_success", retries=0)
-        .task("d", ok.tools.shell, argv=["echo", "${b.status}"], vault="api")
+        .task("d", ok.tools.shell, {"timeout": 5.0}, argv=["echo", "${b.status}"], vault="api")
         .task("e", numbers, n="${a.duration}")
     )
-    dag.specs["d"].params["timeout"] = 5.0  # a tool parameter named like a task() option
     before = dag.copy()
     form = ok.builder(dag)
     for tid in list(dag.specs):
@@ -485,8 +484,8 @@ def test_to_code_round_trip_of_everything_the_builder_can_say() -> None:
         ok.DAG("all", max_concurrent=4, failure_mode="rollback", timeout=3.5,
                strategy="levels", tools={"plus_tool": plus, "greet": greet})
         .task("w", ok.tools.file_write, path="out.json", content={"k": [1, None, True]})
-        .task("s", ok.tools.shell, argv=["echo", "${w.result}"], after=["w"], priority=9,
-              timeout=0.1, retries=2)
+        .task("s", ok.tools.shell, {"timeout": 5.0}, argv=["echo", "${w.result}"],
+              after=["w"], priority=9, timeout=0.1, retries=2)
         .task("p", "plus_tool", a=1, retry=ok.RetryPolicy(max_attempts=2, backoff="linear",
                                                           initial_delay=0.3))
         .task("g", greet, name="it's \"quoted\" ünïcode", trigger="all_done", vault="v",
@@ -494,12 +493,12 @@ def test_to_code_round_trip_of_everything_the_builder_can_say() -> None:
               **{"with-dash": 1, "class": 2})
         .task("z", ok.tools.sleep, seconds=0.0, value=[1.5, {"x": None}])
     )
-    dag.specs["s"].params["timeout"] = 5.0
+    assert dag.specs["s"].params["timeout"] == 5.0 and dag.specs["s"].timeout == 100.0
     form = ok.builder(dag)
     code = form.to_code()
     assert "ok.tools.file_write" in code and "ok.tools.sleep" in code
     assert '"plus_tool"' in code and 'tools={"plus_tool": plus}' in code
-    assert 'dag.specs["s"].params["timeout"] = 5.0' in code
+    assert '{"timeout": 5.0}' in code  # the tool's own timeout param, as task()'s dict
     rebuilt = _exec(code, plus=plus, greet=greet)
     assert rebuilt == dag
     assert rebuilt.config.strategy == "levels"
