@@ -72,10 +72,10 @@ _EMPTY = inspect.Parameter.empty
 _MISSING: Any = object()  # a field left empty: the tool's default applies
 _ID_RE = re.compile(TASK_ID_PATTERN)
 _INT_RE = re.compile(r"[+-]?\d+")
-# DAG.task() keywords: a tool parameter of one of these names cannot be passed as a keyword.
+# DAG.task() options: a tool parameter of one of these names goes in task()'s positional
+# params dict, since as a keyword it would set the option.
 _TASK_KEYWORDS = frozenset(
-    {"id", "tool", "after", "priority", "timeout", "retries", "retry", "rollback", "vault",
-     "trigger"}
+    {"after", "priority", "timeout", "retries", "retry", "rollback", "vault", "trigger"}
 )
 _ENGINE_PARAMS = frozenset({"credentials"})  # passed by the engine for tasks with a vault
 
