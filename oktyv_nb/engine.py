@@ -331,7 +331,8 @@ class Engine:
                 self._start(heapq.heappop(ready)[3])
         finally:
             self.pumping = False
-        if self.jobs:
+        jobs = self.jobs
+        if jobs and len(jobs) > self.coming + self.in_worker:  # someone must be woken
             self._staff()
 
     def _staff(self) -> None:
@@ -449,7 +450,9 @@ class Engine:
                 continue
             self.in_worker = True
             try:
-                att(ok, value, LOOP_WORKER, retryable)
+                self._attempt_done(att, ok, value, LOOP_WORKER, retryable)
+            except BaseException as exc:  # an engine bug: end the run, never hang it
+                self._crash(exc)
             finally:
                 self.in_worker = False
             value = None
