@@ -54,6 +54,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from pydantic import TypeAdapter
+
 from .backends import Backend, get_backend
 from .errors import (
     CANCELLED,
@@ -93,6 +95,7 @@ WORKER_SLICE = 0.005  # seconds a loop worker may run quick calls before yieldin
 
 perf = time.perf_counter
 _new_event = tuple.__new__  # Event(kind, record, time) without a Python-level call
+_unix_to_datetime = TypeAdapter(datetime).validate_python  # as the result models do
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +137,15 @@ class RunOutcome:
     interrupted: bool = False
     redactor: Redactor = field(default_factory=Redactor, repr=False)
 
+    @property
+    def base(self) -> float:
+        """Add to a perf-counter time (seconds) to get Unix seconds."""
+        return self.wall_start.timestamp() - self.perf_start
+
     def wall(self, t: float) -> datetime:
-        """The UTC datetime of perf-counter time ``t``."""
-        return datetime.fromtimestamp(self.wall_start.timestamp() + (t - self.perf_start), UTC)
+        """The UTC datetime of perf-counter time ``t``, exactly as the JSON result has it
+        (the same float, turned into a datetime by the same converter)."""
+        return _unix_to_datetime(self.base + t)
 
 
 class _Timeout(Exception):

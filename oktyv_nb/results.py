@@ -43,7 +43,7 @@ def to_result(outcome: RunOutcome) -> ExecutionResult:
     datetimes without a Python call per value.
     """
     redact = outcome.redactor
-    base = outcome.wall_start.timestamp() - outcome.perf_start  # perf seconds -> Unix seconds
+    base = outcome.base  # perf seconds -> Unix seconds (as RunOutcome.wall, for ${x.startTime})
     tasks: dict[str, Any] = {}
     nsuccess = nfailed = nskipped = 0
     end_perf = outcome.perf_end if outcome.perf_end is not None else outcome.perf_start

@@ -252,3 +252,21 @@ def test_resolve_directly() -> None:
     assert not has_references({"a": ["$", "{x}", "$ {y}"]})
     refs = find_references(params)
     assert [(r.task_id, r.path) for r in refs] == [("T", ("result", "k")), ("T", ("status",))]
+
+
+def test_referenced_times_equal_the_result_times_exactly() -> None:
+    # ${x.startTime}/${x.endTime} and the result's startTime/endTime come from one float and
+    # one converter: over many tasks, not one microsecond apart (rounding once differed).
+    def same(**kw: Any) -> dict[str, Any]:
+        return kw
+
+    n = 300
+    tasks = [{"id": f"a{i}", "tool": "same", "params": {"i": i}} for i in range(n)]
+    tasks += [{"id": f"b{i}", "tool": "same",
+               "params": {"start": f"${{a{i}.startTime}}", "end": f"${{a{i}.endTime}}"}}
+              for i in range(n)]
+    result = ok.execute_request({"tasks": tasks}, tools={"same": same})
+    for i in range(n):
+        got, a = result.tasks[f"b{i}"].result, result.tasks[f"a{i}"]
+        assert datetime.fromisoformat(got["start"]) == a.start_time, i
+        assert datetime.fromisoformat(got["end"]) == a.end_time, i
