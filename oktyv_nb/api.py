@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -126,7 +125,3 @@ def execute_request(
     """Validate and run ``request``; works in scripts and inside Jupyter's running loop."""
     return run_sync(aexecute_request(request, tools, vault, backend=backend, on_event=on_event))
 
-
-def dumps(result: ExecutionResult) -> str:
-    """The camelCase JSON text of a result."""
-    return json.dumps(result.model_dump(by_alias=True, mode="json", exclude_none=True))

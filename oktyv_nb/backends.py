@@ -451,6 +451,7 @@ class AsyncioBackend:
     def __init__(self, pool: ThreadPool | None = None) -> None:
         self._pool = pool
         self._channel: _Channel | None = None
+        self._submit: Callable[..., None] | None = None
 
     @property
     def pool(self) -> ThreadPool:
@@ -458,16 +459,18 @@ class AsyncioBackend:
 
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
         self._channel = _Channel(loop)
+        self._submit = self.pool.submit  # looked up once per run, not once per call
 
     def submit(self, fn: Callable[..., Any], kwargs: dict[str, Any], done: Done) -> None:
-        assert self._channel is not None, "backend used before open()"
-        self.pool.submit(self._channel, fn, kwargs, done)
+        assert self._submit is not None, "backend used before open()"
+        self._submit(self._channel, fn, kwargs, done)
 
     def abandon(self, handle: Any) -> None:
         """A thread cannot be stopped: its call finishes and its outcome is dropped."""
 
     async def aclose(self) -> None:
         self._channel = None
+        self._submit = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import graphviz
 
-from .errors import DEPENDENCY_FAILED, GraphvizNotFound
+from .errors import GraphvizNotFound
 from .graph import Graph, critical_path
+from .results import skip_cause
 
 if TYPE_CHECKING:
     from .engine import RunOutcome
@@ -214,14 +215,9 @@ def _build(
 
     causes: dict[str, str] = {}
     for tid, rec in records.items():
-        err = rec.error
-        if (
-            status.get(tid, rec.status) == "skipped"
-            and err is not None
-            and err.code == DEPENDENCY_FAILED
-            and err.cause in graph.nodes
-        ):
-            causes[tid] = err.cause  # type: ignore[assignment]
+        cause = skip_cause(rec)
+        if cause in graph.nodes and status.get(tid, rec.status) == "skipped":
+            causes[tid] = cause  # type: ignore[assignment]
 
     names = _names(graph)
     dot = DagDigraph(name=graphviz.nohtml(re.sub(r'["\\]', "_", _short(title or "dag", 80))))
