@@ -372,7 +372,7 @@ class Suite:
         cfg = config_of(model)
         seen = [0]
 
-        def noop_subscriber(event: Any) -> None:
+        def noop_subscriber(kind: str, record: Any, time: float) -> None:
             seen[0] += 1
 
         def no_view() -> tuple[Any, Callable[..., None]]:

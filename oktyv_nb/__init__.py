@@ -18,7 +18,7 @@ from .errors import (
     VariableResolutionError,
     VaultNotFoundError,
 )
-from .events import Event, EventBus
+from .events import Event, EventBus, EventLog
 from .graph import RetryPolicy
 from .models import ExecutionRequest, ExecutionResult
 from .registry import ToolRegistry, default_registry, tool
@@ -46,6 +46,7 @@ __all__ = [
     "EnvVault",
     "Event",
     "EventBus",
+    "EventLog",
     "ExecutionRequest",
     "ExecutionResult",
     "GraphvizNotFound",

@@ -108,7 +108,7 @@ async def aexecute_request(
     del model  # the graph keeps what the run needs: the task models can go
     outcome = await arun_graph(
         graph, config, backend=backend, vault=vault,
-        subscribers=[on_event] if on_event else None,
+        subscribers=[on_event] if on_event is not None else None,
     )
     with paused_gc():
         return to_result(outcome)

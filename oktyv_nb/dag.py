@@ -551,8 +551,9 @@ class DAG:
 
         ``resume=run`` re-runs only the tasks that did not succeed in ``run`` (and those
         that depend on them, and tasks changed since), reusing its successful results.
-        ``on_event`` is a callable (or a list) called with every engine event. ``live``
-        shows the graph and a progress bar updating in the notebook (default: on in
+        ``on_event`` is a callable ``fn(kind, record, time)`` (or a list of them) called
+        with every engine event (:mod:`oktyv_nb.events`; ``ok.EventLog()`` keeps them).
+        ``live`` shows the graph and a progress bar updating in the notebook (default: on in
         Jupyter, off elsewhere and in nested runs); ``live=callable`` hands it each frame
         instead (``live=print`` prints a progress line per frame in a script). The run is
         kept as :attr:`last_run`, the partial run too when interrupted (cancelled task,

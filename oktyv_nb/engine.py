@@ -66,7 +66,7 @@ from .errors import (
     OktyvError,
     VariableResolutionError,
 )
-from .events import Event, EventBus, EventKind
+from .events import EventBus, EventKind
 from .graph import Graph, TaskNode, is_async
 from .records import (
     FAILED,
@@ -94,7 +94,6 @@ CANCEL_GRACE = 1.0  # seconds given to cancelled async tools to unwind at the en
 WORKER_SLICE = 0.005  # seconds a loop worker may run quick calls before yielding to the loop
 
 perf = time.perf_counter
-_new_event = tuple.__new__  # Event(kind, record, time) without a Python-level call
 _unix_to_datetime = TypeAdapter(datetime).validate_python  # as the result models do
 
 
@@ -196,10 +195,6 @@ class Engine:
         self.backend = get_backend(backend)
         self.vault = vault
         self.bus = bus if bus is not None else EventBus()
-        # The bus's list at the start: a plain truth test per event. It stays truthy if a
-        # subscriber is dropped later (then _emit finds the bus's new list) and sees
-        # subscribers added during the run.
-        self.subs = self.bus.subscribers
         self.reuse = reuse or {}
         nodes = graph.nodes
         self.records = {tid: TaskRecord(tid, n.tool, n.level) for tid, n in nodes.items()}
@@ -261,7 +256,7 @@ class Engine:
         )
         timer = None
         try:
-            self._emit("run_started", None)
+            self._emit("run_started", self.outcome)
             self._seed()
             self._pump()
             self._check()
@@ -288,7 +283,7 @@ class Engine:
         if timer is not None:
             timer.cancel()
         self.outcome.perf_end = perf()  # type: ignore[union-attr]
-        self._emit("run_finished", None)
+        self._emit("run_finished", self.outcome)
 
     def interrupt(self, code: str = CANCELLED) -> None:
         """Stop now: running tasks fail with ``code``, the others are skipped. Synchronous."""
@@ -325,8 +320,12 @@ class Engine:
             self.parked[node.level].append(node)
         else:
             heapq.heappush(self.ready, (-node.priority, -node.chain, node.index, node))
-        if self.subs:
-            self._emit("task_ready", rec, now)
+        emit = self.bus.dispatch  # inlined here and below: three events per task
+        if emit is not None:
+            try:
+                emit("task_ready", rec, now - self.perf_start)
+            except Exception as exc:
+                self.bus.drop(emit, exc)
 
     def _pump(self) -> None:
         if self.pumping:  # a task that failed while starting: the outer loop goes on
@@ -372,8 +371,12 @@ class Engine:
             rec.start = now
         att = Attempt(self, node, rec, now)
         self.open[att] = None
-        if self.subs:
-            self._emit("task_started", rec, now)
+        emit = self.bus.dispatch
+        if emit is not None:
+            try:
+                emit("task_started", rec, now - self.perf_start)
+            except Exception as exc:
+                self.bus.drop(emit, exc)
         try:
             kwargs = (
                 self._arguments(node) if node.has_refs or node.vault is not None else node.params
@@ -554,8 +557,7 @@ class Engine:
                 self.backoff[node.id] = self.loop.call_later(  # type: ignore[union-attr]
                     delay, self._guarded, self._retry, node
                 )
-                if self.subs:
-                    self._emit("task_retrying", rec, now)
+                self._emit("task_retrying", rec, now)
             else:
                 self._finish(rec, FAILED, now)
         self._pump()
@@ -566,8 +568,7 @@ class Engine:
         rec = self.records[node.id]
         rec.status = READY
         heapq.heappush(self.ready, (-node.priority, -node.chain, node.index, node))
-        if self.subs:
-            self._emit("task_ready", rec)
+        self._emit("task_ready", rec)
         self._pump()
         self._check()
 
@@ -602,8 +603,12 @@ class Engine:
         self.succeeded.append(rec)
         if self.by_level:
             self._level_done(node.level)
-        if self.subs:
-            self._emit("task_finished", rec, now)
+        emit = self.bus.dispatch
+        if emit is not None:
+            try:
+                emit("task_finished", rec, now - self.perf_start)
+            except Exception as exc:
+                self.bus.drop(emit, exc)
         remaining = self.remaining
         records = self.records
         for dep in node.dependents:
@@ -637,8 +642,7 @@ class Engine:
                     self.stopping = RUN_STOPPED
             if self.by_level:
                 self._level_done(node.level)
-            if self.subs:
-                self._emit("task_finished", rec, now)
+            self._emit("task_finished", rec, now)
             if not propagate:
                 continue
             for dep in node.dependents:
@@ -792,16 +796,12 @@ class Engine:
             raise _Timeout(f"rollback timed out after {timeout:g} s") from None
 
     # ------------------------------------------------------------------ plumbing
-    def _emit(self, kind: EventKind, rec: TaskRecord | None, now: float | None = None) -> None:
-        subs = self.bus.subscribers  # the bus replaces its list when one is dropped
-        if subs:
-            t = perf() if now is None else now
-            event = _new_event(Event, (kind, rec, t - self.perf_start))
-            for fn in subs:
-                try:
-                    fn(event)
-                except Exception as exc:  # a subscriber never breaks the run
-                    self.bus.drop(fn, exc)
+    def _emit(
+        self, kind: EventKind, rec: TaskRecord | RunOutcome | None, now: float | None = None
+    ) -> None:
+        """Tell the subscribers; ``now`` is a perf-counter time (seconds), default now."""
+        if self.bus.dispatch is not None:
+            self.bus.emit(kind, rec, (perf() if now is None else now) - self.perf_start)
 
     async def _cleanup(self) -> None:
         for att in list(self.open):  # only on internal errors: never leave a task behind

@@ -1,11 +1,11 @@
 """The live view of a run: the graph recoloured in place and a progress bar (SPEC §6, §11).
 
-:class:`LiveView` is a pure subscriber of the engine's event stream: it is called with each
-:class:`~oktyv_nb.events.Event` and only reads ``event.record``. Per event it does O(1)
-bookkeeping (remember the record, compare two floats); a **frame** (a snapshot of every
-task's status) is built at most every ``min_interval`` seconds, and less often when showing
-frames costs more than ``budget`` of the elapsed time. A trailing frame follows the last
-change within ``min_interval``, and :meth:`LiveView.close` shows the final frame.
+:class:`LiveView` is a pure subscriber of the engine's event stream. ``run_started`` hands it
+the run, whose records it reads; per event after that it compares two floats. A **frame** (a
+snapshot of every task's status) is built at most every ``min_interval`` seconds, and less
+often when showing frames costs more than ``budget`` of the elapsed time. A trailing frame
+follows the last change within ``min_interval``, and :meth:`LiveView.close` shows the final
+frame.
 
 Where frames go:
 
@@ -31,6 +31,7 @@ import math
 import threading
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,7 @@ from .render import STATUS_STYLE, SvgTemplate, build_digraph, format_seconds, to
 
 if TYPE_CHECKING:
     from .engine import RunOutcome
-    from .events import Event
+    from .events import EventKind
     from .graph import Graph
     from .records import TaskRecord
 
@@ -105,8 +106,7 @@ class Frame:
         """Tasks per status (every status, pending included)."""
         if self._counts is None:
             counts = dict.fromkeys(STATUS_STYLE, 0)
-            for st in self.states.values():
-                counts[st] = counts.get(st, 0) + 1
+            counts.update(Counter(self.states.values()))
             counts["pending"] += self.total - len(self.states)
             self._counts = counts
         return self._counts
@@ -273,29 +273,30 @@ class LiveView:
         return self._notebook.updates if self._notebook is not None else self.frames
 
     # ------------------------------------------------------------------ events
-    def on_event(self, event: Event) -> None:
-        """Take one event: remember its record (O(1)); make a frame only when one is due.
+    def on_event(self, kind: EventKind, rec: TaskRecord | RunOutcome, t: float) -> None:
+        """Take one event: make a frame only when one is due (the first event is due).
 
         Subscribing this bound method costs less per event than subscribing the view
         itself (calling an instance goes through ``__call__``); both work.
         """
-        rec = event.record
-        if rec is not None:
-            self._records[rec.task_id] = rec
-        if event.time >= self._due:
-            self._due_frame(event.time)
+        if t >= self._due:
+            self._due_frame(kind, rec, t)
         elif self._timer is None:
-            self._trail(event.time)
+            self._trail(t)
 
     __call__ = on_event
 
-    def _due_frame(self, t: float) -> None:
+    def _due_frame(self, kind: EventKind, rec: TaskRecord | RunOutcome, t: float) -> None:
         if self._t0 is None:
             self._t0 = perf() - t
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._frame(t)
+        if kind == "run_started":  # frames read the run's records, live; now all pending
+            self._records = rec.records  # type: ignore[union-attr]
+            self._frame(t, {})
+        else:
+            self._frame(t)
 
     def _trail(self, t: float) -> None:
         """Schedule a frame for when the current one expires, so the last change shows."""
@@ -316,9 +317,10 @@ class LiveView:
             warnings.warn(f"live view display {self._sink!r} raised {type(exc).__name__}: "
                           f"{exc}; the live view stopped", RuntimeWarning, stacklevel=2)
 
-    def _frame(self, t: float) -> None:
+    def _frame(self, t: float, states: dict[str, str] | None = None) -> None:
         start = perf()
-        states = {tid: rec.status for tid, rec in self._records.items()}
+        if states is None:
+            states = {tid: rec.status for tid, rec in self._records.items()}
         frame = Frame(self, states, t, self.frames)
         try:
             self._sink(frame)  # type: ignore[misc]

@@ -57,13 +57,14 @@ from .errors import (
     OktyvError,
     ToolNotFoundError,
 )
-from .events import Event
+from .events import EventKind
 from .models import TASK_ID_MAX, TASK_ID_PATTERN, RetryPolicyModel, TaskSpec
 from .registry import ToolTable, default_registry, resolve_tools
 from .tools import BUILTIN_TOOLS
 from .variables import REFERENCE, find_references, has_references
 
 if typing.TYPE_CHECKING:
+    from .records import TaskRecord
     from .run import Run
 
 __all__ = ["BuilderForm", "ParamField", "builder"]
@@ -1359,17 +1360,16 @@ class BuilderForm(W.VBox):
         self.run_button.disabled = running
         self.stop_button.disabled = not running
 
-    def _on_event(self, event: Event) -> None:
-        rec = event.record
+    def _on_event(self, kind: EventKind, rec: TaskRecord | None, t: float) -> None:
         if rec is not None:
-            if event.kind == "task_started":
+            if kind == "task_started":
                 self._running_ids.add(rec.task_id)
-            elif event.kind == "task_retrying":
+            elif kind == "task_retrying":
                 self._running_ids.discard(rec.task_id)
-            elif event.kind == "task_finished":
+            elif kind == "task_finished":
                 self._running_ids.discard(rec.task_id)
                 self._run_counts[rec.status] = self._run_counts.get(rec.status, 0) + 1
-        self._paint_counts(force=event.kind == "run_finished")
+        self._paint_counts(force=kind == "run_finished")
 
     def _paint_counts(self, force: bool = False) -> None:
         now = time.perf_counter()

@@ -349,8 +349,8 @@ def test_an_own_dask_cluster_fails_a_crashed_task_at_once() -> None:
     backend = DaskBackend(n_workers=1)
     seen: list[int] = []
 
-    def on_event(event: ok.Event) -> None:
-        if event.kind == "run_started":
+    def on_event(kind: str, record: object, time: float) -> None:
+        if kind == "run_started":
             seen.append(backend.cluster.scheduler.allowed_failures)
 
     dag = ok.DAG("own", max_concurrent=2)

@@ -18,7 +18,8 @@ import pytest
 
 import oktyv_nb as ok
 from oktyv_nb.dag import seconds_to_ms
-from oktyv_nb.events import Event
+from oktyv_nb.events import EventKind
+from oktyv_nb.records import TaskRecord
 
 perf = time.perf_counter
 
@@ -508,8 +509,8 @@ NESTED_SCRIPT = textwrap.dedent(
     async def calls_run():  # a *sync* run() from inside a running task
         return inner.run(live=False).df["result"].to_dict()
 
-    def on_event(ev):  # and from inside a callback on the loop
-        if ev.kind == "task_finished" and ev.task_id == "a" and not from_callback:
+    def on_event(kind, rec, t):  # and from inside a callback on the loop
+        if kind == "task_finished" and rec.task_id == "a" and not from_callback:
             from_callback.append(inner.run(live=False).status)
 
     async def other():
@@ -610,8 +611,8 @@ def test_cancelling_arun_keeps_the_partial_run() -> None:
 def test_keyboard_interrupt_from_a_subscriber_keeps_the_partial_run() -> None:
     dag = _interrupt_dag()
 
-    def stop_button(ev: Event) -> None:
-        if ev.kind == "task_started" and ev.task_id == "b":
+    def stop_button(kind: EventKind, rec: TaskRecord | None, t: float) -> None:
+        if kind == "task_started" and rec.task_id == "b":
             raise KeyboardInterrupt
 
     t0 = perf()
@@ -627,8 +628,8 @@ def test_keyboard_interrupt_from_a_subscriber_keeps_the_partial_run() -> None:
 def test_real_sigint_keeps_the_partial_run() -> None:
     dag = _interrupt_dag()
 
-    def ctrl_c(ev: Event) -> None:
-        if ev.kind == "task_started" and ev.task_id == "b":
+    def ctrl_c(kind: EventKind, rec: TaskRecord | None, t: float) -> None:
+        if kind == "task_started" and rec.task_id == "b":
             signal.raise_signal(signal.SIGINT)
 
     t0 = perf()

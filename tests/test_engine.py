@@ -18,9 +18,9 @@ from engine_helpers import Tracker, run, task
 import oktyv_nb as ok
 from oktyv_nb.api import arun_graph, prepare
 from oktyv_nb.engine import Engine, RunConfig, RunOutcome
-from oktyv_nb.events import Event, EventBus
+from oktyv_nb.events import Event, EventBus, EventKind, EventLog
 from oktyv_nb.graph import RetryPolicy
-from oktyv_nb.records import error_from_exception
+from oktyv_nb.records import TaskRecord, error_from_exception
 
 perf = time.perf_counter
 
@@ -370,8 +370,8 @@ class EngineBug(BaseException):
 def test_an_error_inside_the_engine_ends_the_run_instead_of_hanging(
     tracker: Tracker, tool: str
 ) -> None:
-    def explode(event: Event) -> None:
-        if event.kind == "task_finished" and event.task_id == "A":
+    def explode(kind: EventKind, rec: TaskRecord | None, t: float) -> None:
+        if kind == "task_finished" and rec.task_id == "A":
             raise EngineBug("broken callback")
 
     tasks = [task("A", tool), task("B", tool, params={"seconds": 5}),
@@ -409,11 +409,12 @@ def test_async_tool_raising_a_base_exception_is_a_task_error() -> None:
 
 
 def test_event_stream_of_a_diamond(tracker: Tracker) -> None:
-    events: list[Event] = []
+    events = EventLog()
     tasks = [task("A"), task("B", dependsOn=["A"], params={"seconds": 0.02}),
              task("C", dependsOn=["A"], params={"seconds": 0.02}),
              task("D", dependsOn=["B", "C"])]
-    outcome_of(tasks, tracker.tools, subscribers=[events.append])
+    out = outcome_of(tasks, tracker.tools, subscribers=[events])
+    assert events[0].record is out and events[-1].record is out  # run events carry the run
     kinds = [(e.kind, e.task_id) for e in events]
     assert kinds[0] == ("run_started", None) and kinds[-1] == ("run_finished", None)
     for tid in "ABCD":
@@ -432,12 +433,12 @@ def test_event_stream_of_a_diamond(tracker: Tracker) -> None:
 
 
 def test_retry_events(tracker: Tracker) -> None:
-    events: list[Event] = []
+    events = EventLog()
     flaky = Flaky(1)
     outcome_of([{"id": "f", "tool": "flaky", "retryPolicy": {"maxAttempts": 2,
                                                              "initialDelay": 1}}],
-               {"flaky": flaky}, subscribers=[events.append])
-    kinds = [e.kind for e in events if e.task_id == "f"]
+               {"flaky": flaky}, subscribers=[events])
+    kinds = events.of("f")
     # after its backoff a task is ready again (and says so) before its next attempt starts
     assert kinds == ["task_ready", "task_started", "task_retrying", "task_ready",
                      "task_started", "task_finished"]
@@ -446,13 +447,14 @@ def test_retry_events(tracker: Tracker) -> None:
 def test_raising_subscriber_does_not_break_the_run(tracker: Tracker) -> None:
     good: list[str] = []
 
-    def bad(event: Event) -> None:
+    def bad(kind: EventKind, rec: TaskRecord | None, t: float) -> None:
         raise RuntimeError("subscriber bug")
 
     tasks = [task("A"), task("B", dependsOn=["A"])]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = outcome_of(tasks, tracker.tools, subscribers=[bad, lambda e: good.append(e.kind)])
+        out = outcome_of(tasks, tracker.tools,
+                         subscribers=[bad, lambda kind, rec, t: good.append(kind)])
     assert [r.status for r in out.records.values()] == ["success", "success"]
     assert good[0] == "run_started" and good[-1] == "run_finished" and len(good) == 8
     assert sum("subscriber bug" in str(w.message) for w in caught) == 1  # reported once
@@ -462,12 +464,55 @@ def test_event_bus_subscribe_and_unsubscribe() -> None:
     bus = EventBus()
     assert not bus
     got: list[str] = []
-    remove = bus.subscribe(lambda e: got.append(e.kind))
+    remove = bus.subscribe(lambda kind, rec, t: got.append(kind))
     assert bus
-    bus.emit(Event("run_started", None, 0.0))
+    bus.emit("run_started", None, 0.0)
     remove()
-    bus.emit(Event("run_finished", None, 1.0))
+    bus.emit("run_finished", None, 1.0)
     assert got == ["run_started"] and not bus
+
+
+def test_event_bus_dispatch_is_the_lone_subscriber_or_a_fan_out() -> None:
+    log, other = EventLog(), EventLog()
+    bus = EventBus([log])
+    assert bus.dispatch is log  # one subscriber: called directly, nothing in between
+    remove = bus.subscribe(other)
+    bus.emit("task_ready", TaskRecord("a", "noop", 0), 0.5)
+    assert bus.dispatch is not log and log == other
+    remove()
+    assert bus.dispatch is log
+    bus.unsubscribe(log)
+    assert bus.dispatch is None
+    with pytest.raises(TypeError, match="must be callable"):
+        bus.subscribe("not a function")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("n_good", [0, 1, 2])
+def test_a_raising_subscriber_is_dropped_alone_or_among_others(n_good: int) -> None:
+    goods = [EventLog() for _ in range(n_good)]
+
+    def bad(kind: EventKind, rec: TaskRecord | None, t: float) -> None:
+        raise ValueError("oops")
+
+    bus = EventBus([bad, *goods])
+    with pytest.warns(RuntimeWarning, match="raised ValueError: oops; it was unsubscribed"):
+        bus.emit("run_started", None, 0.0)
+    bus.emit("run_finished", None, 1.0)
+    assert bus.subscribers == goods
+    assert all(g.kinds() == ["run_started", "run_finished"] for g in goods)
+
+
+def test_event_log_keeps_events_with_names() -> None:
+    log = EventLog()
+    rec = TaskRecord("a", "noop", 0)
+    log("run_started", None, 0.0)
+    log("task_ready", rec, 0.25)
+    e = log[1]
+    assert isinstance(e, Event) and e == ("task_ready", rec, 0.25)
+    assert (e.kind, e.record, e.time, e.task_id) == ("task_ready", rec, 0.25, "a")
+    assert log[0].task_id is None
+    assert repr(e) == "<Event task_ready a t=0.250000s>"
+    assert log.kinds() == ["run_started", "task_ready"] and log.of("a") == ["task_ready"]
 
 
 # ------------------------------------------------------------------ reuse

@@ -16,7 +16,7 @@ from engine_helpers import Tracker, run, task
 import oktyv_nb as ok
 from oktyv_nb.api import arun_graph, prepare
 from oktyv_nb.engine import Engine, RunConfig, RunOutcome
-from oktyv_nb.events import Event
+from oktyv_nb.events import Event, EventLog
 from oktyv_nb.models import ExecutionResult
 
 perf = time.perf_counter
@@ -41,17 +41,15 @@ def check_records(result: ExecutionResult, ids: list[str]) -> None:
             assert t.error is None and t.attempts >= 1
 
 
-class Events:
+class Events(EventLog):
     """A subscriber counting ``task_finished`` per task."""
 
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)
+    @property
+    def events(self) -> list[Event]:
+        return self
 
     def finished(self) -> Counter[str]:
-        return Counter(e.task_id for e in self.events if e.kind == "task_finished")
+        return Counter(e.task_id for e in self if e.kind == "task_finished")
 
 
 # ------------------------------------------------------------------ continue

@@ -220,8 +220,8 @@ INTERRUPT_SETUP = textwrap.dedent(
         await asyncio.sleep(seconds)
         return value
 
-    def say_started(ev):
-        if ev.kind == "task_started" and ev.task_id == "long":
+    def say_started(kind, rec, t):
+        if kind == "task_started" and rec.task_id == "long":
             print("LONG-STARTED", flush=True)
 
     dag = (

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 import oktyv_nb as ok
-from oktyv_nb.events import Event
+from oktyv_nb.events import EventKind
 from oktyv_nb.live import Frame, LiveView
+from oktyv_nb.records import TaskRecord
 from oktyv_nb.render import STATUS_STYLE
 
 HAVE_DOT = shutil.which("dot") is not None
@@ -63,7 +64,7 @@ class Counter:
     def __init__(self) -> None:
         self.n = 0
 
-    def __call__(self, event: Event) -> None:
+    def __call__(self, kind: EventKind, rec: TaskRecord | None, t: float) -> None:
         self.n += 1
 
 
@@ -141,7 +142,7 @@ def test_overhead_is_small() -> None:
         shown = 0.0
         for _ in range(reps):
             best["plain"] = min(best["plain"], makespan(dag.run(live=False)))
-            run = dag.run(live=False, on_event=lambda e: None)  # the engine's event cost
+            run = dag.run(live=False, on_event=lambda kind, rec, t: None)  # the engine's event cost
             best["null"] = min(best["null"], makespan(run))
             view = LiveView(dag.validate(), display=Recorder())
             run = dag.run(live=False, on_event=view.on_event)

@@ -11,7 +11,7 @@ import pytest
 import oktyv_nb as ok
 from oktyv_nb.api import arun_graph, config_of, prepare
 from oktyv_nb.engine import RunOutcome
-from oktyv_nb.events import Event
+from oktyv_nb.events import EventLog
 from oktyv_nb.results import to_dataframe, to_result
 from oktyv_nb.vault import REDACTED, Redactor, lookup_secrets
 
@@ -41,10 +41,10 @@ TOOLS = {"login": login, "alogin": alogin, "leak": leak_in_error, "plain": plain
 VAULT = {"api": {"token": SECRET, "pw": PASSWORD}, "empty": {}}
 
 
-def run_outcome(tasks: list[dict[str, Any]], vault: Any, events: list[Event] | None = None,
+def run_outcome(tasks: list[dict[str, Any]], vault: Any, events: EventLog | None = None,
                 **config: Any) -> RunOutcome:
     model, graph = prepare({"tasks": tasks, "config": config}, TOOLS)
-    subs = [events.append] if events is not None else None
+    subs = [events] if events is not None else None
     return asyncio.run(arun_graph(graph, config_of(model), vault=vault, subscribers=subs))
 
 
@@ -136,7 +136,7 @@ def test_secrets_never_leave_a_run() -> None:
         {"id": "report", "tool": "plain", "runIf": "all_done",
          "params": {"why": "${leak.error.message}", "err": "${leak.error}"}},
     ]
-    events: list[Event] = []
+    events = EventLog()
     out = run_outcome(tasks, VAULT, events)
     result = to_result(out)
     r = result.tasks
@@ -157,7 +157,7 @@ def test_secrets_never_leave_a_run() -> None:
     assert df.loc["leak", "error_message"] == f"login refused for token {REDACTED}"
     # the records subscribers see live hold no secret in their errors either
     for e in events:
-        if e.record is not None and e.record.error is not None:
+        if e.task_id is not None and e.record.error is not None:
             _assert_clean(e.record.error.message)
             _assert_clean(e.record.error.stack or "")
 
