@@ -54,8 +54,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import TypeAdapter
-
 from .backends import Backend, get_backend
 from .errors import (
     CANCELLED,
@@ -81,6 +79,7 @@ from .records import (
     ErrorInfo,
     TaskRecord,
     error_from_exception,
+    utc_datetime,
 )
 from .variables import resolve
 from .vault import Redactor, lookup_secrets
@@ -94,7 +93,6 @@ CANCEL_GRACE = 1.0  # seconds given to cancelled async tools to unwind at the en
 WORKER_SLICE = 0.005  # seconds a loop worker may run quick calls before yielding to the loop
 
 perf = time.perf_counter
-_unix_to_datetime = TypeAdapter(datetime).validate_python  # as the result models do
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +142,7 @@ class RunOutcome:
     def wall(self, t: float) -> datetime:
         """The UTC datetime of perf-counter time ``t``, exactly as the JSON result has it
         (the same float, turned into a datetime by the same converter)."""
-        return _unix_to_datetime(self.base + t)
+        return utc_datetime(self.base + t)
 
 
 class _Timeout(Exception):

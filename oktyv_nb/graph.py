@@ -162,9 +162,7 @@ def _dependencies(spec: TaskSpec, ids: Mapping[str, Any], refs: bool) -> tuple[s
     deps: dict[str, None] = {}
     for d in spec.depends_on or ():
         if d not in ids:
-            raise MissingDependencyError(
-                f"Task {spec.id} depends on non-existent task {d}", task_id=spec.id, missing=d
-            )
+            raise _no_such_dependency(spec, d)
         deps[d] = None
     if refs:
         for target in _targets(spec, spec.params, "params", ids):
@@ -172,6 +170,13 @@ def _dependencies(spec: TaskSpec, ids: Mapping[str, Any], refs: bool) -> tuple[s
     if spec.rollback is not None and has_references(spec.rollback.params):
         _targets(spec, spec.rollback.params, "rollback.params", ids)  # checked, not deps
     return tuple(deps)
+
+
+def _no_such_dependency(spec: TaskSpec, missing: str) -> MissingDependencyError:
+    return MissingDependencyError(
+        f"Task {spec.id} depends on non-existent task {missing}", task_id=spec.id,
+        missing=missing,
+    )
 
 
 def _targets(spec: TaskSpec, params: Any, where: str, ids: Mapping[str, Any]) -> list[str]:
@@ -210,11 +215,13 @@ def build_graph(request: ExecutionRequest, tools: ToolTable, *, keep_specs: bool
     indices for order, levels and chains; tool lookups are cached per name.
     """
     specs = request.tasks
-    ids: dict[str, int] = {}
-    for i, spec in enumerate(specs):
-        if spec.id in ids:
-            raise DuplicateTaskError(spec.id)
-        ids[spec.id] = i
+    ids = {spec.id: i for i, spec in enumerate(specs)}
+    if len(ids) < len(specs):
+        seen: set[str] = set()
+        for spec in specs:
+            if spec.id in seen:
+                raise DuplicateTaskError(spec.id)
+            seen.add(spec.id)
     refs = [bool(spec.params) and has_references(spec.params) for spec in specs]
     deps: list[tuple[str, ...]] = []
     for spec, r in zip(specs, refs, strict=True):
@@ -223,10 +230,8 @@ def build_graph(request: ExecutionRequest, tools: ToolTable, *, keep_specs: bool
             deps.append(_dependencies(spec, ids, r))
         elif not dl:
             deps.append(())
-        elif len(dl) == 1 and dl[0] in ids:  # the common cases, inline
-            deps.append((dl[0],))
-        else:
-            deps.append(_dependencies(spec, ids, False))
+        else:  # the common case, inline; _toposort reports an id that does not exist
+            deps.append((dl[0],) if len(dl) == 1 else tuple(dict.fromkeys(dl)))
     order, level, chain, children = _toposort(specs, ids, deps)
     found: dict[str, tuple[Callable[..., Any], bool]] = {}
 
@@ -254,9 +259,10 @@ def build_graph(request: ExecutionRequest, tools: ToolTable, *, keep_specs: bool
         node.level = level[i]
         node.chain = chain[i]
         made.append(node)
+    pick = made.__getitem__
     for node, kids in zip(made, children, strict=True):
         if kids:
-            node.dependents = [made[c] for c in kids]
+            node.dependents = list(map(pick, kids))
     levels: list[list[str]] = [[] for _ in range(max(level, default=-1) + 1)]
     for spec, lv in zip(specs, level, strict=True):
         levels[lv].append(spec.id)
@@ -269,7 +275,7 @@ def _toposort(
 ) -> tuple[list[int], list[int], list[int], list[list[int]]]:
     """Kahn's algorithm on indices: a topological order, each task's level (its longest
     chain of dependencies), chain (its longest chain of dependents, itself included) and
-    children (its dependents). Raises CircularDependencyError."""
+    children (its dependents). Raises MissingDependencyError, CircularDependencyError."""
     n = len(specs)
     children: list[list[int]] = [[] for _ in range(n)]
     level = [0] * n
@@ -278,7 +284,9 @@ def _toposort(
         if ds:
             top = -1
             for d in ds:
-                j = ids[d]
+                j = ids.get(d, -1)
+                if j < 0:
+                    raise _no_such_dependency(specs[i], d)
                 children[j].append(i)
                 if j >= i:
                     forward = True
@@ -305,11 +313,13 @@ def _toposort(
             _find_cycle(specs, {s.id: deps[i] for i, s in enumerate(specs)}, done)
         )
     chain = [1] * n
+    get = chain.__getitem__
     for i in reversed(order):
         kids = children[i]
         if kids:
-            chain[i] = 1 + max([chain[c] for c in kids])
+            chain[i] = 1 + max(map(get, kids))
     return order, level, chain, children
+
 
 
 def _find_cycle(

@@ -6,6 +6,9 @@ timeouts here are **milliseconds**, as in the original Oktyv design; the Python 
 the DataFrame use seconds.
 
 These models are built once per run at the edges. The scheduler never touches them.
+Whatever comes in (a request, a saved result) is validated; a result built from the engine's
+own records, whose values already have the field types, is assembled without a second check
+(:func:`trusted_task_result`, :func:`trusted_edge`, ``model_construct``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pydantic import (
     Field,
     PlainSerializer,
     TypeAdapter,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -108,15 +113,16 @@ class TaskSpec(_Model):
     rollback: RollbackSpec | None = None
     run_if: Trigger | None = None
 
-    @model_validator(mode="after")
-    def _credentials_param(self) -> TaskSpec:
-        if self.vault is not None and "credentials" in self.params:
+    @field_validator("vault")  # runs only when a vault is given, not once per task
+    @classmethod
+    def _credentials_param(cls, vault: str | None, info: ValidationInfo) -> str | None:
+        if vault is not None and "credentials" in info.data.get("params", ()):
             raise ValueError(
-                f"Task {self.id}: params must not contain 'credentials' when vault is set; "
-                f"the engine passes vault set {self.vault!r} as credentials=. Rename the param "
-                "or drop vault"
+                f"Task {info.data.get('id', '?')}: params must not contain 'credentials' "
+                f"when vault is set; the engine passes vault set {vault!r} as credentials=. "
+                "Rename the param or drop vault"
             )
-        return self
+        return vault
 
 
 class ExecutionConfig(_Model):
@@ -210,6 +216,47 @@ class DagEdge(_DumpMixin):
 
     from_: str = Field(alias="from")
     to: str = Field()
+
+
+_new = object.__new__
+
+
+def trusted_task_result(
+    task_id: str,
+    status: TaskStatus,
+    duration: float,
+    start_time: datetime,
+    end_time: datetime,
+    attempts: int,
+    result: Any = None,
+    error: TaskError | None = None,
+    rolled_back: bool | None = None,
+    rollback_error: TaskError | None = None,
+    reused: bool | None = None,
+) -> TaskResult:
+    """A :class:`TaskResult` of values that already have its field types, not validated
+    again (about 0.4 µs instead of 2–4 µs; a 10,000-task result makes 10,000)."""
+    r = _new(TaskResult)
+    r.task_id = task_id
+    r.status = status
+    r.duration = duration
+    r.start_time = start_time
+    r.end_time = end_time
+    r.attempts = attempts
+    r.result = result
+    r.error = error
+    r.rolled_back = rolled_back
+    r.rollback_error = rollback_error
+    r.reused = reused
+    return r
+
+
+def trusted_edge(dependency: str, dependent: str) -> DagEdge:
+    """A :class:`DagEdge` of two task ids, not validated again."""
+    e = _new(DagEdge)
+    e.from_ = dependency
+    e.to = dependent
+    return e
 
 
 class DagInfo(_Out):

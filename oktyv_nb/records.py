@@ -8,14 +8,21 @@ the run's anchor turns them into wall-clock timestamps at the output edge.
 from __future__ import annotations
 
 import traceback
+from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["AttemptSpan", "ErrorInfo", "TaskRecord", "error_from_exception"]
+__all__ = ["AttemptSpan", "ErrorInfo", "TaskRecord", "error_from_exception", "utc_datetime"]
 
 # Record states: pending -> ready -> running [-> retrying -> ready -> running]* -> final.
 PENDING, READY, RUNNING, RETRYING = "pending", "ready", "running", "retrying"
 SUCCESS, FAILED, SKIPPED = "success", "failed", "skipped"
 FINAL = frozenset((SUCCESS, FAILED, SKIPPED))
+
+
+def utc_datetime(unix_s: float) -> datetime:
+    """Unix seconds as a UTC datetime (to the microsecond): the one conversion behind the
+    result's timestamps and the ``${task.startTime}``/``${task.endTime}`` references."""
+    return datetime.fromtimestamp(unix_s, UTC)
 
 
 class ErrorInfo:

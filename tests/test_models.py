@@ -6,7 +6,7 @@ import json
 import math
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from engine_helpers import Tracker, run, task
@@ -89,3 +89,44 @@ def test_jsonable_keeps_json_values_as_they_are() -> None:
     assert jsonable(v) is v
     assert jsonable(math.inf) == "inf"
     assert jsonable(datetime(2024, 1, 2, 3, 4, 5)) == "2024-01-02T03:04:05"
+
+
+def test_the_result_assembled_from_records_is_what_validation_makes() -> None:
+    """to_result skips validation (the records already hold the field types): re-validating
+    its dump, in Python and through JSON, must give the same result, and dumping must not
+    meet a value of an unexpected type (pydantic warns, here raises, on one)."""
+    calls = {"flaky": 0}
+
+    def flaky() -> dict[str, Any]:
+        calls["flaky"] += 1
+        if calls["flaky"] < 2:
+            raise RuntimeError("first try fails")
+        return {"tries": calls["flaky"], "when": datetime(2026, 1, 2)}
+
+    def undo(note: str) -> None:
+        raise OSError(f"cannot undo {note}")
+
+    def boom() -> None:
+        raise ValueError("boom")
+
+    tools = {"flaky": flaky, "undo": undo, "boom": boom, "ok": lambda: 1}
+    tasks = [
+        {"id": "f", "tool": "flaky", "retryPolicy": {"maxAttempts": 2, "initialDelay": 1},
+         "rollback": {"tool": "undo", "params": {"note": "${f.result.tries}"}}},
+        {"id": "b", "tool": "boom", "dependsOn": ["f"]},
+        {"id": "s", "tool": "ok", "dependsOn": ["b"]},
+    ]
+    result = run(tasks, tools, failureMode="rollback")
+    r = result.tasks
+    assert (r["f"].attempts, r["f"].rolled_back, r["f"].rollback_error.code) == (2, False,
+                                                                                 "OSError")
+    assert (r["b"].status, r["s"].status) == ("failed", "skipped")
+    python = result.model_dump(warnings="error")
+    assert ExecutionResult.model_validate(python) == result
+    assert ExecutionResult.model_validate_json(result.to_json()).model_dump(
+        mode="json") == result.model_dump(mode="json", warnings="error")
+    for entry in r.values():
+        assert entry.start_time.utcoffset() == timedelta(0)
+        assert entry.start_time <= entry.end_time
+    assert result.dag.levels == [["f"], ["b"], ["s"]]
+    assert [(e.from_, e.to) for e in result.dag.edges] == [("f", "b"), ("b", "s")]
