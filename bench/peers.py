@@ -151,8 +151,8 @@ def make_levels(deps: Deps, kind: str, max_concurrent: int = 10) -> Callable[[],
     tools = _tools(kind)
 
     async def run() -> Any:
-        model, graph = prepare(request, tools)
-        cfg = config_of(model, strategy="levels")
+        request_config, graph = prepare(request, tools)
+        cfg = config_of(request_config, strategy="levels")
         return to_result(await arun_graph(graph, cfg))
 
     return lambda: asyncio.run(run())

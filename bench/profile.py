@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a script
 
 import oktyv_nb as ok
 from bench.workloads import SHAPES, async_noop, make_shape, request_of, sync_noop
-from oktyv_nb.api import arun_graph, config_of, parse_request
+from oktyv_nb.api import arun_graph, config_of, parse_request_data
 from oktyv_nb.graph import build_graph
 from oktyv_nb.registry import resolve_tools
 from oktyv_nb.results import to_result
@@ -41,11 +41,11 @@ def phases(request: dict[str, Any], tools: dict[str, Callable[..., Any]]) -> lis
     async def go() -> list[float]:
         perf = time.perf_counter
         t0 = perf()
-        model = parse_request(request)
+        data = parse_request_data(request)
         t1 = perf()
-        graph = build_graph(model, resolve_tools(tools))
+        graph = build_graph(data["tasks"], resolve_tools(tools), keep_specs=False)
         t2 = perf()
-        outcome = await arun_graph(graph, config_of(model))
+        outcome = await arun_graph(graph, config_of(data["config"]))
         t3 = perf()
         result = to_result(outcome)
         t4 = perf()

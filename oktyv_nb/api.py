@@ -7,15 +7,19 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from .engine import Engine, RunConfig, RunOutcome
 from .events import EventBus, Subscriber
 from .graph import Graph, build_graph
 from .jupyter import run_sync
-from .models import ExecutionRequest, ExecutionResult
+from .models import ExecutionConfig, ExecutionRequest, ExecutionResult, RequestData
 from .registry import resolve_tools
 from .results import to_result
 
-__all__ = ["aexecute_request", "execute_request", "parse_request", "prepare"]
+__all__ = [
+    "aexecute_request", "execute_request", "parse_request", "parse_request_data", "prepare"
+]
 
 RequestLike = ExecutionRequest | Mapping[str, Any] | str | bytes
 
@@ -51,9 +55,9 @@ def parse_request(request: RequestLike) -> ExecutionRequest:
     )
 
 
-def config_of(request: ExecutionRequest, **overrides: Any) -> RunConfig:
+def config_of(config: ExecutionConfig | ExecutionRequest, **overrides: Any) -> RunConfig:
     """The engine's config (seconds) from a request's config (milliseconds)."""
-    c = request.config
+    c = config.config if isinstance(config, ExecutionRequest) else config
     values: dict[str, Any] = {
         "max_concurrent": c.max_concurrent,
         "failure_mode": c.failure_mode or "continue",
@@ -68,11 +72,32 @@ def prepare(
     tools: Mapping[str, Callable[..., Any]] | None = None,
     *,
     keep_specs: bool = True,
-) -> tuple[ExecutionRequest, Graph]:
-    """Parse and validate a request (SPEC §4); raises before anything runs."""
+) -> tuple[ExecutionConfig, Graph]:
+    """Validate a request (SPEC §4) into its run config and graph; raises before anything
+    runs. A dict or JSON text is validated as :data:`~oktyv_nb.models.RequestData` (the
+    models' rules, without making a model per task)."""
+    table = resolve_tools(tools)
     with paused_gc():
-        model = parse_request(request)
-        return model, build_graph(model, resolve_tools(tools), keep_specs=keep_specs)
+        if isinstance(request, ExecutionRequest):
+            return request.config, build_graph(request, table, keep_specs=keep_specs)
+        data = parse_request_data(request)
+        return data["config"], build_graph(data["tasks"], table, keep_specs=keep_specs)
+
+
+def parse_request_data(request: Mapping[str, Any] | str | bytes) -> RequestData:
+    """A request dict or JSON text validated as plain dicts (:data:`RequestData`)."""
+    if isinstance(request, (str, bytes, bytearray)):
+        return _request_data.validate_json(request)
+    if isinstance(request, Mapping):
+        return _request_data.validate_python(
+            request if isinstance(request, dict) else dict(request)
+        )
+    raise TypeError(
+        f"request must be an ExecutionRequest, a dict or JSON text, got {type(request).__name__}"
+    )
+
+
+_request_data = TypeAdapter(RequestData)
 
 
 async def arun_graph(
@@ -103,9 +128,8 @@ async def aexecute_request(
     on_event: Subscriber | None = None,
 ) -> ExecutionResult:
     """Validate and run ``request`` on the running loop; returns the SPEC §3 result."""
-    model, graph = prepare(request, tools, keep_specs=False)
-    config = config_of(model)
-    del model  # the graph keeps what the run needs: the task models can go
+    request_config, graph = prepare(request, tools, keep_specs=False)
+    config = config_of(request_config)
     outcome = await arun_graph(
         graph, config, backend=backend, vault=vault,
         subscribers=[on_event] if on_event is not None else None,

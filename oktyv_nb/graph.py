@@ -25,7 +25,7 @@ from .errors import (
     OktyvError,
     ToolNotFoundError,
 )
-from .models import ExecutionRequest, TaskSpec
+from .models import ExecutionRequest, TaskData, task_data
 from .registry import ToolTable
 from .variables import find_references, has_references
 
@@ -97,29 +97,29 @@ class TaskNode:
     )
 
     def __init__(
-        self, spec: TaskSpec, index: int, fn: Callable[..., Any], fn_is_async: bool,
+        self, spec: TaskData, index: int, fn: Callable[..., Any], fn_is_async: bool,
         has_refs: bool,
     ) -> None:
         self.spec = spec
-        self.id = spec.id
+        self.id = spec["id"]
         self.index = index
-        self.tool = spec.tool
+        self.tool = spec["tool"]
         self.fn = fn
         self.is_async = fn_is_async
-        self.params = spec.params
+        self.params = spec["params"]
         self.has_refs = has_refs
-        p = spec.priority
+        p = spec["priority"]
         self.priority = DEFAULT_PRIORITY if p is None else p
-        t = spec.timeout
+        t = spec["timeout"]
         self.timeout = None if t is None else t / 1000.0
-        rp = spec.retry_policy
+        rp = spec["retry_policy"]
         self.retry = (
             RetryPolicy(rp.max_attempts, rp.backoff, rp.initial_delay / 1000.0) if rp else NO_RETRY
         )
-        self.rollback = spec.rollback
+        self.rollback = spec["rollback"]
         self.rollback_fn: Callable[..., Any] | None = None
-        self.vault = spec.vault
-        self.trigger = spec.run_if or "all_success"
+        self.vault = spec["vault"]
+        self.trigger = spec["run_if"] or "all_success"
         self.deps: tuple[str, ...] = ()
         self.dependents: list[TaskNode] = _NO_DEPENDENTS
         self.level = 0
@@ -158,75 +158,84 @@ class Graph:
         return [(d, n.id) for n in self.nodes.values() for d in n.deps]
 
 
-def _dependencies(spec: TaskSpec, ids: Mapping[str, Any], refs: bool) -> tuple[str, ...]:
+def _dependencies(spec: TaskData, ids: Mapping[str, Any], refs: bool) -> tuple[str, ...]:
     deps: dict[str, None] = {}
-    for d in spec.depends_on or ():
+    for d in spec["depends_on"] or ():
         if d not in ids:
             raise _no_such_dependency(spec, d)
         deps[d] = None
     if refs:
-        for target in _targets(spec, spec.params, "params", ids):
+        for target in _targets(spec, spec["params"], "params", ids):
             deps[target] = None
-    if spec.rollback is not None and has_references(spec.rollback.params):
-        _targets(spec, spec.rollback.params, "rollback.params", ids)  # checked, not deps
+    if spec["rollback"] is not None and has_references(spec["rollback"].params):
+        _targets(spec, spec["rollback"].params, "rollback.params", ids)  # checked, not deps
     return tuple(deps)
 
 
-def _no_such_dependency(spec: TaskSpec, missing: str) -> MissingDependencyError:
+def _no_such_dependency(spec: TaskData, missing: str) -> MissingDependencyError:
     return MissingDependencyError(
-        f"Task {spec.id} depends on non-existent task {missing}", task_id=spec.id,
+        f"Task {spec['id']} depends on non-existent task {missing}", task_id=spec["id"],
         missing=missing,
     )
 
 
-def _targets(spec: TaskSpec, params: Any, where: str, ids: Mapping[str, Any]) -> list[str]:
+def _targets(spec: TaskData, params: Any, where: str, ids: Mapping[str, Any]) -> list[str]:
     """The task ids that ``params`` (``where`` in ``spec``) reference; each must exist."""
     targets = []
     for ref in _references(spec, params, where):
         if ref.task_id not in ids:
             what = "rollback references" if where.startswith("rollback") else "references"
             raise MissingDependencyError(
-                f"Task {spec.id} {what} ${{{ref.text}}} but there is no task "
+                f"Task {spec['id']} {what} ${{{ref.text}}} but there is no task "
                 f"{ref.task_id}; fix the id or add the task",
-                task_id=spec.id,
+                task_id=spec["id"],
                 missing=ref.task_id,
             )
         targets.append(ref.task_id)
     return targets
 
 
-def _references(spec: TaskSpec, params: Any, where: str) -> list[Any]:
+def _references(spec: TaskData, params: Any, where: str) -> list[Any]:
     try:
         return find_references(params)
     except OktyvError as exc:
-        exc.task_id = spec.id
-        exc.args = (f"Task {spec.id}, {where}: {exc}",)
+        exc.task_id = spec["id"]
+        exc.args = (f"Task {spec['id']}, {where}: {exc}",)
         exc.message = exc.args[0]
         raise
 
 
-def build_graph(request: ExecutionRequest, tools: ToolTable, *, keep_specs: bool = True) -> Graph:
-    """Validate ``request`` (SPEC §4) and return its graph, or raise an OktyvError.
+def build_graph(
+    request: ExecutionRequest | Sequence[TaskData],
+    tools: ToolTable,
+    *,
+    keep_specs: bool = True,
+) -> Graph:
+    """Validate a request's tasks (SPEC §4) and return their graph, or raise an OktyvError.
 
-    With ``keep_specs=False`` the nodes do not hold on to the request's task models (a run
-    of a one-off request does not need them after validation; resuming a DAG's run does).
+    ``request`` is a request model or its tasks as :data:`~oktyv_nb.models.TaskData` dicts.
+    Each node's ``spec`` is its task's dict (a model's own ``__dict__``); with
+    ``keep_specs=False`` the nodes do not hold on to them (a run of a one-off request does
+    not need them after validation; resuming a DAG's run does).
 
     One pass over the tasks for ids, one for dependencies, Kahn's algorithm on integer
     indices for order, levels and chains; tool lookups are cached per name.
     """
-    specs = request.tasks
-    ids = {spec.id: i for i, spec in enumerate(specs)}
+    specs = (
+        [task_data(t) for t in request.tasks] if isinstance(request, ExecutionRequest) else request
+    )
+    ids = {spec["id"]: i for i, spec in enumerate(specs)}
     if len(ids) < len(specs):
         seen: set[str] = set()
         for spec in specs:
-            if spec.id in seen:
-                raise DuplicateTaskError(spec.id)
-            seen.add(spec.id)
-    refs = [bool(spec.params) and has_references(spec.params) for spec in specs]
+            if spec["id"] in seen:
+                raise DuplicateTaskError(spec["id"])
+            seen.add(spec["id"])
+    refs = [bool(spec["params"]) and has_references(spec["params"]) for spec in specs]
     deps: list[tuple[str, ...]] = []
     for spec, r in zip(specs, refs, strict=True):
-        dl = spec.depends_on
-        if r or spec.rollback is not None:
+        dl = spec["depends_on"]
+        if r or spec["rollback"] is not None:
             deps.append(_dependencies(spec, ids, r))
         elif not dl:
             deps.append(())
@@ -244,14 +253,14 @@ def build_graph(request: ExecutionRequest, tools: ToolTable, *, keep_specs: bool
 
     made: list[TaskNode] = []
     for i, spec in enumerate(specs):
-        fn, fn_async = found.get(spec.tool) or lookup(spec.tool, spec.id)
+        fn, fn_async = found.get(spec["tool"]) or lookup(spec["tool"], spec["id"])
         node = TaskNode(spec, i, fn, fn_async, refs[i])
-        if spec.rollback is not None:
+        if spec["rollback"] is not None:
             try:
-                node.rollback_fn = lookup(spec.rollback.tool, spec.id)[0]
+                node.rollback_fn = lookup(spec["rollback"].tool, spec["id"])[0]
             except ToolNotFoundError as exc:
                 raise ToolNotFoundError(
-                    exc.tool, task_id=spec.id, suggestions=exc.suggestions, rollback=True
+                    exc.tool, task_id=spec["id"], suggestions=exc.suggestions, rollback=True
                 ) from None
         if not keep_specs:
             node.spec = None  # type: ignore[assignment]
@@ -265,13 +274,13 @@ def build_graph(request: ExecutionRequest, tools: ToolTable, *, keep_specs: bool
             node.dependents = list(map(pick, kids))
     levels: list[list[str]] = [[] for _ in range(max(level, default=-1) + 1)]
     for spec, lv in zip(specs, level, strict=True):
-        levels[lv].append(spec.id)
+        levels[lv].append(spec["id"])
     nodes = {node.id: node for node in made}
-    return Graph(nodes, levels, [specs[i].id for i in order])
+    return Graph(nodes, levels, [specs[i]["id"] for i in order])
 
 
 def _toposort(
-    specs: Sequence[TaskSpec], ids: Mapping[str, int], deps: Sequence[tuple[str, ...]]
+    specs: Sequence[TaskData], ids: Mapping[str, int], deps: Sequence[tuple[str, ...]]
 ) -> tuple[list[int], list[int], list[int], list[list[int]]]:
     """Kahn's algorithm on indices: a topological order, each task's level (its longest
     chain of dependencies), chain (its longest chain of dependents, itself included) and
@@ -308,9 +317,9 @@ def _toposort(
                 if not remaining[c]:
                     order.append(c)
     if len(order) < n:
-        done = {specs[i].id for i in order}
+        done = {specs[i]["id"] for i in order}
         raise CircularDependencyError(
-            _find_cycle(specs, {s.id: deps[i] for i, s in enumerate(specs)}, done)
+            _find_cycle(specs, {s["id"]: deps[i] for i, s in enumerate(specs)}, done)
         )
     chain = [1] * n
     get = chain.__getitem__
@@ -323,13 +332,13 @@ def _toposort(
 
 
 def _find_cycle(
-    specs: Sequence[TaskSpec], deps: Mapping[str, tuple[str, ...]], acyclic: set[str]
+    specs: Sequence[TaskData], deps: Mapping[str, tuple[str, ...]], acyclic: set[str]
 ) -> list[str]:
     """A cycle among the tasks Kahn's algorithm could not order, in dependency order.
 
     Each id in the result is an immediate dependency of the next one; first == last.
     """
-    start = next(s.id for s in specs if s.id not in acyclic)
+    start = next(s["id"] for s in specs if s["id"] not in acyclic)
     # Walk dependencies backwards from start until an id repeats; every unordered task has
     # an unordered dependency, so the walk never leaves the unordered set.
     seen: dict[str, int] = {}
@@ -342,7 +351,7 @@ def _find_cycle(
     loop = path[seen[tid]:]  # each element depends on the next
     loop.reverse()  # now each is a dependency of the next
     # Rotate so the cycle starts at its earliest-inserted task, for a stable message.
-    index = {s.id: i for i, s in enumerate(specs)}
+    index = {s["id"]: i for i, s in enumerate(specs)}
     k = min(range(len(loop)), key=lambda j: index[loop[j]])
     loop = loop[k:] + loop[:k]
     return [*loop, loop[0]]

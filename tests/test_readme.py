@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import oktyv_nb as ok
-from oktyv_nb.api import prepare
+from oktyv_nb.api import parse_request, prepare
 from oktyv_nb.demo import DATA, demo_api
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -68,15 +68,17 @@ def test_quickstart_block_writes_its_report(tmp_path: Path, monkeypatch: pytest.
 
 def test_json_request_validates() -> None:
     request = json.loads(JSON[0])
-    model, graph = prepare(request)
-    assert [t.id for t in model.tasks] == ["fetch", "save"]
+    config, graph = prepare(request)
+    model = parse_request(request)
+    assert [t.id for t in model.tasks] == list(graph.nodes) == ["fetch", "save"]
     # The ${fetch...} reference makes save depend on fetch; the units stay milliseconds.
     assert graph.levels == [["fetch"], ["save"]]
     assert list(graph.edges()) == [("fetch", "save")]
     fetch = model.tasks[0]
     assert fetch.timeout == 5000
     assert fetch.retry_policy is not None and fetch.retry_policy.max_attempts == 3
-    assert model.config.max_concurrent == 10 and model.config.timeout == 60000
+    assert model.config == config
+    assert config.max_concurrent == 10 and config.timeout == 60000
 
 
 def test_json_request_runs_against_a_local_api(tmp_path: Path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,8 +12,8 @@ from engine_helpers import Tracker, run, task
 from pydantic import ValidationError
 
 import oktyv_nb as ok
-from oktyv_nb.api import parse_request, prepare
-from oktyv_nb.models import ExecutionRequest
+from oktyv_nb.api import parse_request, parse_request_data, prepare
+from oktyv_nb.models import ExecutionRequest, task_data
 
 
 def noop(**_: Any) -> None:
@@ -215,6 +216,36 @@ def test_malformed_request_names_the_field(request_: dict[str, Any], loc: tuple[
     with pytest.raises(ValidationError) as info:
         parse_request(request_)
     assert loc in _field_paths(info.value), _field_paths(info.value)
+    # running a dict validates it as plain dicts, with the very same errors
+    with pytest.raises(ValidationError) as data_info:
+        parse_request_data(request_)
+    assert _errors(data_info.value) == _errors(info.value)
+    assert data_info.value.title == info.value.title == "ExecutionRequest"
+    with pytest.raises(ValidationError):
+        ok.execute_request(json.dumps(request_), TOOLS)
+
+
+def _errors(err: ValidationError) -> list[tuple[Any, ...]]:
+    return [(e["loc"], e["type"], e["msg"]) for e in err.errors()]
+
+
+@pytest.mark.parametrize("request_", [
+    req(),
+    req(t("A"), t("B", dependsOn=["A", "A"], priority=2, timeout=1500, runIf="all_done",
+                  params={"x": "${A.result}"}), maxConcurrent=3, timeout=9000),
+    req(t("A", vault="api", retryPolicy={"maxAttempts": 3, "backoff": "linear"},
+          rollback={"tool": "noop", "params": {"why": "undo"}}), enableRollback=True),
+    {"tasks": [{"id": "A", "tool": "noop", "depends_on": None, "run_if": "all_success"}],
+     "config": {"max_concurrent": 2, "failure_mode": "stop"}},
+])
+def test_the_data_path_validates_as_the_models_do(request_: dict[str, Any]) -> None:
+    model = parse_request(request_)
+    data = parse_request_data(request_)
+    assert data["config"] == model.config
+    assert data["tasks"] == [task_data(spec) for spec in model.tasks]
+    assert parse_request_data(json.dumps(request_)) == data
+    by_model, by_data = prepare(model, TOOLS)[1], prepare(request_, TOOLS)[1]
+    assert by_model.levels == by_data.levels and by_model.edges() == by_data.edges()
 
 
 def test_id_limits() -> None:
@@ -250,15 +281,17 @@ def test_enable_rollback_selects_rollback_mode() -> None:
 
 @pytest.mark.parametrize("mode", ["continue", "stop"])
 def test_enable_rollback_contradiction(mode: str) -> None:
-    with pytest.raises(ValidationError) as info:
-        parse_request(req(enableRollback=True, failureMode=mode))
-    assert "enableRollback" in str(info.value) and mode in str(info.value)
+    for parse in (parse_request, parse_request_data):
+        with pytest.raises(ValidationError) as info:
+            parse(req(enableRollback=True, failureMode=mode))
+        assert "enableRollback" in str(info.value) and mode in str(info.value)
 
 
-def test_vault_task_may_not_pass_its_own_credentials() -> None:
+@pytest.mark.parametrize("parse", [parse_request, parse_request_data])
+def test_vault_task_may_not_pass_its_own_credentials(parse: Callable[..., Any]) -> None:
     with pytest.raises(ValidationError) as info:
-        parse_request(req(t("A", vault="api", params={"credentials": "x"})))
-    assert "credentials" in str(info.value)
+        parse(req(t("A", vault="api", params={"credentials": "x"})))
+    assert "Task A: params must not contain 'credentials'" in str(info.value)
 
 
 def test_empty_task_list_succeeds() -> None:

@@ -43,9 +43,10 @@ VAULT = {"api": {"token": SECRET, "pw": PASSWORD}, "empty": {}}
 
 def run_outcome(tasks: list[dict[str, Any]], vault: Any, events: EventLog | None = None,
                 **config: Any) -> RunOutcome:
-    model, graph = prepare({"tasks": tasks, "config": config}, TOOLS)
+    request_config, graph = prepare({"tasks": tasks, "config": config}, TOOLS)
     subs = [events] if events is not None else None
-    return asyncio.run(arun_graph(graph, config_of(model), vault=vault, subscribers=subs))
+    return asyncio.run(arun_graph(graph, config_of(request_config), vault=vault,
+                                  subscribers=subs))
 
 
 def test_credentials_are_passed_as_a_keyword_argument() -> None:
