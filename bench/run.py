@@ -67,7 +67,7 @@ __all__ = ["Settings", "Suite", "main"]
 
 MIN_REPEATS = 5
 QUICK_REPEATS = 3
-EVENT_REPEATS = 11  # small overheads need more rounds to show through the noise
+EVENT_REPEATS = 21  # small overheads need more rounds to show through the noise
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 
 

@@ -582,7 +582,7 @@ class DAG:
 
             view = LiveView(graph, title=self.name, display=live if callable(live) else None)
             if view.active:
-                subscribers.append(view.on_event)
+                subscribers.append(view)  # the view itself: its event_kinds apply
         reuse = reusable(graph, resume) if resume is not None else None
         settings = {
             "max_concurrent": max_concurrent, "failure_mode": failure_mode, "timeout": timeout,

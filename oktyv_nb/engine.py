@@ -193,6 +193,7 @@ class Engine:
         self.backend = get_backend(backend)
         self.vault = vault
         self.bus = bus if bus is not None else EventBus()
+        self.dispatch = self.bus.dispatch  # kind -> subscriber(s) or None, kept up to date
         self.reuse = reuse or {}
         nodes = graph.nodes
         self.records = {tid: TaskRecord(tid, n.tool, n.level) for tid, n in nodes.items()}
@@ -318,7 +319,7 @@ class Engine:
             self.parked[node.level].append(node)
         else:
             heapq.heappush(self.ready, (-node.priority, -node.chain, node.index, node))
-        emit = self.bus.dispatch  # inlined here and below: three events per task
+        emit = self.dispatch["task_ready"]  # inlined here and below: three events per task
         if emit is not None:
             try:
                 emit("task_ready", rec, now - self.perf_start)
@@ -369,7 +370,7 @@ class Engine:
             rec.start = now
         att = Attempt(self, node, rec, now)
         self.open[att] = None
-        emit = self.bus.dispatch
+        emit = self.dispatch["task_started"]
         if emit is not None:
             try:
                 emit("task_started", rec, now - self.perf_start)
@@ -601,7 +602,7 @@ class Engine:
         self.succeeded.append(rec)
         if self.by_level:
             self._level_done(node.level)
-        emit = self.bus.dispatch
+        emit = self.dispatch["task_finished"]
         if emit is not None:
             try:
                 emit("task_finished", rec, now - self.perf_start)
@@ -798,7 +799,7 @@ class Engine:
         self, kind: EventKind, rec: TaskRecord | RunOutcome | None, now: float | None = None
     ) -> None:
         """Tell the subscribers; ``now`` is a perf-counter time (seconds), default now."""
-        if self.bus.dispatch is not None:
+        if self.dispatch[kind] is not None:
             self.bus.emit(kind, rec, (perf() if now is None else now) - self.perf_start)
 
     async def _cleanup(self) -> None:

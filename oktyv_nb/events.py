@@ -9,23 +9,28 @@ they change as the run moves on. Nothing is allocated per event,
 so a run of no-op tasks pays only the calls themselves. :class:`EventLog` is a subscriber
 that keeps every event as an :class:`Event`.
 
+A subscriber gets every kind of event unless it has an ``event_kinds`` attribute (an
+iterable of kinds, read when it is subscribed): then it is called for those kinds only, and
+the others cost it nothing. The live view takes only the run events, for instance, and
+reads the records on a timer.
+
 Subscribers are called synchronously on the event loop, in subscription order. A subscriber
 that raises an ``Exception`` is reported once with a warning and unsubscribed; the run goes
-on. Emitting costs one attribute test when nobody listens.
+on. Emitting costs one lookup when nobody listens to that kind.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 from .records import TaskRecord
 
 if TYPE_CHECKING:
     from .engine import RunOutcome
 
-__all__ = ["Event", "EventBus", "EventKind", "EventLog", "Subscriber"]
+__all__ = ["KINDS", "Event", "EventBus", "EventKind", "EventLog", "Subscriber"]
 
 EventKind = Literal[
     "run_started",
@@ -36,6 +41,8 @@ EventKind = Literal[
     "task_rolled_back",
     "run_finished",
 ]
+
+KINDS: tuple[EventKind, ...] = get_args(EventKind)
 
 #: What an event is about: a task's record, or the run for ``run_started``/``run_finished``.
 Subject = "TaskRecord | RunOutcome"
@@ -82,57 +89,77 @@ class EventLog(list[Event]):
 
 
 class EventBus:
-    """A list of subscribers and :attr:`dispatch`, the one callable an emitter calls.
+    """The subscribers, and :attr:`dispatch`: per kind, the one callable an emitter calls.
 
-    ``dispatch`` is None without subscribers, the subscriber itself when there is one (no
-    loop, no wrapper: the common case costs one call), else :meth:`_to_all`. An emitter calls
-    ``dispatch(kind, record, time)`` and, if that raises an ``Exception``, :meth:`drop`\\ s
-    it; :meth:`emit` does both. ``_to_all`` never raises: it drops a failing subscriber
-    itself and goes on with the others.
+    ``dispatch[kind]`` is None when no subscriber wants ``kind``, the subscriber itself when
+    one does (no loop, no wrapper: the common case costs one call), else a fan-out. An
+    emitter calls ``dispatch[kind](kind, record, time)`` and, if that raises an
+    ``Exception``, :meth:`drop`\\ s it; :meth:`emit` does both. A fan-out never raises: it
+    drops a failing subscriber itself and goes on with the others. ``dispatch`` is one dict
+    for the bus's life, updated in place, so an emitter may keep a reference to it.
     """
 
-    __slots__ = ("dispatch", "subscribers")
+    __slots__ = ("_kinds", "dispatch", "subscribers")
 
-    def __init__(self, subscribers: list[Subscriber] | None = None) -> None:
-        self.subscribers: list[Subscriber] = list(subscribers or ())
-        self.dispatch: Subscriber | None = None
-        self._update()
+    def __init__(self, subscribers: Iterable[Subscriber] | None = None) -> None:
+        self.subscribers: list[Subscriber] = []
+        self._kinds: list[frozenset[str]] = []
+        self.dispatch: dict[str, Subscriber | None] = dict.fromkeys(KINDS)
+        for fn in subscribers or ():
+            self.subscribe(fn)
 
     def _update(self) -> None:
-        subs = self.subscribers
-        self.dispatch = None if not subs else subs[0] if len(subs) == 1 else self._to_all
+        for kind in KINDS:
+            fns = [fn for fn, ks in zip(self.subscribers, self._kinds, strict=True) if kind in ks]
+            self.dispatch[kind] = (
+                None if not fns else fns[0] if len(fns) == 1 else self._fan_out(fns)
+            )
+
+    def _fan_out(self, fns: list[Subscriber]) -> Subscriber:
+        def to_all(kind: EventKind, record: Subject, time: float) -> None:
+            for fn in fns:
+                try:
+                    fn(kind, record, time)
+                except Exception as exc:  # a subscriber must never break the run
+                    self.drop(fn, exc)
+
+        return to_all
 
     def subscribe(self, fn: Subscriber) -> Callable[[], None]:
-        """Add ``fn``; returns a function that removes it."""
+        """Add ``fn`` (for the kinds in its ``event_kinds``, if it has that attribute, else
+        for all); returns a function that removes it."""
         if not callable(fn):
             raise TypeError(f"an event subscriber must be callable, got {fn!r}")
-        self.subscribers = [*self.subscribers, fn]
+        wanted = getattr(fn, "event_kinds", None)
+        kinds = frozenset(KINDS if wanted is None else wanted)
+        unknown = sorted(kinds.difference(KINDS))
+        if unknown:
+            raise ValueError(
+                f"event subscriber {fn!r}: unknown event kinds {unknown}; the kinds are "
+                f"{', '.join(KINDS)}"
+            )
+        self.subscribers = [*self.subscribers, fn]  # copy on write, like unsubscribe
+        self._kinds = [*self._kinds, kinds]
         self._update()
         return lambda: self.unsubscribe(fn)
 
     def unsubscribe(self, fn: Subscriber) -> None:
-        # Copy on write: a _to_all that is iterating the old list is not disturbed.
-        if fn in self.subscribers:
-            self.subscribers = [f for f in self.subscribers if f is not fn]
+        keep = [i for i, f in enumerate(self.subscribers) if f is not fn]
+        if len(keep) < len(self.subscribers):
+            self.subscribers = [self.subscribers[i] for i in keep]
+            self._kinds = [self._kinds[i] for i in keep]
             self._update()
 
     def __bool__(self) -> bool:
-        return self.dispatch is not None
+        return bool(self.subscribers)
 
     def emit(self, kind: EventKind, record: Subject, time: float) -> None:
-        """Call every subscriber with one event."""
-        fn = self.dispatch
+        """Call the subscribers of ``kind`` with one event."""
+        fn = self.dispatch[kind]
         if fn is not None:
             try:
                 fn(kind, record, time)
             except Exception as exc:  # a subscriber must never break the run
-                self.drop(fn, exc)
-
-    def _to_all(self, kind: EventKind, record: Subject, time: float) -> None:
-        for fn in self.subscribers:
-            try:
-                fn(kind, record, time)
-            except Exception as exc:
                 self.drop(fn, exc)
 
     def drop(self, fn: Subscriber, exc: Exception) -> None:

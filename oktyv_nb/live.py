@@ -1,10 +1,11 @@
 """The live view of a run: the graph recoloured in place and a progress bar (SPEC §6, §11).
 
-:class:`LiveView` is a pure subscriber of the engine's event stream. ``run_started`` hands it
-the run, whose records it reads; per event after that it compares two floats. A **frame** (a
-snapshot of every task's status) is built at most every ``min_interval`` seconds, and less
-often when showing frames costs more than ``budget`` of the elapsed time. A trailing frame
-follows the last change within ``min_interval``, and :meth:`LiveView.close` shows the final
+:class:`LiveView` is a pure subscriber of the engine's event stream, and takes only its run
+events (``event_kinds``): ``run_started`` hands it the run, whose records it then reads, so
+the tasks' own events cost it nothing. From there a ticker on the event loop looks at the
+records every ``min_interval`` seconds (less often when looking and showing cost more than
+``budget`` of the elapsed time) and makes a **frame**, a snapshot of every task's status,
+when a status changed; ``run_finished`` stops it and :meth:`LiveView.close` shows the final
 frame.
 
 Where frames go:
@@ -33,6 +34,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from .errors import GraphvizNotFound
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["Frame", "LiveView"]
 
 perf = time.perf_counter
+_status = attrgetter("status")
 
 #: Order of the progress bar's segments and of the counts in the progress line.
 _BAR_ORDER = ("success", "failed", "skipped", "retrying", "running", "ready")
@@ -185,8 +188,9 @@ _PARKED = _Parked()
 
 
 class LiveView:
-    """Shows a run while it happens; subscribe it to the engine's events, then
-    :meth:`close` it with the finished run.
+    """Shows a run while it happens; subscribe the view itself to the engine's events
+    (``dag.run(on_event=view)``: then only its ``event_kinds`` reach it), then :meth:`close`
+    it with the finished run.
 
     ``display``: None (inside Jupyter: one output updated in place; elsewhere: nothing) or a
     callable receiving each :class:`Frame`. ``min_interval`` is the least time in seconds
@@ -194,12 +198,13 @@ class LiveView:
     take (the interval grows when frames are costly). ``direction`` and ``compact`` are
     passed to the graph (see :func:`oktyv_nb.render.build_digraph`).
 
-    ``frames`` counts the frames shown and ``display_s`` the seconds spent making and
-    handing over frames in the event loop's thread.
+    ``frames`` counts the frames shown and ``display_s`` the seconds spent in the event
+    loop's thread looking at the records and making and handing over frames.
     """
 
     __slots__ = (
-        "_due", "_failed", "_lock", "_no_dot", "_notebook", "_records", "_sink", "_t0",
+        "_due", "_failed", "_lock", "_no_dot", "_notebook", "_records", "_shown", "_sink",
+        "_t0",
         "_template", "_timer", "budget", "closed", "compact", "direction", "display_s",
         "frames", "graph", "min_interval", "title",
     )
@@ -230,6 +235,7 @@ class LiveView:
         self.closed = False
         self._failed = False
         self._records: dict[str, TaskRecord] = {}
+        self._shown: list[str] | None = None  # the statuses of the last frame
         self._due = 0.0
         self._t0: float | None = None
         self._timer: asyncio.TimerHandle | _Parked | None = None
@@ -250,7 +256,7 @@ class LiveView:
             self._park()
 
     def _park(self) -> None:
-        """No more frames: events only update the records (no time checks fire)."""
+        """No more frames: no ticker, events change nothing."""
         self._due = math.inf
         if self._timer is not None:
             self._timer.cancel()
@@ -273,59 +279,64 @@ class LiveView:
         return self._notebook.updates if self._notebook is not None else self.frames
 
     # ------------------------------------------------------------------ events
-    def on_event(self, kind: EventKind, rec: TaskRecord | RunOutcome, t: float) -> None:
-        """Take one event: make a frame only when one is due (the first event is due).
+    #: The view takes only the run events (see :mod:`oktyv_nb.events`): per task it costs
+    #: nothing, and a ticker on the loop reads the run's records for frames.
+    event_kinds: tuple[EventKind, ...] = ("run_started", "run_finished")
 
-        Subscribing this bound method costs less per event than subscribing the view
-        itself (calling an instance goes through ``__call__``); both work.
-        """
-        if t >= self._due:
-            self._due_frame(kind, rec, t)
-        elif self._timer is None:
-            self._trail(t)
+    def on_event(self, kind: EventKind, rec: TaskRecord | RunOutcome, t: float) -> None:
+        """``run_started``: remember the run's records, show the first frame and start the
+        ticker; ``run_finished``: stop it (:meth:`close` shows the final frame). Other
+        kinds, when subscribed to all of them, are ignored."""
+        if kind == "run_started":
+            self._records = rec.records  # type: ignore[union-attr]
+            self._t0 = perf() - t
+            if self._timer is None:  # not parked: frames go somewhere
+                self._frame(t, {})  # everything is pending yet
+                self._tick_after(self._due - t)
+        elif kind == "run_finished" and self._timer is not _PARKED and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     __call__ = on_event
 
-    def _due_frame(self, kind: EventKind, rec: TaskRecord | RunOutcome, t: float) -> None:
-        if self._t0 is None:
-            self._t0 = perf() - t
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if kind == "run_started":  # frames read the run's records, live; now all pending
-            self._records = rec.records  # type: ignore[union-attr]
-            self._frame(t, {})
-        else:
-            self._frame(t)
-
-    def _trail(self, t: float) -> None:
-        """Schedule a frame for when the current one expires, so the last change shows."""
+    def _tick_after(self, delay: float) -> None:
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # called outside an event loop: no trailing frame
+        except RuntimeError:  # called outside an event loop: frames on events only
             return
-        self._timer = loop.call_later(max(self._due - t, 0.0), self._on_timer)
+        self._timer = loop.call_later(max(delay, 0.0), self._tick)
 
-    def _on_timer(self) -> None:
+    def _tick(self) -> None:
+        """A frame when the states changed since the last one; then the next tick, after
+        ``min_interval`` or longer when frames and ticks cost more than ``budget``."""
         self._timer = None
         if self.closed or self._failed or self._t0 is None:
             return
+        start = perf()
+        t = start - self._t0
+        statuses = list(map(_status, self._records.values()))
         try:
-            self._frame(perf() - self._t0)
-        except Exception as exc:  # not inside the event bus here: report and stop
+            if statuses != self._shown:
+                self._shown = statuses
+                self._frame(t, dict(zip(self._records, statuses, strict=True)))
+            else:
+                cost = perf() - start
+                self.display_s += cost
+                self._due = t + max(self.min_interval, cost / self.budget)
+        except Exception as exc:  # a loop callback, not the event bus: report and stop
             self._park()
             warnings.warn(f"live view display {self._sink!r} raised {type(exc).__name__}: "
                           f"{exc}; the live view stopped", RuntimeWarning, stacklevel=2)
+            return
+        self._tick_after(self._due - (perf() - self._t0))
 
-    def _frame(self, t: float, states: dict[str, str] | None = None) -> None:
+    def _frame(self, t: float, states: dict[str, str]) -> None:
         start = perf()
-        if states is None:
-            states = {tid: rec.status for tid, rec in self._records.items()}
         frame = Frame(self, states, t, self.frames)
         try:
             self._sink(frame)  # type: ignore[misc]
         except Exception:
-            self._failed = True  # the event bus reports it and unsubscribes this view
+            self._failed = True
             raise
         self.frames += 1
         cost = perf() - start

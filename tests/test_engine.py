@@ -475,16 +475,34 @@ def test_event_bus_subscribe_and_unsubscribe() -> None:
 def test_event_bus_dispatch_is_the_lone_subscriber_or_a_fan_out() -> None:
     log, other = EventLog(), EventLog()
     bus = EventBus([log])
-    assert bus.dispatch is log  # one subscriber: called directly, nothing in between
+    table = bus.dispatch
+    assert all(fn is log for fn in table.values())  # one subscriber: called directly
     remove = bus.subscribe(other)
     bus.emit("task_ready", TaskRecord("a", "noop", 0), 0.5)
-    assert bus.dispatch is not log and log == other
+    assert bus.dispatch["task_ready"] is not log and log == other and len(log) == 1
     remove()
-    assert bus.dispatch is log
+    assert bus.dispatch["task_ready"] is log and bus.dispatch is table  # one dict, in place
     bus.unsubscribe(log)
-    assert bus.dispatch is None
+    assert set(bus.dispatch.values()) == {None} and not bus
     with pytest.raises(TypeError, match="must be callable"):
         bus.subscribe("not a function")  # type: ignore[arg-type]
+
+
+def test_a_subscriber_with_event_kinds_gets_only_those(tracker: Tracker) -> None:
+    class Finishes(EventLog):
+        event_kinds = ("task_finished", "run_finished")
+
+    only, every = Finishes(), EventLog()
+    out = outcome_of([task("A"), task("B", dependsOn=["A"])], tracker.tools,
+                     subscribers=[only, every])
+    assert only.kinds() == ["task_finished", "task_finished", "run_finished"]
+    assert len(every) == 8 and every[-1].record is out
+    bus = EventBus([only])
+    assert bus.dispatch["task_ready"] is None and bus.dispatch["task_finished"] is only
+    bad = EventLog()
+    bad.event_kinds = ("task_done",)  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match=r"unknown event kinds \['task_done'\]"):
+        bus.subscribe(bad)
 
 
 @pytest.mark.parametrize("n_good", [0, 1, 2])

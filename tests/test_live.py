@@ -102,6 +102,27 @@ def test_frames_are_few_throttled_and_end_with_the_final_states() -> None:
     assert view.display_s < 0.05 * makespan + 0.005
 
 
+def test_the_view_takes_only_run_events_and_reads_records_on_a_timer() -> None:
+    class Counting(LiveView):
+        def on_event(self, kind: EventKind, rec: Any, t: float) -> None:
+            self.calls.append(kind)
+            super().on_event(kind, rec, t)
+
+        __call__ = on_event
+
+    dag = chain_dag(100, asleep, seconds=0.01)
+    rec = Recorder()
+    view = Counting(dag.validate(), display=rec, min_interval=0.02)
+    view.calls = []
+    run = dag.run(live=False, on_event=view)
+    view.close(run)
+    assert view.calls == ["run_started", "run_finished"]  # 300 task events never reach it
+    live = [f for f in rec.frames if not f.final]
+    assert len(live) >= 3 and any(0 < f.done < 100 for f in live)
+    assert all(a.states != b.states for a, b in pairwise(live[1:]))  # only on a change
+    assert rec.frames[-1].done == 100
+
+
 def test_a_trailing_frame_shows_the_last_change() -> None:
     # Everything before the long task happens within a millisecond; without a trailing
     # frame the view would show "long" running only once it had finished.
