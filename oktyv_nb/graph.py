@@ -273,16 +273,18 @@ def build_graph(
         if kids:
             node.dependents = list(map(pick, kids))
     levels: list[list[str]] = [[] for _ in range(max(level, default=-1) + 1)]
-    for spec, lv in zip(specs, level, strict=True):
-        levels[lv].append(spec["id"])
-    nodes = {node.id: node for node in made}
-    return Graph(nodes, levels, [specs[i]["id"] for i in order])
+    for tid, lv in zip(ids, level, strict=True):
+        levels[lv].append(tid)
+    nodes = dict(zip(ids, made, strict=True))  # both in task order
+    in_order = isinstance(order, range)
+    return Graph(nodes, levels, list(ids) if in_order else [specs[i]["id"] for i in order])
 
 
 def _toposort(
     specs: Sequence[TaskData], ids: Mapping[str, int], deps: Sequence[tuple[str, ...]]
-) -> tuple[list[int], list[int], list[int], list[list[int]]]:
-    """Kahn's algorithm on indices: a topological order, each task's level (its longest
+) -> tuple[Sequence[int], list[int], list[int], list[list[int]]]:
+    """Kahn's algorithm on indices: a topological order (``range(n)`` when the tasks are
+    listed in it), each task's level (its longest
     chain of dependencies), chain (its longest chain of dependents, itself included) and
     children (its dependents). Raises MissingDependencyError, CircularDependencyError."""
     n = len(specs)
@@ -302,20 +304,22 @@ def _toposort(
                 elif level[j] > top:
                     top = level[j]
             level[i] = top + 1
+    order: Sequence[int]
     if not forward:  # listed in dependency order (the usual case): one pass was enough
-        order = list(range(n))
+        order = range(n)
     else:
         level = [0] * n
         remaining = [len(d) for d in deps]
-        order = [i for i in range(n) if not remaining[i]]
-        for i in order:  # the list grows while it is walked
+        kahn = [i for i in range(n) if not remaining[i]]
+        for i in kahn:  # the list grows while it is walked
             lv = level[i] + 1
             for c in children[i]:
                 if level[c] < lv:
                     level[c] = lv
                 remaining[c] -= 1
                 if not remaining[c]:
-                    order.append(c)
+                    kahn.append(c)
+        order = kahn
     if len(order) < n:
         done = {specs[i]["id"] for i in order}
         raise CircularDependencyError(
