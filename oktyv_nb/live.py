@@ -33,7 +33,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -73,28 +73,43 @@ class Frame:
 
     ``states`` maps task id -> status (tasks not yet seen are ``pending``); ``elapsed`` is
     seconds since the run started; ``final`` marks the last frame, which carries the run's
-    ``outcome`` when the run finished (durations and critical path on the graph).
+    ``outcome`` when the run finished (durations and critical path on the graph). A final
+    frame may be given the run's ``records`` instead of ``states``: they change no more,
+    so its states and counts are worked out only when asked for.
     """
 
-    __slots__ = ("_counts", "elapsed", "final", "index", "outcome", "states", "view")
+    __slots__ = ("_counts", "_records", "_states", "elapsed", "final", "index", "outcome",
+                 "view")
 
     def __init__(
         self,
         view: LiveView,
-        states: dict[str, str],
+        states: dict[str, str] | None,
         elapsed: float,
         index: int,
         *,
         final: bool = False,
         outcome: RunOutcome | None = None,
+        records: Mapping[str, TaskRecord] | None = None,
     ) -> None:
+        if states is None and (records is None or not final):
+            raise ValueError("Frame: give states, or records for a final frame")
         self.view = view
-        self.states = states
+        self._states = states
+        self._records = records
         self.elapsed = elapsed
         self.index = index
         self.final = final
         self.outcome = outcome
         self._counts: dict[str, int] | None = None
+
+    @property
+    def states(self) -> dict[str, str]:
+        """Task id -> status."""
+        if self._states is None:
+            records = self._records or {}
+            self._states = dict(zip(records, map(_status, records.values()), strict=True))
+        return self._states
 
     @property
     def title(self) -> str | None:
@@ -109,8 +124,13 @@ class Frame:
         """Tasks per status (every status, pending included)."""
         if self._counts is None:
             counts = dict.fromkeys(STATUS_STYLE, 0)
-            counts.update(Counter(self.states.values()))
-            counts["pending"] += self.total - len(self.states)
+            if self._states is None and self._records is not None:
+                seen = len(self._records)
+                counts.update(Counter(map(_status, self._records.values())))
+            else:
+                seen = len(self.states)
+                counts.update(Counter(self.states.values()))
+            counts["pending"] += self.total - seen
             self._counts = counts
         return self._counts
 
@@ -354,13 +374,14 @@ class LiveView:
             return
         outcome: RunOutcome | None = getattr(run, "outcome", run)
         if outcome is not None:
-            states = {tid: rec.status for tid, rec in outcome.records.items()}
+            records = outcome.records
             end = outcome.perf_end if outcome.perf_end is not None else perf()
             elapsed = end - outcome.perf_start
         else:
-            states = {tid: rec.status for tid, rec in self._records.items()}
+            records = self._records
             elapsed = perf() - self._t0 if self._t0 is not None else 0.0
-        frame = Frame(self, states, elapsed, self.frames, final=True, outcome=outcome)
+        frame = Frame(self, None, elapsed, self.frames, final=True, outcome=outcome,
+                      records=records)
         try:
             if not self._failed:
                 self._sink(frame)
