@@ -5,9 +5,9 @@ event the task's :class:`~oktyv_nb.records.TaskRecord`, for ``run_started`` and
 ``run_finished`` the run's :class:`~oktyv_nb.engine.RunOutcome` (its ``execution_id``,
 ``config`` and every task's record in ``records``); and the time in seconds since the run
 started. Records are the live ones: read them in the call, and copy what must be kept, since
-they change as the run moves on. Nothing is allocated per event,
-so a run of no-op tasks pays only the calls themselves. :class:`EventLog` is a subscriber
-that keeps every event as an :class:`Event`.
+they change as the run moves on. Nothing is allocated per event, so a run of no-op tasks
+pays only the calls themselves. :class:`EventLog` is a subscriber that keeps every event as
+an :class:`Event`.
 
 A subscriber gets every kind of event unless it has an ``event_kinds`` attribute (an
 iterable of kinds, read when it is subscribed): then it is called for those kinds only, and
