@@ -55,9 +55,8 @@ def parse_request(request: RequestLike) -> ExecutionRequest:
     )
 
 
-def config_of(config: ExecutionConfig | ExecutionRequest, **overrides: Any) -> RunConfig:
+def config_of(c: ExecutionConfig, **overrides: Any) -> RunConfig:
     """The engine's config (seconds) from a request's config (milliseconds)."""
-    c = config.config if isinstance(config, ExecutionRequest) else config
     values: dict[str, Any] = {
         "max_concurrent": c.max_concurrent,
         "failure_mode": c.failure_mode or "continue",

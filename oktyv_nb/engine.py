@@ -796,7 +796,7 @@ class Engine:
 
     # ------------------------------------------------------------------ plumbing
     def _emit(
-        self, kind: EventKind, rec: TaskRecord | RunOutcome | None, now: float | None = None
+        self, kind: EventKind, rec: TaskRecord | RunOutcome, now: float | None = None
     ) -> None:
         """Tell the subscribers; ``now`` is a perf-counter time (seconds), default now."""
         if self.dispatch[kind] is not None:

@@ -311,7 +311,9 @@ class LiveView:
             self._records = rec.records  # type: ignore[union-attr]
             self._t0 = perf() - t
             if self._timer is None:  # not parked: frames go somewhere
+                start = perf()
                 self._frame(t, {})  # everything is pending yet
+                self._spent(start, t)
                 self._tick_after(self._due - t)
         elif kind == "run_finished" and self._timer is not _PARKED and self._timer is not None:
             self._timer.cancel()
@@ -322,7 +324,7 @@ class LiveView:
     def _tick_after(self, delay: float) -> None:
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # called outside an event loop: frames on events only
+        except RuntimeError:  # called outside an event loop: first and final frames only
             return
         self._timer = loop.call_later(max(delay, 0.0), self._tick)
 
@@ -335,23 +337,20 @@ class LiveView:
         start = perf()
         t = start - self._t0
         statuses = list(map(_status, self._records.values()))
-        try:
-            if statuses != self._shown:
-                self._shown = statuses
+        if statuses != self._shown:
+            self._shown = statuses
+            try:
                 self._frame(t, dict(zip(self._records, statuses, strict=True)))
-            else:
-                cost = perf() - start
-                self.display_s += cost
-                self._due = t + max(self.min_interval, cost / self.budget)
-        except Exception as exc:  # a loop callback, not the event bus: report and stop
-            self._park()
-            warnings.warn(f"live view display {self._sink!r} raised {type(exc).__name__}: "
-                          f"{exc}; the live view stopped", RuntimeWarning, stacklevel=2)
-            return
+            except Exception as exc:  # a loop callback, not the event bus: report and stop
+                self._park()
+                warnings.warn(f"live view display {self._sink!r} raised "
+                              f"{type(exc).__name__}: {exc}; the live view stopped",
+                              RuntimeWarning, stacklevel=2)
+                return
+        self._spent(start, t)
         self._tick_after(self._due - (perf() - self._t0))
 
     def _frame(self, t: float, states: dict[str, str]) -> None:
-        start = perf()
         frame = Frame(self, states, t, self.frames)
         try:
             self._sink(frame)  # type: ignore[misc]
@@ -359,6 +358,10 @@ class LiveView:
             self._failed = True
             raise
         self.frames += 1
+
+    def _spent(self, start: float, t: float) -> None:
+        """Count the loop time since ``start`` (perf seconds) and set when the next frame may
+        come: ``min_interval`` after ``t``, or later when that time exceeds ``budget``."""
         cost = perf() - start
         self.display_s += cost
         self._due = t + max(self.min_interval, cost / self.budget)

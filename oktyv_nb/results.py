@@ -77,7 +77,6 @@ def to_result(outcome: RunOutcome) -> ExecutionResult:
             True if rec.reused else None,
         )
     status = "success" if not nfailed else ("partial" if nsuccess else "failure")
-    nodes = outcome.graph.nodes
     return ExecutionResult.model_construct(
         execution_id=outcome.execution_id,
         status=status,
@@ -90,7 +89,7 @@ def to_result(outcome: RunOutcome) -> ExecutionResult:
         ),
         dag=DagInfo.model_construct(
             levels=[list(level) for level in outcome.graph.levels],
-            edges=[trusted_edge(d, tid) for tid, n in nodes.items() for d in n.deps],
+            edges=[trusted_edge(a, b) for a, b in outcome.graph.edges()],
         ),
     )
 
