@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load0 = os.getloadavg()
     dask = start_dask(cores)
-    from oktyv_nb.backends import DaskBackend, ProcessBackend
+    from oktyv_nb.execution.backends import DaskBackend, ProcessBackend
 
     backends: dict[str, Any] = {
         "asyncio": "asyncio", "threads": "threads", "processes": ProcessBackend(cores),

@@ -26,8 +26,8 @@ from typing import Any
 
 import oktyv_nb as ok
 from oktyv_nb.api import arun_graph, config_of, prepare
-from oktyv_nb.engine import RunConfig, RunOutcome
-from oktyv_nb.results import run_stats, to_result
+from oktyv_nb.execution.engine import RunConfig, RunOutcome
+from oktyv_nb.results.frame import run_stats, to_result
 
 from .workloads import Deps, SleepDag, async_noop, request_of, sleep_tool, sync_noop
 

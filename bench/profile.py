@@ -28,9 +28,9 @@ if __package__ in (None, ""):  # run as a script
 import oktyv_nb as ok
 from bench.workloads import SHAPES, async_noop, make_shape, request_of, sync_noop
 from oktyv_nb.api import arun_graph, config_of, parse_request_data
-from oktyv_nb.graph import build_graph
-from oktyv_nb.registry import resolve_tools
-from oktyv_nb.results import to_result
+from oktyv_nb.model.graph import build_graph
+from oktyv_nb.model.registry import resolve_tools
+from oktyv_nb.results.frame import to_result
 
 PHASES = ("parse request", "build graph", "engine run", "result model")
 

@@ -60,8 +60,8 @@ from bench.workloads import (
     sleep_dag,
 )
 from oktyv_nb.api import arun_graph, config_of, prepare
-from oktyv_nb.engine import RunConfig
-from oktyv_nb.results import to_dataframe
+from oktyv_nb.execution.engine import RunConfig
+from oktyv_nb.results.frame import to_dataframe
 
 __all__ = ["Settings", "Suite", "main"]
 

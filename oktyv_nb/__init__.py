@@ -4,11 +4,11 @@ Build a DAG with :class:`DAG` (or a JSON request, or the :func:`builder` form), 
 rendered with graphviz, run it in the notebook's kernel and analyse ``run.df``.
 """
 
-from . import tools
-from .api import aexecute_request, execute_request
-from .backends import DaskBackend, ProcessBackend, ThreadBackend, register_backend
-from .dag import DAG, Rollback
-from .errors import (
+from oktyv_nb.model import tools
+from oktyv_nb.api import aexecute_request, execute_request
+from oktyv_nb.execution.backends import DaskBackend, ProcessBackend, ThreadBackend, register_backend
+from oktyv_nb.dag import DAG, Rollback
+from oktyv_nb.errors import (
     CircularDependencyError,
     DuplicateTaskError,
     GraphvizNotFound,
@@ -18,13 +18,13 @@ from .errors import (
     VariableResolutionError,
     VaultNotFoundError,
 )
-from .events import Event, EventBus, EventLog
-from .graph import RetryPolicy
-from .models import ExecutionRequest, ExecutionResult
-from .registry import ToolRegistry, default_registry, tool
-from .results import RunStats, compare
-from .run import Run
-from .vault import EnvVault
+from oktyv_nb.execution.events import Event, EventBus, EventLog
+from oktyv_nb.model.graph import RetryPolicy
+from oktyv_nb.model.schema import ExecutionRequest, ExecutionResult
+from oktyv_nb.model.registry import ToolRegistry, default_registry, tool
+from oktyv_nb.results.frame import RunStats, compare
+from oktyv_nb.results.run import Run
+from oktyv_nb.model.vault import EnvVault
 
 __version__ = "0.1.0"
 
@@ -32,7 +32,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> object:
     # The widget form pulls in ipywidgets; load it on first use only.
     if name == "builder":
-        from .widgets import builder
+        from oktyv_nb.widgets import builder
 
         return builder
     raise AttributeError(f"module 'oktyv_nb' has no attribute {name!r}")

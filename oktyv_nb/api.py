@@ -9,13 +9,13 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from .engine import Engine, RunConfig, RunOutcome
-from .events import EventBus, Subscriber
-from .graph import Graph, build_graph
-from .jupyter import run_sync
-from .models import ExecutionConfig, ExecutionRequest, ExecutionResult, RequestData
-from .registry import resolve_tools
-from .results import to_result
+from oktyv_nb.execution.engine import Engine, RunConfig, RunOutcome
+from oktyv_nb.execution.events import EventBus, Subscriber
+from oktyv_nb.model.graph import Graph, build_graph
+from oktyv_nb.jupyter import run_sync
+from oktyv_nb.model.schema import ExecutionConfig, ExecutionRequest, ExecutionResult, RequestData
+from oktyv_nb.model.registry import resolve_tools
+from oktyv_nb.results.frame import to_result
 
 __all__ = [
     "aexecute_request", "execute_request", "parse_request", "parse_request_data", "prepare"

@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from .api import RequestLike, arun_graph, parse_request
-from .engine import Engine, RunConfig
-from .errors import CircularDependencyError, DuplicateTaskError, OktyvError
-from .events import Subscriber
-from .graph import Graph, RetryPolicy, build_graph
-from .jupyter import in_notebook, run_sync
-from .models import (
+from oktyv_nb.api import RequestLike, arun_graph, parse_request
+from oktyv_nb.execution.engine import Engine, RunConfig
+from oktyv_nb.errors import CircularDependencyError, DuplicateTaskError, OktyvError
+from oktyv_nb.execution.events import Subscriber
+from oktyv_nb.model.graph import Graph, RetryPolicy, build_graph
+from oktyv_nb.jupyter import in_notebook, run_sync
+from oktyv_nb.model.schema import (
     TASK_ID_MAX,
     TASK_ID_PATTERN,
     ExecutionConfig,
@@ -39,16 +39,16 @@ from .models import (
     RollbackSpec,
     TaskSpec,
 )
-from .records import SUCCESS, TaskRecord
-from .registry import ToolRegistry, default_registry, resolve_tools
-from .tools import BUILTIN_TOOLS
-from .variables import find_references, has_references
+from oktyv_nb.execution.records import SUCCESS, TaskRecord
+from oktyv_nb.model.registry import ToolRegistry, default_registry, resolve_tools
+from oktyv_nb.model.tools import BUILTIN_TOOLS
+from oktyv_nb.model.variables import find_references, has_references
 
 if TYPE_CHECKING:
     import graphviz
     import pandas as pd
 
-    from .run import Run
+    from oktyv_nb.results.run import Run
 
 __all__ = ["DAG", "Rollback"]
 
@@ -552,14 +552,14 @@ class DAG:
         ``resume=run`` re-runs only the tasks that did not succeed in ``run`` (and those
         that depend on them, and tasks changed since), reusing its successful results.
         ``on_event`` is a callable ``fn(kind, record, time)`` (or a list of them) called
-        with every engine event (:mod:`oktyv_nb.events`; ``ok.EventLog()`` keeps them).
+        with every engine event (:mod:`oktyv_nb.execution.events`; ``ok.EventLog()`` keeps them).
         ``live`` shows the graph and a progress bar updating in the notebook (default: on in
         Jupyter, off elsewhere and in nested runs); ``live=callable`` hands it each frame
         instead (``live=print`` prints a progress line per frame in a script). The run is
         kept as :attr:`last_run`, the partial run too when interrupted (cancelled task,
         ``KeyboardInterrupt``).
         """
-        from .run import Run
+        from oktyv_nb.results.run import Run
 
         cfg, be, vlt = self._settings(
             max_concurrent, failure_mode, timeout, strategy, backend, vault
@@ -578,7 +578,7 @@ class DAG:
             )
         view = None
         if live:
-            from .live import LiveView
+            from oktyv_nb.live import LiveView
 
             view = LiveView(graph, title=self.name, display=live if callable(live) else None)
             if view.active:
@@ -618,7 +618,7 @@ class DAG:
 
     def _keep_partial(self, engine: Engine, settings: dict[str, Any]) -> None:
         """Make an interrupted run's records available as :attr:`last_run`."""
-        from .run import Run
+        from oktyv_nb.results.run import Run
 
         outcome = engine.outcome
         if outcome is None:
@@ -687,19 +687,19 @@ class DAG:
     def graph(self, **options: Any) -> graphviz.Digraph:
         """The levelled graph as a ``graphviz.Digraph`` (see
         :func:`oktyv_nb.render.build_digraph`)."""
-        from .render import build_digraph
+        from oktyv_nb.results.display.render import build_digraph
 
         return build_digraph(self.validate(), title=self.name, **options)
 
     def to_svg(self, **options: Any) -> str:
         """SVG text of :meth:`graph`; raises ``ok.GraphvizNotFound`` without ``dot``."""
-        from .render import to_svg
+        from oktyv_nb.results.display.render import to_svg
 
         return to_svg(self.graph(**options))
 
     def save_graph(self, path: Any, **options: Any) -> Any:
         """Write the graph to ``path`` (``.svg`` or ``.png`` by suffix); returns the path."""
-        from .render import save_graph
+        from oktyv_nb.results.display.render import save_graph
 
         return save_graph(self.graph(**options), path)
 
@@ -717,7 +717,7 @@ class DAG:
             note = f"{len(graph)} tasks: call dag.graph() or dag.save_graph(path) to draw it"
             return {"text/plain": f"{text}\n{note}",
                     "text/html": f"<pre>{escape(text)}</pre><p>{escape(note)}</p>"}
-        from .render import build_digraph, mimebundle
+        from oktyv_nb.results.display.render import build_digraph, mimebundle
 
         bundle = mimebundle(build_digraph(graph, title=self.name))
         fallback = bundle.get("text/plain")  # no `dot`: the DOT text and the install hint

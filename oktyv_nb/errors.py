@@ -2,7 +2,7 @@
 
 Every validation error subclasses :class:`OktyvError`, itself a :class:`ValueError`, and
 carries a machine-readable ``code``. Errors that happen while a task runs never escape the
-run: they become the ``error`` of that task's record (see :mod:`oktyv_nb.engine`).
+run: they become the ``error`` of that task's record (see :mod:`oktyv_nb.execution.engine`).
 """
 
 from __future__ import annotations

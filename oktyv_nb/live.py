@@ -37,15 +37,15 @@ from collections.abc import Callable, Mapping
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
-from .errors import GraphvizNotFound
-from .jupyter import in_notebook
-from .render import STATUS_STYLE, SvgTemplate, build_digraph, format_seconds, to_svg
+from oktyv_nb.errors import GraphvizNotFound
+from oktyv_nb.jupyter import in_notebook
+from oktyv_nb.results.display.render import STATUS_STYLE, SvgTemplate, build_digraph, format_seconds, to_svg
 
 if TYPE_CHECKING:
-    from .engine import RunOutcome
-    from .events import EventKind
-    from .graph import Graph
-    from .records import TaskRecord
+    from oktyv_nb.execution.engine import RunOutcome
+    from oktyv_nb.execution.events import EventKind
+    from oktyv_nb.model.graph import Graph
+    from oktyv_nb.execution.records import TaskRecord
 
 __all__ = ["Frame", "LiveView"]
 
@@ -299,7 +299,7 @@ class LiveView:
         return self._notebook.updates if self._notebook is not None else self.frames
 
     # ------------------------------------------------------------------ events
-    #: The view takes only the run events (see :mod:`oktyv_nb.events`): per task it costs
+    #: The view takes only the run events (see :mod:`oktyv_nb.execution.events`): per task it costs
     #: nothing, and a ticker on the loop reads the run's records for frames.
     event_kinds: tuple[EventKind, ...] = ("run_started", "run_finished")
 

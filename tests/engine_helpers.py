@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import oktyv_nb as ok
-from oktyv_nb.models import ExecutionResult
+from oktyv_nb.model.schema import ExecutionResult
 
 perf = time.perf_counter
 

@@ -20,7 +20,7 @@ import backend_tools as bt
 import pytest
 
 import oktyv_nb as ok
-from oktyv_nb.backends import (
+from oktyv_nb.execution.backends import (
     UNPICKLABLE,
     AsyncioBackend,
     DaskBackend,

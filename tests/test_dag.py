@@ -18,8 +18,8 @@ import pytest
 
 import oktyv_nb as ok
 from oktyv_nb.dag import seconds_to_ms
-from oktyv_nb.events import EventKind
-from oktyv_nb.records import TaskRecord
+from oktyv_nb.execution.events import EventKind
+from oktyv_nb.execution.records import TaskRecord
 
 perf = time.perf_counter
 

@@ -17,10 +17,10 @@ from engine_helpers import Tracker, run, task
 
 import oktyv_nb as ok
 from oktyv_nb.api import arun_graph, prepare
-from oktyv_nb.engine import Engine, RunConfig, RunOutcome
-from oktyv_nb.events import Event, EventBus, EventKind, EventLog
-from oktyv_nb.graph import RetryPolicy
-from oktyv_nb.records import TaskRecord, error_from_exception
+from oktyv_nb.execution.engine import Engine, RunConfig, RunOutcome
+from oktyv_nb.execution.events import Event, EventBus, EventKind, EventLog
+from oktyv_nb.model.graph import RetryPolicy
+from oktyv_nb.execution.records import TaskRecord, error_from_exception
 
 perf = time.perf_counter
 

@@ -15,9 +15,9 @@ from engine_helpers import Tracker, run, task
 
 import oktyv_nb as ok
 from oktyv_nb.api import arun_graph, prepare
-from oktyv_nb.engine import Engine, RunConfig, RunOutcome
-from oktyv_nb.events import Event, EventLog
-from oktyv_nb.models import ExecutionResult
+from oktyv_nb.execution.engine import Engine, RunConfig, RunOutcome
+from oktyv_nb.execution.events import Event, EventLog
+from oktyv_nb.model.schema import ExecutionResult
 
 perf = time.perf_counter
 

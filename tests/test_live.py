@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 import oktyv_nb as ok
-from oktyv_nb.events import EventKind
+from oktyv_nb.execution.events import EventKind
 from oktyv_nb.live import Frame, LiveView
-from oktyv_nb.records import TaskRecord
-from oktyv_nb.render import STATUS_STYLE
+from oktyv_nb.execution.records import TaskRecord
+from oktyv_nb.results.display.render import STATUS_STYLE
 
 HAVE_DOT = shutil.which("dot") is not None
 needs_dot = pytest.mark.skipif(not HAVE_DOT, reason="Graphviz `dot` is not installed")

@@ -11,7 +11,7 @@ from typing import Any
 
 from engine_helpers import Tracker, run, task
 
-from oktyv_nb.models import ExecutionResult, jsonable
+from oktyv_nb.model.schema import ExecutionResult, jsonable
 
 TASK_KEYS = {"taskId", "status", "duration", "startTime", "endTime", "attempts"}
 

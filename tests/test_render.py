@@ -15,12 +15,12 @@ import graphviz
 import pytest
 
 import oktyv_nb as ok
-from oktyv_nb import render
+from oktyv_nb.results.display import render
 from oktyv_nb.errors import GraphvizNotFound
-from oktyv_nb.graph import build_graph
-from oktyv_nb.models import ExecutionRequest, TaskSpec
-from oktyv_nb.registry import resolve_tools
-from oktyv_nb.render import STATUS_STYLE, SvgTemplate, build_digraph
+from oktyv_nb.model.graph import build_graph
+from oktyv_nb.model.schema import ExecutionRequest, TaskSpec
+from oktyv_nb.model.registry import resolve_tools
+from oktyv_nb.results.display.render import STATUS_STYLE, SvgTemplate, build_digraph
 
 HAVE_DOT = shutil.which("dot") is not None
 needs_dot = pytest.mark.skipif(not HAVE_DOT, reason="Graphviz `dot` is not installed")

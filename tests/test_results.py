@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import oktyv_nb as ok
-from oktyv_nb.results import STATUSES, run_stats, to_dataframe
+from oktyv_nb.results.frame import STATUSES, run_stats, to_dataframe
 
 perf = time.perf_counter
 SLACK = 0.2  # seconds a sleeping task may overrun on a busy 2-core machine

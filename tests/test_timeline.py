@@ -19,7 +19,7 @@ from matplotlib.collections import PathCollection, PolyCollection
 from matplotlib.figure import Figure
 
 import oktyv_nb as ok
-from oktyv_nb.timeline import OUTCOME_COLORS, timeline
+from oktyv_nb.results.display.timeline import OUTCOME_COLORS, timeline
 
 
 async def asleep(seconds: float = 0.0, value: Any = None) -> Any:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from oktyv_nb.tools import (
+from oktyv_nb.model.tools import (
     BUILTIN_TOOLS,
     HttpConnectionError,
     HttpStatusError,

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 import oktyv_nb as ok
 from oktyv_nb.api import parse_request, parse_request_data, prepare
-from oktyv_nb.models import ExecutionRequest, task_data
+from oktyv_nb.model.schema import ExecutionRequest, task_data
 
 
 def noop(**_: Any) -> None:

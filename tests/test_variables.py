@@ -11,8 +11,8 @@ import pytest
 from engine_helpers import Tracker, run, task
 
 import oktyv_nb as ok
-from oktyv_nb.models import ExecutionRequest, TaskSpec
-from oktyv_nb.variables import find_references, has_references, resolve
+from oktyv_nb.model.schema import ExecutionRequest, TaskSpec
+from oktyv_nb.model.variables import find_references, has_references, resolve
 
 
 @dataclass

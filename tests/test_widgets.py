@@ -16,7 +16,7 @@ import ipywidgets as W
 import pytest
 
 import oktyv_nb as ok
-from oktyv_nb.widgets import BuilderForm, ParamField
+from oktyv_nb.widgets.form import BuilderForm, ParamField
 
 # ----------------------------------------------------------------------------- tools
 

@@ -7,18 +7,18 @@ from functools import cached_property
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from .dag import GRAPH_LIMIT
-from .engine import RunOutcome
-from .models import ExecutionResult
-from .records import FAILED, SKIPPED, TaskRecord
-from .results import RunStats, run_stats, to_dataframe, to_result
+from oktyv_nb.dag import GRAPH_LIMIT
+from oktyv_nb.execution.engine import RunOutcome
+from oktyv_nb.model.schema import ExecutionResult
+from oktyv_nb.execution.records import FAILED, SKIPPED, TaskRecord
+from oktyv_nb.results.frame import RunStats, run_stats, to_dataframe, to_result
 
 if TYPE_CHECKING:
     import graphviz
     import pandas as pd
     from matplotlib.figure import Figure
 
-    from .dag import DAG
+    from oktyv_nb.dag import DAG
 
 __all__ = ["Run"]
 
@@ -95,18 +95,18 @@ class Run:
 
     def graph(self, **options: Any) -> graphviz.Digraph:
         """The graph coloured by status, durations on nodes, critical path bold."""
-        from .render import build_digraph
+        from oktyv_nb.results.display.render import build_digraph
 
         return build_digraph(self.outcome.graph, self.outcome,
                              title=self.dag.name if self.dag else None, **options)
 
     def to_svg(self, **options: Any) -> str:
-        from .render import to_svg
+        from oktyv_nb.results.display.render import to_svg
 
         return to_svg(self.graph(**options))
 
     def save_graph(self, path: Any, **options: Any) -> Any:
-        from .render import save_graph
+        from oktyv_nb.results.display.render import save_graph
 
         return save_graph(self.graph(**options), path)
 
@@ -114,7 +114,7 @@ class Run:
         """A Gantt chart of the run (a matplotlib ``Figure``): one bar per attempt coloured
         by outcome, retries and skips marked, the critical path outlined; seconds from the
         run's start. Options as :func:`oktyv_nb.timeline.timeline`."""
-        from .timeline import timeline
+        from oktyv_nb.results.display.timeline import timeline
 
         if "title" not in options and self.dag is not None and self.dag.name:
             options["title"] = self.dag.name
@@ -173,7 +173,7 @@ class Run:
         graph_html = ""
         if len(self.outcome.records) <= GRAPH_LIMIT:
             try:
-                from .render import to_svg
+                from oktyv_nb.results.display.render import to_svg
 
                 graph_html = f"<div>{to_svg(self.graph())}</div>"
             except Exception as exc:  # no dot: the table still shows, with the hint

@@ -25,10 +25,10 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
-from .records import TaskRecord
+from oktyv_nb.execution.records import TaskRecord
 
 if TYPE_CHECKING:
-    from .engine import RunOutcome
+    from oktyv_nb.execution.engine import RunOutcome
 
 __all__ = ["KINDS", "Event", "EventBus", "EventKind", "EventLog", "Subscriber"]
 

@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 import graphviz
 
-from .errors import GraphvizNotFound
-from .graph import Graph, critical_path
-from .results import skip_cause
+from oktyv_nb.errors import GraphvizNotFound
+from oktyv_nb.model.graph import Graph, critical_path
+from oktyv_nb.results.frame import skip_cause
 
 if TYPE_CHECKING:
-    from .engine import RunOutcome
-    from .records import TaskRecord
+    from oktyv_nb.execution.engine import RunOutcome
+    from oktyv_nb.execution.records import TaskRecord
 
 __all__ = [
     "COMPACT_THRESHOLD",

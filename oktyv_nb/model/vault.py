@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .errors import VaultNotFoundError
+from oktyv_nb.errors import VaultNotFoundError
 
 __all__ = ["REDACTED", "EnvVault", "Redactor", "lookup_secrets"]
 

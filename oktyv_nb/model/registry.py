@@ -12,7 +12,7 @@ import difflib
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any, overload
 
-from .errors import ToolNotFoundError
+from oktyv_nb.errors import ToolNotFoundError
 
 __all__ = ["ToolRegistry", "default_registry", "resolve_tools", "tool"]
 
@@ -124,7 +124,7 @@ class ToolTable(Mapping[str, Tool]):
 
 def resolve_tools(tools: Mapping[str, Tool] | None = None) -> ToolTable:
     """The lookup table of a run given its own ``tools`` (a mapping or a ToolRegistry)."""
-    from .tools import BUILTIN_TOOLS
+    from oktyv_nb.model.tools import BUILTIN_TOOLS
 
     if tools is not None and not isinstance(tools, Mapping):
         raise TypeError(

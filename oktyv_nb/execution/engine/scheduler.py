@@ -54,8 +54,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from .backends import Backend, get_backend
-from .errors import (
+from oktyv_nb.execution.backends import Backend, get_backend
+from oktyv_nb.errors import (
     CANCELLED,
     DEPENDENCY_FAILED,
     EXECUTION_TIMEOUT,
@@ -64,9 +64,9 @@ from .errors import (
     OktyvError,
     VariableResolutionError,
 )
-from .events import EventBus, EventKind
-from .graph import Graph, TaskNode, is_async
-from .records import (
+from oktyv_nb.execution.events import EventBus, EventKind
+from oktyv_nb.model.graph import Graph, TaskNode, is_async
+from oktyv_nb.execution.records import (
     FAILED,
     FINAL,
     PENDING,
@@ -81,8 +81,8 @@ from .records import (
     error_from_exception,
     utc_datetime,
 )
-from .variables import resolve
-from .vault import Redactor, lookup_secrets
+from oktyv_nb.model.variables import resolve
+from oktyv_nb.model.vault import Redactor, lookup_secrets
 
 __all__ = ["Engine", "RunConfig", "RunOutcome"]
 

@@ -103,7 +103,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from .errors import UNPICKLABLE, WORKER_CRASHED
+from oktyv_nb.errors import UNPICKLABLE, WORKER_CRASHED
 
 __all__ = [
     "UNPICKLABLE",
@@ -1213,7 +1213,7 @@ def get_backend(backend: str | Backend | None) -> Backend:
         return factory()
     for attr in ("submit", "open", "aclose"):
         if not callable(getattr(backend, attr, None)):
-            raise TypeError(f"backend {backend!r} has no {attr}() method; see oktyv_nb.backends")
+            raise TypeError(f"backend {backend!r} has no {attr}() method; see oktyv_nb.execution.backends")
     return backend
 
 

@@ -18,16 +18,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import (
+from oktyv_nb.errors import (
     CircularDependencyError,
     DuplicateTaskError,
     MissingDependencyError,
     OktyvError,
     ToolNotFoundError,
 )
-from .models import ExecutionRequest, TaskData, task_data
-from .registry import ToolTable
-from .variables import find_references, has_references
+from oktyv_nb.model.schema import ExecutionRequest, TaskData, task_data
+from oktyv_nb.model.registry import ToolTable
+from oktyv_nb.model.variables import find_references, has_references
 
 __all__ = ["Graph", "RetryPolicy", "TaskNode", "build_graph", "critical_path", "is_async"]
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from .errors import VariableResolutionError
+from oktyv_nb.errors import VariableResolutionError
 
 __all__ = ["REFERENCE", "Reference", "find_references", "has_references", "resolve"]
 

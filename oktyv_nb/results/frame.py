@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .errors import DEPENDENCY_FAILED
-from .graph import critical_path
-from .models import (
+from oktyv_nb.errors import DEPENDENCY_FAILED
+from oktyv_nb.model.graph import critical_path
+from oktyv_nb.model.schema import (
     DagInfo,
     ExecutionResult,
     Summary,
@@ -26,10 +26,10 @@ from .models import (
     trusted_edge,
     trusted_task_result,
 )
-from .records import FAILED, SKIPPED, SUCCESS, ErrorInfo, TaskRecord, utc_datetime
+from oktyv_nb.execution.records import FAILED, SKIPPED, SUCCESS, ErrorInfo, TaskRecord, utc_datetime
 
 if TYPE_CHECKING:
-    from .engine import RunOutcome
+    from oktyv_nb.execution.engine import RunOutcome
 
 __all__ = [
     "STATUSES", "RunStats", "compare", "run_stats", "skip_cause", "to_dataframe", "to_result"

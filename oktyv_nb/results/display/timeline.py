@@ -27,13 +27,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .records import SKIPPED, TaskRecord
-from .results import run_stats
+from oktyv_nb.execution.records import SKIPPED, TaskRecord
+from oktyv_nb.results.frame import run_stats
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from .engine import RunOutcome
+    from oktyv_nb.execution.engine import RunOutcome
 
 __all__ = ["OUTCOME_COLORS", "TimelineFigure", "timeline"]
 

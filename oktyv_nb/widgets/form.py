@@ -48,8 +48,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import ipywidgets as W
 
-from .dag import DAG
-from .errors import (
+from oktyv_nb.dag import DAG
+from oktyv_nb.errors import (
     CircularDependencyError,
     DuplicateTaskError,
     GraphvizNotFound,
@@ -57,15 +57,15 @@ from .errors import (
     OktyvError,
     ToolNotFoundError,
 )
-from .events import EventKind
-from .models import TASK_ID_MAX, TASK_ID_PATTERN, RetryPolicyModel, TaskSpec
-from .registry import ToolTable, default_registry, resolve_tools
-from .tools import BUILTIN_TOOLS
-from .variables import REFERENCE, find_references, has_references
+from oktyv_nb.execution.events import EventKind
+from oktyv_nb.model.schema import TASK_ID_MAX, TASK_ID_PATTERN, RetryPolicyModel, TaskSpec
+from oktyv_nb.model.registry import ToolTable, default_registry, resolve_tools
+from oktyv_nb.model.tools import BUILTIN_TOOLS
+from oktyv_nb.model.variables import REFERENCE, find_references, has_references
 
 if typing.TYPE_CHECKING:
-    from .records import TaskRecord
-    from .run import Run
+    from oktyv_nb.execution.records import TaskRecord
+    from oktyv_nb.results.run import Run
 
 __all__ = ["BuilderForm", "ParamField", "builder"]
 
@@ -1239,7 +1239,7 @@ class BuilderForm(W.VBox):
             self.graph_html.value = _message("error", f"no graph: {exc}")
             return
         try:
-            from .render import to_svg
+            from oktyv_nb.results.display.render import to_svg
 
             svg = to_svg(digraph)
             self.graph_html.value = svg[svg.find("<svg"):] if "<svg" in svg else svg
