@@ -4,9 +4,7 @@ Build a DAG with :class:`DAG` (or a JSON request, or the :func:`builder` form), 
 rendered with graphviz, run it in the notebook's kernel and analyse ``run.df``.
 """
 
-from oktyv_nb.model import tools
 from oktyv_nb.api import aexecute_request, execute_request
-from oktyv_nb.execution.backends import DaskBackend, ProcessBackend, ThreadBackend, register_backend
 from oktyv_nb.dag import DAG, Rollback
 from oktyv_nb.errors import (
     CircularDependencyError,
@@ -18,13 +16,15 @@ from oktyv_nb.errors import (
     VariableResolutionError,
     VaultNotFoundError,
 )
+from oktyv_nb.execution.backends import DaskBackend, ProcessBackend, ThreadBackend, register_backend
 from oktyv_nb.execution.events import Event, EventBus, EventLog
+from oktyv_nb.model import tools
 from oktyv_nb.model.graph import RetryPolicy
-from oktyv_nb.model.schema import ExecutionRequest, ExecutionResult
 from oktyv_nb.model.registry import ToolRegistry, default_registry, tool
+from oktyv_nb.model.schema import ExecutionRequest, ExecutionResult
+from oktyv_nb.model.vault import EnvVault
 from oktyv_nb.results.frame import RunStats, compare
 from oktyv_nb.results.run import Run
-from oktyv_nb.model.vault import EnvVault
 
 __version__ = "0.1.0"
 

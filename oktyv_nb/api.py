@@ -11,10 +11,10 @@ from pydantic import TypeAdapter
 
 from oktyv_nb.execution.engine import Engine, RunConfig, RunOutcome
 from oktyv_nb.execution.events import EventBus, Subscriber
-from oktyv_nb.model.graph import Graph, build_graph
 from oktyv_nb.jupyter import run_sync
-from oktyv_nb.model.schema import ExecutionConfig, ExecutionRequest, ExecutionResult, RequestData
+from oktyv_nb.model.graph import Graph, build_graph
 from oktyv_nb.model.registry import resolve_tools
+from oktyv_nb.model.schema import ExecutionConfig, ExecutionRequest, ExecutionResult, RequestData
 from oktyv_nb.results.frame import to_result
 
 __all__ = [

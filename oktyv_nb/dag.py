@@ -25,11 +25,13 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from oktyv_nb.api import RequestLike, arun_graph, parse_request
-from oktyv_nb.execution.engine import Engine, RunConfig
 from oktyv_nb.errors import CircularDependencyError, DuplicateTaskError, OktyvError
+from oktyv_nb.execution.engine import Engine, RunConfig
 from oktyv_nb.execution.events import Subscriber
-from oktyv_nb.model.graph import Graph, RetryPolicy, build_graph
+from oktyv_nb.execution.records import SUCCESS, TaskRecord
 from oktyv_nb.jupyter import in_notebook, run_sync
+from oktyv_nb.model.graph import Graph, RetryPolicy, build_graph
+from oktyv_nb.model.registry import ToolRegistry, default_registry, resolve_tools
 from oktyv_nb.model.schema import (
     TASK_ID_MAX,
     TASK_ID_PATTERN,
@@ -39,8 +41,6 @@ from oktyv_nb.model.schema import (
     RollbackSpec,
     TaskSpec,
 )
-from oktyv_nb.execution.records import SUCCESS, TaskRecord
-from oktyv_nb.model.registry import ToolRegistry, default_registry, resolve_tools
 from oktyv_nb.model.tools import BUILTIN_TOOLS
 from oktyv_nb.model.variables import find_references, has_references
 

@@ -39,13 +39,19 @@ from typing import TYPE_CHECKING, Any
 
 from oktyv_nb.errors import GraphvizNotFound
 from oktyv_nb.jupyter import in_notebook
-from oktyv_nb.results.display.render import STATUS_STYLE, SvgTemplate, build_digraph, format_seconds, to_svg
+from oktyv_nb.results.display.render import (
+    STATUS_STYLE,
+    SvgTemplate,
+    build_digraph,
+    format_seconds,
+    to_svg,
+)
 
 if TYPE_CHECKING:
     from oktyv_nb.execution.engine import RunOutcome
     from oktyv_nb.execution.events import EventKind
-    from oktyv_nb.model.graph import Graph
     from oktyv_nb.execution.records import TaskRecord
+    from oktyv_nb.model.graph import Graph
 
 __all__ = ["Frame", "LiveView"]
 

@@ -20,6 +20,7 @@ import backend_tools as bt
 import pytest
 
 import oktyv_nb as ok
+from oktyv_nb.errors import TASK_TIMEOUT, WORKER_CRASHED
 from oktyv_nb.execution.backends import (
     UNPICKLABLE,
     AsyncioBackend,
@@ -29,7 +30,6 @@ from oktyv_nb.execution.backends import (
     ThreadBackend,
     get_backend,
 )
-from oktyv_nb.errors import TASK_TIMEOUT, WORKER_CRASHED
 
 perf = time.perf_counter
 

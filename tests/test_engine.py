@@ -19,8 +19,8 @@ import oktyv_nb as ok
 from oktyv_nb.api import arun_graph, prepare
 from oktyv_nb.execution.engine import Engine, RunConfig, RunOutcome
 from oktyv_nb.execution.events import Event, EventBus, EventKind, EventLog
-from oktyv_nb.model.graph import RetryPolicy
 from oktyv_nb.execution.records import TaskRecord, error_from_exception
+from oktyv_nb.model.graph import RetryPolicy
 
 perf = time.perf_counter
 

@@ -16,8 +16,8 @@ import pytest
 
 import oktyv_nb as ok
 from oktyv_nb.execution.events import EventKind
-from oktyv_nb.live import Frame, LiveView
 from oktyv_nb.execution.records import TaskRecord
+from oktyv_nb.live import Frame, LiveView
 from oktyv_nb.results.display.render import STATUS_STYLE
 
 HAVE_DOT = shutil.which("dot") is not None

@@ -15,11 +15,11 @@ import graphviz
 import pytest
 
 import oktyv_nb as ok
-from oktyv_nb.results.display import render
 from oktyv_nb.errors import GraphvizNotFound
 from oktyv_nb.model.graph import build_graph
-from oktyv_nb.model.schema import ExecutionRequest, TaskSpec
 from oktyv_nb.model.registry import resolve_tools
+from oktyv_nb.model.schema import ExecutionRequest, TaskSpec
+from oktyv_nb.results.display import render
 from oktyv_nb.results.display.render import STATUS_STYLE, SvgTemplate, build_digraph
 
 HAVE_DOT = shutil.which("dot") is not None

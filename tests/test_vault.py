@@ -12,8 +12,8 @@ import oktyv_nb as ok
 from oktyv_nb.api import arun_graph, config_of, prepare
 from oktyv_nb.execution.engine import RunOutcome
 from oktyv_nb.execution.events import EventLog
-from oktyv_nb.results.frame import to_dataframe, to_result
 from oktyv_nb.model.vault import REDACTED, Redactor, lookup_secrets
+from oktyv_nb.results.frame import to_dataframe, to_result
 
 SECRET = "s3cr3t-T0KEN-value"
 PASSWORD = "hunter2-password"

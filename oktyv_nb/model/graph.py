@@ -25,8 +25,8 @@ from oktyv_nb.errors import (
     OktyvError,
     ToolNotFoundError,
 )
-from oktyv_nb.model.schema import ExecutionRequest, TaskData, task_data
 from oktyv_nb.model.registry import ToolTable
+from oktyv_nb.model.schema import ExecutionRequest, TaskData, task_data
 from oktyv_nb.model.variables import find_references, has_references
 
 __all__ = ["Graph", "RetryPolicy", "TaskNode", "build_graph", "critical_path", "is_async"]

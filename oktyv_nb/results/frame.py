@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from oktyv_nb.errors import DEPENDENCY_FAILED
+from oktyv_nb.execution.records import FAILED, SKIPPED, SUCCESS, ErrorInfo, TaskRecord, utc_datetime
 from oktyv_nb.model.graph import critical_path
 from oktyv_nb.model.schema import (
     DagInfo,
@@ -26,7 +27,6 @@ from oktyv_nb.model.schema import (
     trusted_edge,
     trusted_task_result,
 )
-from oktyv_nb.execution.records import FAILED, SKIPPED, SUCCESS, ErrorInfo, TaskRecord, utc_datetime
 
 if TYPE_CHECKING:
     from oktyv_nb.execution.engine import RunOutcome

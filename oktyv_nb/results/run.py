@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from oktyv_nb.dag import GRAPH_LIMIT
 from oktyv_nb.execution.engine import RunOutcome
-from oktyv_nb.model.schema import ExecutionResult
 from oktyv_nb.execution.records import FAILED, SKIPPED, TaskRecord
+from oktyv_nb.model.schema import ExecutionResult
 from oktyv_nb.results.frame import RunStats, run_stats, to_dataframe, to_result
 
 if TYPE_CHECKING:

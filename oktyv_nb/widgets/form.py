@@ -58,8 +58,8 @@ from oktyv_nb.errors import (
     ToolNotFoundError,
 )
 from oktyv_nb.execution.events import EventKind
-from oktyv_nb.model.schema import TASK_ID_MAX, TASK_ID_PATTERN, RetryPolicyModel, TaskSpec
 from oktyv_nb.model.registry import ToolTable, default_registry, resolve_tools
+from oktyv_nb.model.schema import TASK_ID_MAX, TASK_ID_PATTERN, RetryPolicyModel, TaskSpec
 from oktyv_nb.model.tools import BUILTIN_TOOLS
 from oktyv_nb.model.variables import REFERENCE, find_references, has_references
 

@@ -54,7 +54,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from oktyv_nb.execution.backends import Backend, get_backend
 from oktyv_nb.errors import (
     CANCELLED,
     DEPENDENCY_FAILED,
@@ -64,8 +63,8 @@ from oktyv_nb.errors import (
     OktyvError,
     VariableResolutionError,
 )
+from oktyv_nb.execution.backends import Backend, get_backend
 from oktyv_nb.execution.events import EventBus, EventKind
-from oktyv_nb.model.graph import Graph, TaskNode, is_async
 from oktyv_nb.execution.records import (
     FAILED,
     FINAL,
@@ -81,6 +80,7 @@ from oktyv_nb.execution.records import (
     error_from_exception,
     utc_datetime,
 )
+from oktyv_nb.model.graph import Graph, TaskNode, is_async
 from oktyv_nb.model.variables import resolve
 from oktyv_nb.model.vault import Redactor, lookup_secrets
 
