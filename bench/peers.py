@@ -12,7 +12,7 @@ timer stops, so every peer pays for building its results and none for freeing th
 * **ours**: ``oktyv_nb.execute_request(request_dict, tools)``: validation, scheduling and the
   full SPEC §3 result with one record per task.
 * **levels**: the same with ``strategy="levels"`` (the original design's level-by-level
-  schedule): ``prepare`` + ``arun_graph`` + ``to_result``.
+  schedule): ``prepare`` + ``run_graph`` + ``to_result``.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import oktyv_nb as ok
-from oktyv_nb.api import arun_graph, config_of, prepare
-from oktyv_nb.execution.engine import RunConfig, RunOutcome
-from oktyv_nb.results.frame import run_stats, to_result
+from oktyv_nb.execution.engine import RunConfig, RunOutcome, run_graph
+from oktyv_nb.model.graph import prepare
+from oktyv_nb.results.result import to_result
+from oktyv_nb.results.stats import run_stats
 
 from .workloads import Deps, SleepDag, async_noop, request_of, sleep_tool, sync_noop
 
@@ -152,8 +153,8 @@ def make_levels(deps: Deps, kind: str, max_concurrent: int = 10) -> Callable[[],
 
     async def run() -> Any:
         request_config, graph = prepare(request, tools)
-        cfg = config_of(request_config, strategy="levels")
-        return to_result(await arun_graph(graph, cfg))
+        cfg = RunConfig.from_request(request_config, strategy="levels")
+        return to_result(await run_graph(graph, cfg))
 
     return lambda: asyncio.run(run())
 
@@ -175,7 +176,7 @@ def makespan_ours(dag: SleepDag, strategy: str, max_concurrent: int = 10) -> flo
     request = request_of(dag.deps, "sleep_tool", max_concurrent, params)
     _, graph = prepare(request, {"sleep_tool": sleep_tool})
     cfg = RunConfig(max_concurrent=max_concurrent, strategy=strategy)  # type: ignore[arg-type]
-    outcome: RunOutcome = asyncio.run(arun_graph(graph, cfg))
+    outcome: RunOutcome = asyncio.run(run_graph(graph, cfg))
     bad = [r.task_id for r in outcome.records.values() if r.status != "success"]
     if bad:
         raise RuntimeError(f"W2 run with strategy={strategy!r}: tasks did not succeed: {bad[:5]}")

@@ -27,10 +27,11 @@ if __package__ in (None, ""):  # run as a script
 
 import oktyv_nb as ok
 from bench.workloads import SHAPES, async_noop, make_shape, request_of, sync_noop
-from oktyv_nb.api import arun_graph, config_of, parse_request_data
+from oktyv_nb.execution.engine import RunConfig, run_graph
 from oktyv_nb.model.graph import build_graph
 from oktyv_nb.model.registry import resolve_tools
-from oktyv_nb.results.frame import to_result
+from oktyv_nb.model.schema import parse_request_data
+from oktyv_nb.results.result import to_result
 
 PHASES = ("parse request", "build graph", "engine run", "result model")
 
@@ -45,7 +46,7 @@ def phases(request: dict[str, Any], tools: dict[str, Callable[..., Any]]) -> lis
         t1 = perf()
         graph = build_graph(data["tasks"], resolve_tools(tools), keep_specs=False)
         t2 = perf()
-        outcome = await arun_graph(graph, config_of(data["config"]))
+        outcome = await run_graph(graph, RunConfig.from_request(data["config"]))
         t3 = perf()
         result = to_result(outcome)
         t4 = perf()

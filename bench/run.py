@@ -59,8 +59,8 @@ from bench.workloads import (
     request_of,
     sleep_dag,
 )
-from oktyv_nb.api import arun_graph, config_of, prepare
-from oktyv_nb.execution.engine import RunConfig
+from oktyv_nb.execution.engine import RunConfig, run_graph
+from oktyv_nb.model.graph import prepare
 from oktyv_nb.results.frame import to_dataframe
 
 __all__ = ["Settings", "Suite", "main"]
@@ -362,7 +362,7 @@ class Suite:
         _log(f"DataFrame N={n}")
         _, graph = prepare(request_of(layered(n), "noop", s.max_concurrent),
                            {"noop": async_noop})
-        outcome = asyncio.run(arun_graph(graph, RunConfig(max_concurrent=s.max_concurrent)))
+        outcome = asyncio.run(run_graph(graph, RunConfig(max_concurrent=s.max_concurrent)))
         t = med(batch_time(lambda: to_dataframe(outcome), s.repeats, min_batch=0.2))
         self.sections.append(
             f"## DataFrame: `to_dataframe(outcome)` of {n:,} tasks\n\n"
@@ -379,7 +379,7 @@ class Suite:
         request = request_of(layered(n), "noop", s.max_concurrent)
         tools = {"noop": async_noop}
         request_config, graph = prepare(request, tools)
-        cfg = config_of(request_config)
+        cfg = RunConfig.from_request(request_config)
         seen = [0]
 
         def noop_subscriber(kind: str, record: Any, time: float) -> None:
@@ -404,9 +404,9 @@ class Suite:
 
         def engine(factory: Callable[[], tuple[Any, Callable[..., None]]] | None) -> Any:
             if factory is None:
-                return asyncio.run(arun_graph(graph, cfg))
+                return asyncio.run(run_graph(graph, cfg))
             sub, close = factory()
-            outcome = asyncio.run(arun_graph(graph, cfg, subscribers=[sub]))
+            outcome = asyncio.run(run_graph(graph, cfg, subscribers=[sub]))
             close(outcome)
             return outcome
 
@@ -440,7 +440,7 @@ class Suite:
         self.sections.append(
             f"## Event stream: {n:,} layered async no-op tasks\n\n"
             "*run* = the whole `execute_request(request, tools, on_event=...)` a user waits "
-            "for (the targets); *engine* = `arun_graph` on a validated graph, validation and "
+            "for (the targets); *engine* = `run_graph` on a validated graph, validation and "
             "result building excluded, a stricter reference. The no-op subscriber (`pass`) "
             "measures the stream itself, three events a task; the counting one adds its own "
             "work (a counter, which checked beforehand that every event arrived). The live "

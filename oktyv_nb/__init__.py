@@ -2,44 +2,79 @@
 
 Build a DAG with :class:`DAG` (or a JSON request, or the :func:`builder` form), see it
 rendered with graphviz, run it in the notebook's kernel and analyse ``run.df``.
+
+The package is layered; each layer imports only from itself and the layers above it in
+this list (see ``docs/architecture.md``):
+
+* :mod:`oktyv_nb.errors`, :mod:`oktyv_nb.units`: the exception tree and the unit rule;
+* :mod:`oktyv_nb.model`: what a DAG is (request schema, references, graph, tools, vault);
+* :mod:`oktyv_nb.execution`: running a graph (records, events, engine, backends);
+* :mod:`oktyv_nb.results`: reading a run (JSON result, statistics, DataFrames, pictures,
+  :class:`Run`);
+* front ends: the builder (:mod:`oktyv_nb.dag`), :func:`execute_request`
+  (:mod:`oktyv_nb.api`), code export, Jupyter glue, the live view and the widget form.
+
+``import oktyv_nb`` and :func:`execute_request` load neither pandas, matplotlib nor
+ipywidgets: those load when a DataFrame, a picture or the form is asked for.
 """
 
 from oktyv_nb.api import aexecute_request, execute_request
-from oktyv_nb.dag import DAG, Rollback
+from oktyv_nb.dag import DAG, DEFAULT, Rollback
 from oktyv_nb.errors import (
     CircularDependencyError,
     DuplicateTaskError,
     GraphvizNotFound,
+    InvalidOptionError,
     MissingDependencyError,
     OktyvError,
+    OktyvException,
+    RenderError,
     ToolNotFoundError,
     VariableResolutionError,
     VaultNotFoundError,
 )
-from oktyv_nb.execution.backends import DaskBackend, ProcessBackend, ThreadBackend, register_backend
+from oktyv_nb.execution.backends import (
+    DaskBackend,
+    ProcessBackend,
+    ThreadBackend,
+    register_backend,
+)
 from oktyv_nb.execution.events import Event, EventBus, EventLog
 from oktyv_nb.model import tools
 from oktyv_nb.model.graph import RetryPolicy
 from oktyv_nb.model.registry import ToolRegistry, default_registry, tool
 from oktyv_nb.model.schema import ExecutionRequest, ExecutionResult
 from oktyv_nb.model.vault import EnvVault
-from oktyv_nb.results.frame import RunStats, compare
 from oktyv_nb.results.run import Run
+from oktyv_nb.results.stats import RunStats
 
 __version__ = "0.1.0"
 
+# Names whose modules pull in pandas or ipywidgets: loaded on first use only (PEP 562).
+_LAZY = {
+    "builder": "oktyv_nb.widgets",
+    "compare": "oktyv_nb.results.frame",
+}
+
 
 def __getattr__(name: str) -> object:
-    # The widget form pulls in ipywidgets; load it on first use only.
-    if name == "builder":
-        from oktyv_nb.widgets import builder
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'oktyv_nb' has no attribute {name!r}")
+    import importlib
 
-        return builder
-    raise AttributeError(f"module 'oktyv_nb' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 __all__ = [
     "DAG",
+    "DEFAULT",
     "CircularDependencyError",
     "DaskBackend",
     "DuplicateTaskError",
@@ -50,9 +85,12 @@ __all__ = [
     "ExecutionRequest",
     "ExecutionResult",
     "GraphvizNotFound",
+    "InvalidOptionError",
     "MissingDependencyError",
     "OktyvError",
+    "OktyvException",
     "ProcessBackend",
+    "RenderError",
     "RetryPolicy",
     "Rollback",
     "Run",

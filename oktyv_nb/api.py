@@ -2,120 +2,18 @@
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import TypeAdapter
-
-from oktyv_nb.execution.engine import Engine, RunConfig, RunOutcome
-from oktyv_nb.execution.events import EventBus, Subscriber
+from oktyv_nb.execution.engine import run_graph
+from oktyv_nb.execution.events import Subscriber
+from oktyv_nb.execution.outcome import RunConfig
 from oktyv_nb.jupyter import run_sync
-from oktyv_nb.model.graph import Graph, build_graph
-from oktyv_nb.model.registry import resolve_tools
-from oktyv_nb.model.schema import ExecutionConfig, ExecutionRequest, ExecutionResult, RequestData
-from oktyv_nb.results.frame import to_result
+from oktyv_nb.model.graph import Graph, paused_gc, prepare
+from oktyv_nb.model.schema import ExecutionConfig, ExecutionResult, RequestLike
+from oktyv_nb.results.result import to_result
 
-__all__ = [
-    "aexecute_request", "execute_request", "parse_request", "parse_request_data", "prepare"
-]
-
-RequestLike = ExecutionRequest | Mapping[str, Any] | str | bytes
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector around bulk work that runs no user code.
-
-    Parsing a request, building its graph and building its result allocate tens of
-    thousands of objects that all stay alive; the collector would only scan them again and
-    again. Nothing is freed later than it would be: the collector runs again right after.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-def parse_request(request: RequestLike) -> ExecutionRequest:
-    """The request as a model: accepts the model, a dict, or JSON text (camel or snake case)."""
-    if isinstance(request, ExecutionRequest):
-        return request
-    if isinstance(request, (str, bytes, bytearray)):
-        return ExecutionRequest.model_validate_json(request)
-    if isinstance(request, Mapping):
-        return ExecutionRequest.model_validate(dict(request))
-    raise TypeError(
-        f"request must be an ExecutionRequest, a dict or JSON text, got {type(request).__name__}"
-    )
-
-
-def config_of(c: ExecutionConfig, **overrides: Any) -> RunConfig:
-    """The engine's config (seconds) from a request's config (milliseconds)."""
-    values: dict[str, Any] = {
-        "max_concurrent": c.max_concurrent,
-        "failure_mode": c.failure_mode or "continue",
-        "timeout": c.timeout / 1000.0 if c.timeout is not None else None,
-    }
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return RunConfig(**values)
-
-
-def prepare(
-    request: RequestLike,
-    tools: Mapping[str, Callable[..., Any]] | None = None,
-    *,
-    keep_specs: bool = True,
-) -> tuple[ExecutionConfig, Graph]:
-    """Validate a request (SPEC §4) into its run config and graph; raises before anything
-    runs. A dict or JSON text is validated as :data:`~oktyv_nb.models.RequestData` (the
-    models' rules, without making a model per task)."""
-    table = resolve_tools(tools)
-    with paused_gc():
-        if isinstance(request, ExecutionRequest):
-            return request.config, build_graph(request, table, keep_specs=keep_specs)
-        data = parse_request_data(request)
-        return data["config"], build_graph(data["tasks"], table, keep_specs=keep_specs)
-
-
-def parse_request_data(request: Mapping[str, Any] | str | bytes) -> RequestData:
-    """A request dict or JSON text validated as plain dicts (:data:`RequestData`)."""
-    if isinstance(request, (str, bytes, bytearray)):
-        return _request_data.validate_json(request)
-    if isinstance(request, Mapping):
-        return _request_data.validate_python(
-            request if isinstance(request, dict) else dict(request)
-        )
-    raise TypeError(
-        f"request must be an ExecutionRequest, a dict or JSON text, got {type(request).__name__}"
-    )
-
-
-_request_data = TypeAdapter(RequestData)
-
-
-async def arun_graph(
-    graph: Graph,
-    config: RunConfig,
-    *,
-    backend: Any = None,
-    vault: Mapping[str, Any] | None = None,
-    subscribers: list[Subscriber] | None = None,
-    reuse: Mapping[str, Any] | None = None,
-    on_start: Callable[[Engine], None] | None = None,
-) -> RunOutcome:
-    """Run a validated graph; ``on_start`` sees the engine before it runs (for interrupts)."""
-    engine = Engine(
-        graph, config, backend=backend, vault=vault, bus=EventBus(subscribers), reuse=reuse
-    )
-    if on_start is not None:
-        on_start(engine)
-    return await engine.run()
+__all__ = ["aexecute_request", "execute_request"]
 
 
 async def aexecute_request(
@@ -126,15 +24,13 @@ async def aexecute_request(
     backend: Any = None,
     on_event: Subscriber | None = None,
 ) -> ExecutionResult:
-    """Validate and run ``request`` on the running loop; returns the SPEC §3 result."""
-    request_config, graph = prepare(request, tools, keep_specs=False)
-    config = config_of(request_config)
-    outcome = await arun_graph(
-        graph, config, backend=backend, vault=vault,
-        subscribers=[on_event] if on_event is not None else None,
-    )
-    with paused_gc():
-        return to_result(outcome)
+    """Validate and run ``request`` on the running loop; returns the SPEC §3 result.
+
+    Validation errors (an ``ok.OktyvError`` or a pydantic ``ValidationError``, both
+    ``ValueError`` subclasses) are raised before anything runs.
+    """
+    prepared = prepare(request, tools, keep_specs=False)
+    return await _arun_prepared(prepared, backend=backend, vault=vault, on_event=on_event)
 
 
 def execute_request(
@@ -145,6 +41,23 @@ def execute_request(
     backend: Any = None,
     on_event: Subscriber | None = None,
 ) -> ExecutionResult:
-    """Validate and run ``request``; works in scripts and inside Jupyter's running loop."""
-    return run_sync(aexecute_request(request, tools, vault, backend=backend, on_event=on_event))
+    """Validate and run ``request``; works in scripts and inside Jupyter's running loop.
 
+    The request is validated before any event loop is involved, so a bad one raises from
+    the caller's own line.
+    """
+    prepared = prepare(request, tools, keep_specs=False)
+    return run_sync(_arun_prepared(prepared, backend=backend, vault=vault, on_event=on_event))
+
+
+async def _arun_prepared(
+    prepared: tuple[ExecutionConfig, Graph], *, backend: Any, vault: Any,
+    on_event: Subscriber | None,
+) -> ExecutionResult:
+    request_config, graph = prepared
+    outcome = await run_graph(
+        graph, RunConfig.from_request(request_config), backend=backend, vault=vault,
+        subscribers=[on_event] if on_event is not None else None,
+    )
+    with paused_gc():
+        return to_result(outcome)

@@ -14,7 +14,6 @@ id, a malformed id, a bad priority, timeout or retry setting); what depends on t
 from __future__ import annotations
 
 import contextvars
-import math
 import re
 import threading
 import time
@@ -24,11 +23,15 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from oktyv_nb.api import RequestLike, arun_graph, parse_request
-from oktyv_nb.errors import CircularDependencyError, DuplicateTaskError, OktyvError
-from oktyv_nb.execution.engine import Engine, RunConfig
+from oktyv_nb.errors import (
+    CircularDependencyError,
+    DuplicateTaskError,
+    InvalidOptionError,
+    OktyvError,
+)
+from oktyv_nb.execution.engine import Engine, RunConfig, run_graph
 from oktyv_nb.execution.events import Subscriber
-from oktyv_nb.execution.records import SUCCESS, TaskRecord
+from oktyv_nb.execution.records import TaskRecord
 from oktyv_nb.jupyter import in_notebook, run_sync
 from oktyv_nb.model.graph import Graph, RetryPolicy, build_graph
 from oktyv_nb.model.registry import ToolRegistry, default_registry, resolve_tools
@@ -37,12 +40,17 @@ from oktyv_nb.model.schema import (
     TASK_ID_PATTERN,
     ExecutionConfig,
     ExecutionRequest,
+    RequestLike,
     RetryPolicyModel,
     RollbackSpec,
     TaskSpec,
+    parse_request,
 )
 from oktyv_nb.model.tools import BUILTIN_TOOLS
 from oktyv_nb.model.variables import find_references, has_references
+from oktyv_nb.results.display import GRAPH_LIMIT
+from oktyv_nb.results.run import reusable
+from oktyv_nb.units import check_seconds, ms_to_seconds, seconds_to_ms
 
 if TYPE_CHECKING:
     import graphviz
@@ -56,11 +64,42 @@ Tool = Callable[..., Any] | str
 
 _ID = re.compile(TASK_ID_PATTERN)
 _TRIGGERS = ("all_success", "all_done")
-#: DAGs with more tasks than this show their outline, not the drawn graph, in a notebook.
-GRAPH_LIMIT = 300
 # How deep in nested runs this context is: a run started from inside another run (a tool or
 # a callback calling dag.run()) shows no live view of its own by default.
 _RUN_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("oktyv_run_depth", default=0)
+
+
+class _Default:
+    """The type of :data:`DEFAULT`."""
+
+    _instance: _Default | None = None
+
+    def __new__(cls) -> _Default:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+#: "Not given": a run setting left at its default takes the DAG's own (``None`` is a value:
+#: ``dag.run(timeout=None)`` runs without the DAG's timeout).
+DEFAULT: Any = _Default()
+
+
+@dataclass(slots=True)
+class _RunPlan:
+    """A run checked and ready to start (see :meth:`DAG._plan`)."""
+
+    graph: Graph
+    config: RunConfig
+    backend: Any
+    vault: Any
+    subscribers: list[Subscriber]
+    reuse: dict[str, TaskRecord] | None
+    settings: dict[str, Any]
+    view: Any
 
 
 @dataclass(frozen=True)
@@ -76,45 +115,11 @@ class Rollback:
         object.__setattr__(self, "params", params)
 
 
-# ---------------------------------------------------------------------- unit conversions
-def seconds_to_ms(seconds: float) -> float:
-    """``seconds`` in milliseconds, as the shortest decimal that converts back exactly
-    (``1.1`` s gives ``1100.0`` ms, not ``1100.0000000000002``)."""
-    ms = seconds * 1000.0
-    for digits in range(10):
-        r = round(ms, digits)
-        if r / 1000.0 == seconds:
-            return r
-    return ms
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_seconds(value: Any, task_id: str, name: str) -> float:
-    if not _is_number(value) or not math.isfinite(value) or value <= 0:
-        raise ValueError(
-            f"Task {task_id}: {name} must be a number of seconds > 0 (e.g. {name}=5.0), "
-            f"got {value!r}"
-        )
-    return float(value)
-
-
 def _same_callable(a: Any, b: Any) -> bool:
     if a is b:
         return True
     # a bound method is a new object on every attribute access: compare by owner + function
     return isinstance(a, types.MethodType) and isinstance(b, types.MethodType) and a == b
-
-
-def _spec_equal(a: TaskSpec, b: TaskSpec) -> bool:
-    if a is b:
-        return True
-    try:
-        return bool(a == b)
-    except Exception:  # params that do not compare (arrays, frames): treat as changed
-        return False
 
 
 class DAG:
@@ -140,11 +145,9 @@ class DAG:
         vault: Mapping[str, Any] | None = None,
     ) -> None:
         if name is not None and not isinstance(name, str):
-            raise TypeError(f"DAG name must be a string, got {type(name).__name__}")
-        if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
-            raise TypeError(f"max_concurrent must be an int >= 1, got {max_concurrent!r}")
-        if timeout is not None and (not _is_number(timeout) or not timeout > 0):
-            raise ValueError(f"DAG timeout must be a number of seconds > 0, got {timeout!r}")
+            raise InvalidOptionError(
+                f"DAG name must be a string, got {type(name).__name__}", option="name"
+            )
         self.name = name
         self.config = RunConfig(max_concurrent, failure_mode, timeout, strategy)  # type: ignore[arg-type]
         self.backend = backend
@@ -196,26 +199,26 @@ class DAG:
         if params is None:
             params = kwargs
         elif not isinstance(params, Mapping):
-            raise TypeError(
+            raise InvalidOptionError(
                 f"Task {task_id}: the third argument is a dict of tool params, got "
                 f"{type(params).__name__}; pass params as keywords or as {{'name': value}}"
             )
         else:
             both = sorted(set(params) & set(kwargs))
             if both:
-                raise ValueError(
+                raise InvalidOptionError(
                     f"Task {task_id}: param {both[0]!r} given both in the params dict and as "
                     "a keyword; give it once"
                 )
             params = {**params, **kwargs}
         if retries is not None and retry is not None:
-            raise ValueError(
+            raise InvalidOptionError(
                 f"Task {task_id}: give retries=N or retry=ok.RetryPolicy(...), not both"
             )
         policy = None
         if retries is not None:
             if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-                raise ValueError(
+                raise InvalidOptionError(
                     f"Task {task_id}: retries must be an int >= 0 (the number of extra "
                     f"attempts), got {retries!r}"
                 )
@@ -227,26 +230,26 @@ class DAG:
         if priority is not None and (
             isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 10
         ):
-            raise ValueError(
+            raise InvalidOptionError(
                 f"Task {task_id}: priority must be an int from 1 to 10 (default 5), "
                 f"got {priority!r}"
             )
         timeout_ms = (
-            seconds_to_ms(_check_seconds(timeout, task_id, "timeout"))
+            seconds_to_ms(check_seconds(timeout, "timeout", task_id=task_id))
             if timeout is not None else None
         )
         if trigger is not None and trigger not in _TRIGGERS:
-            raise ValueError(
+            raise InvalidOptionError(
                 f"Task {task_id}: trigger must be 'all_success' or 'all_done', got {trigger!r}"
             )
         if vault is not None:
             if not isinstance(vault, str) or not vault:
-                raise ValueError(
+                raise InvalidOptionError(
                     f"Task {task_id}: vault must be the name of a secret set (a non-empty "
                     f"string), got {vault!r}"
                 )
             if "credentials" in params:
-                raise ValueError(
+                raise InvalidOptionError(
                     f"Task {task_id}: the vault set {vault!r} is passed to the tool as "
                     "`credentials`; remove the credentials= param or the vault"
                 )
@@ -278,9 +281,9 @@ class DAG:
 
     def _check_id(self, task_id: Any) -> str:
         if not isinstance(task_id, str):
-            raise TypeError(f"a task id must be a string, got {type(task_id).__name__}")
+            raise InvalidOptionError(f"a task id must be a string, got {type(task_id).__name__}")
         if not _ID.match(task_id) or len(task_id) > TASK_ID_MAX:
-            raise ValueError(
+            raise InvalidOptionError(
                 f"Task id {task_id!r} is not valid: ids are 1-{TASK_ID_MAX} characters of "
                 "letters, digits, _ and - (not starting with -), so that ${id.result} can "
                 "reference them"
@@ -295,14 +298,17 @@ class DAG:
             return None
         items = [after] if isinstance(after, str) else after
         if not isinstance(items, (list, tuple)):
-            raise TypeError(
+            raise InvalidOptionError(
                 f"Task {task_id}: after must be a task id or a list of task ids, got "
                 f"{type(after).__name__}"
             )
         deps: dict[str, None] = {}
         for d in items:
             if not isinstance(d, str) or not d:
-                raise TypeError(f"Task {task_id}: after must hold task ids (strings), got {d!r}")
+                raise InvalidOptionError(
+                    f"Task {task_id}: after must hold task ids (strings), got {d!r}",
+                    option="after",
+                )
             if d == task_id:
                 raise CircularDependencyError([task_id, task_id])
             deps[d] = None
@@ -329,7 +335,7 @@ class DAG:
         if isinstance(retry, RetryPolicyModel):
             return retry.model_copy()
         if not isinstance(retry, RetryPolicy):
-            raise TypeError(
+            raise InvalidOptionError(
                 f"Task {task_id}: retry must be ok.RetryPolicy(max_attempts=..., backoff=..., "
                 f"initial_delay=<seconds>), got {retry!r}"
             )
@@ -344,10 +350,10 @@ class DAG:
         DAG's ``tools`` under its ``__name__`` (made unique)."""
         if isinstance(tool, str):
             if not tool:
-                raise ValueError(f"Task {task_id}: the tool name must not be empty")
+                raise InvalidOptionError(f"Task {task_id}: the tool name must not be empty")
             return tool
         if not callable(tool):
-            raise TypeError(
+            raise InvalidOptionError(
                 f"Task {task_id}: tool must be a callable or the name of a registered tool, "
                 f"got {type(tool).__name__}"
             )
@@ -380,12 +386,15 @@ class DAG:
         elif isinstance(rollback, tuple) and len(rollback) == 2:
             tool, params = rollback
         else:
-            raise TypeError(
+            raise InvalidOptionError(
                 f"Task {task_id}: rollback must be ok.Rollback(tool, **params), "
                 f"(tool, params) or {{'tool': ..., 'params': {{...}}}}, got {rollback!r}"
             )
         if not isinstance(params, Mapping):
-            raise TypeError(f"Task {task_id}: rollback params must be a mapping, got {params!r}")
+            raise InvalidOptionError(
+                f"Task {task_id}: rollback params must be a mapping, got {params!r}",
+                option="rollback",
+            )
         self._check_references(params, task_id, allow_self=True)  # ${<itself>.result...}
         return RollbackSpec(tool=self._tool_name(tool, task_id), params=dict(params))
 
@@ -428,7 +437,7 @@ class DAG:
         adds settings the request does not carry (``strategy``, ``backend``, ``vault``)."""
         model = parse_request(request)
         c = model.config
-        timeout_s = c.timeout / 1000.0 if c.timeout is not None else None
+        timeout_s = ms_to_seconds(c.timeout) if c.timeout is not None else None
         settings: dict[str, Any] = {
             "max_concurrent": c.max_concurrent,
             "failure_mode": c.failure_mode or "continue",
@@ -473,11 +482,16 @@ class DAG:
     def validate(self) -> Graph:
         """Check the whole DAG (SPEC §4) and return its graph; raises an ``ok.OktyvError``
         (a ``ValueError``) naming the task and the fix."""
-        key = tuple(map(id, self.specs.values()))  # specs replaced or reordered: rebuild
+        key = self._version
         if self._graph is None or self._graph_key != key:
             self._graph = self._build()
             self._graph_key = key
         return self._graph
+
+    @property
+    def _version(self) -> tuple[int, ...]:
+        """Changes whenever a task spec is added, replaced, removed or reordered."""
+        return tuple(map(id, self.specs.values()))
 
     def _build(self) -> Graph:
         request = ExecutionRequest.model_construct(tasks=list(self.specs.values()))
@@ -503,69 +517,34 @@ class DAG:
         return iter(self.specs)
 
     # ------------------------------------------------------------------ running
-    def _settings(
+    def _plan(
         self,
-        max_concurrent: int | None,
-        failure_mode: str | None,
-        timeout: float | None,
-        strategy: str | None,
-        backend: Any,
-        vault: Mapping[str, Any] | None,
-    ) -> tuple[RunConfig, Any, Any]:
-        c = self.config
-        if max_concurrent is not None and (
-            isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int)
-        ):
-            raise TypeError(f"max_concurrent must be an int >= 1, got {max_concurrent!r}")
-        if timeout is not None and (not _is_number(timeout) or not timeout > 0):
-            raise ValueError(f"run timeout must be a number of seconds > 0, got {timeout!r}")
-        cfg = RunConfig(
-            max_concurrent=c.max_concurrent if max_concurrent is None else max_concurrent,
-            failure_mode=c.failure_mode if failure_mode is None else failure_mode,  # type: ignore[arg-type]
-            timeout=c.timeout if timeout is None else float(timeout),
-            strategy=c.strategy if strategy is None else strategy,  # type: ignore[arg-type]
-        )
-        return (
-            cfg,
-            self.backend if backend is None else backend,
-            self.vault if vault is None else vault,
-        )
-
-    async def arun(
-        self,
-        *,
-        max_concurrent: int | None = None,
-        failure_mode: str | None = None,
-        timeout: float | None = None,
-        strategy: str | None = None,
-        backend: Any = None,
-        vault: Mapping[str, Any] | None = None,
+        max_concurrent: Any = DEFAULT,
+        failure_mode: Any = DEFAULT,
+        timeout: Any = DEFAULT,
+        strategy: Any = DEFAULT,
+        backend: Any = DEFAULT,
+        vault: Any = DEFAULT,
         resume: Run | None = None,
         on_event: Subscriber | Sequence[Subscriber] | None = None,
         live: bool | Callable[..., Any] | None = None,
-        _engine_hook: Callable[[Engine], None] | None = None,
-    ) -> Run:
-        """Run the DAG on the running loop (``await dag.arun()``) and return its
-        :class:`~oktyv_nb.run.Run`; settings given here override the DAG's for this run
-        (``timeout`` in seconds).
-
-        ``resume=run`` re-runs only the tasks that did not succeed in ``run`` (and those
-        that depend on them, and tasks changed since), reusing its successful results.
-        ``on_event`` is a callable ``fn(kind, record, time)`` (or a list of them) called
-        with every engine event (:mod:`oktyv_nb.execution.events`; ``ok.EventLog()`` keeps them).
-        ``live`` shows the graph and a progress bar updating in the notebook (default: on in
-        Jupyter, off elsewhere and in nested runs); ``live=callable`` hands it each frame
-        instead (``live=print`` prints a progress line per frame in a script). The run is
-        kept as :attr:`last_run`, the partial run too when interrupted (cancelled task,
-        ``KeyboardInterrupt``).
-        """
-        from oktyv_nb.results.run import Run
-
-        cfg, be, vlt = self._settings(
-            max_concurrent, failure_mode, timeout, strategy, backend, vault
+    ) -> _RunPlan:
+        """Everything a run needs, checked before any event loop is involved: a bad setting
+        or an invalid DAG raises here, from the caller's own line."""
+        given = {
+            "max_concurrent": max_concurrent, "failure_mode": failure_mode, "timeout": timeout,
+            "strategy": strategy, "backend": backend, "vault": vault,
+        }
+        settings = {k: v for k, v in given.items() if v is not DEFAULT}
+        c = self.config
+        cfg = RunConfig(
+            max_concurrent=settings.get("max_concurrent", c.max_concurrent),
+            failure_mode=settings.get("failure_mode", c.failure_mode),
+            timeout=settings.get("timeout", c.timeout),
+            strategy=settings.get("strategy", c.strategy),
         )
         graph = self._build()  # fresh: tools re-registered in a notebook cell are picked up
-        self._graph, self._graph_key = graph, tuple(map(id, self.specs.values()))
+        self._graph, self._graph_key = graph, self._version
         subscribers: list[Subscriber] = []
         if on_event is not None:
             subscribers.extend([on_event] if callable(on_event) else on_event)
@@ -583,38 +562,70 @@ class DAG:
             view = LiveView(graph, title=self.name, display=live if callable(live) else None)
             if view.active:
                 subscribers.append(view)  # the view itself: its event_kinds apply
-        reuse = reusable(graph, resume) if resume is not None else None
-        settings = {
-            "max_concurrent": max_concurrent, "failure_mode": failure_mode, "timeout": timeout,
-            "strategy": strategy, "backend": backend, "vault": vault,
-        }
-        settings = {k: v for k, v in settings.items() if v is not None}
-        holder: list[Engine] = []
+        return _RunPlan(
+            graph=graph, config=cfg, backend=settings.get("backend", self.backend),
+            vault=settings.get("vault", self.vault), subscribers=subscribers,
+            reuse=reusable(graph, resume) if resume is not None else None,
+            settings=settings, view=view,
+        )
 
-        def started(engine: Engine) -> None:
-            holder.append(engine)
-            if _engine_hook is not None:
-                _engine_hook(engine)
+    async def _execute(self, plan: _RunPlan, engines: list[Engine] | None = None) -> Run:
+        """Run a checked plan; ``engines`` receives the engine (for interrupts from outside
+        the loop, see :meth:`run`)."""
+        from oktyv_nb.results.run import Run
 
-        token = _RUN_DEPTH.set(depth + 1)
+        holder: list[Engine] = [] if engines is None else engines
+        token = _RUN_DEPTH.set(_RUN_DEPTH.get() + 1)
         try:
-            outcome = await arun_graph(
-                graph, cfg, backend=be, vault=vlt, subscribers=subscribers, reuse=reuse,
-                on_start=started,
+            outcome = await run_graph(
+                plan.graph, plan.config, backend=plan.backend, vault=plan.vault,
+                subscribers=plan.subscribers, reuse=plan.reuse, started=holder.append,
             )
         except BaseException:
             if holder:
-                self._keep_partial(holder[0], settings)
-            if view is not None:
-                view.close(self.last_run if holder else None)
+                self._keep_partial(holder[0], plan.settings)
+            if plan.view is not None:
+                plan.view.close(self.last_run if holder else None)
             raise
         finally:
             _RUN_DEPTH.reset(token)
-        run = Run(outcome, dag=self, settings=settings)
+        run = Run(outcome, dag=self, settings=plan.settings)
         self.last_run = run
-        if view is not None:
-            view.close(run)
+        if plan.view is not None:
+            plan.view.close(run)
         return run
+
+    async def arun(
+        self,
+        *,
+        max_concurrent: int = DEFAULT,  # type: ignore[assignment]
+        failure_mode: str = DEFAULT,  # type: ignore[assignment]
+        timeout: float | None = DEFAULT,  # type: ignore[assignment]
+        strategy: str = DEFAULT,  # type: ignore[assignment]
+        backend: Any = DEFAULT,
+        vault: Mapping[str, Any] | None = DEFAULT,  # type: ignore[assignment]
+        resume: Run | None = None,
+        on_event: Subscriber | Sequence[Subscriber] | None = None,
+        live: bool | Callable[..., Any] | None = None,
+    ) -> Run:
+        """Run the DAG on the running loop (``await dag.arun()``) and return its
+        :class:`~oktyv_nb.results.run.Run`.
+
+        Settings given here override the DAG's for this run; those not given are the DAG's
+        (``timeout`` in seconds; ``timeout=None`` runs without the DAG's timeout).
+        ``resume=run`` re-runs only the tasks that did not succeed in ``run`` (and those
+        that depend on them, and tasks changed since), reusing its successful results.
+        ``on_event`` is a callable ``fn(kind, record, time)`` (or a list of them) called
+        with every engine event (:mod:`oktyv_nb.execution.events`; ``ok.EventLog()`` keeps
+        them). ``live`` shows the graph and a progress bar updating in the notebook
+        (default: on in Jupyter, off elsewhere and in nested runs); ``live=callable`` hands
+        it each frame instead (``live=print`` prints a progress line per frame in a script).
+        The run is kept as :attr:`last_run`, the partial run too when interrupted (cancelled
+        task, ``KeyboardInterrupt``).
+        """
+        plan = self._plan(max_concurrent, failure_mode, timeout, strategy, backend, vault,
+                          resume, on_event, live)
+        return await self._execute(plan)
 
     def _keep_partial(self, engine: Engine, settings: dict[str, Any]) -> None:
         """Make an interrupted run's records available as :attr:`last_run`."""
@@ -628,30 +639,39 @@ class DAG:
         if self.last_run is None or self.last_run.outcome is not outcome:
             self.last_run = Run(outcome, dag=self, settings=settings)
 
-    def run(self, **kwargs: Any) -> Run:
-        """Run the DAG and return its :class:`~oktyv_nb.run.Run`; same settings as
+    def run(
+        self,
+        *,
+        max_concurrent: int = DEFAULT,  # type: ignore[assignment]
+        failure_mode: str = DEFAULT,  # type: ignore[assignment]
+        timeout: float | None = DEFAULT,  # type: ignore[assignment]
+        strategy: str = DEFAULT,  # type: ignore[assignment]
+        backend: Any = DEFAULT,
+        vault: Mapping[str, Any] | None = DEFAULT,  # type: ignore[assignment]
+        resume: Run | None = None,
+        on_event: Subscriber | Sequence[Subscriber] | None = None,
+        live: bool | Callable[..., Any] | None = None,
+    ) -> Run:
+        """Run the DAG and return its :class:`~oktyv_nb.results.run.Run`; same settings as
         :meth:`arun`.
 
         Works in a plain script and inside Jupyter, where the kernel's loop is already
         running (``nest-asyncio2`` is applied to that loop then, and only then; async tools
-        run on it). From a sync tool (a worker thread) it runs on a loop of its own. On
+        run on it). From a sync tool (a worker thread) it runs on a loop of its own. The DAG
+        and the settings are checked first, so a bad one raises from the caller's line. On
         Jupyter's stop button or Ctrl-C, running tasks are recorded ``CANCELLED``, the rest
         skipped, the partial run is kept as :attr:`last_run`, and the interrupt propagates.
         """
-        holder: list[Engine] = []
-        hook = kwargs.pop("_engine_hook", None)
-
-        def capture(engine: Engine) -> None:
-            holder.append(engine)
-            if hook is not None:
-                hook(engine)
+        plan = self._plan(max_concurrent, failure_mode, timeout, strategy, backend, vault,
+                          resume, on_event, live)
+        engines: list[Engine] = []
 
         def on_interrupt() -> None:
-            if holder:
-                holder[0].interrupt()
-                self._keep_partial(holder[0], {})
+            if engines:
+                engines[0].interrupt()
+                self._keep_partial(engines[0], plan.settings)
 
-        return run_sync(self.arun(**kwargs, _engine_hook=capture), on_interrupt=on_interrupt)
+        return run_sync(self._execute(plan, engines), on_interrupt=on_interrupt)
 
     def sweep(
         self, max_concurrent: Sequence[int] = (1, 2, 4, 8), *, repeat: int = 1, **kwargs: Any
@@ -670,6 +690,8 @@ class DAG:
             for mc in _sweep_settings(max_concurrent, repeat)
             for r in range(repeat)
         ]
+        from oktyv_nb.results.frame import sweep_frame
+
         return sweep_frame(runs)
 
     async def asweep(
@@ -681,6 +703,8 @@ class DAG:
         for mc in _sweep_settings(max_concurrent, repeat):
             for r in range(repeat):
                 runs.append((mc, r, await self.arun(max_concurrent=mc, **kwargs)))
+        from oktyv_nb.results.frame import sweep_frame
+
         return sweep_frame(runs)
 
     # ------------------------------------------------------------------ pictures
@@ -768,55 +792,13 @@ def _copy(spec: Any) -> Any:
         return spec.model_copy()
 
 
-def reusable(graph: Graph, resume: Run) -> dict[str, TaskRecord]:
-    """The records of ``resume`` a new run of ``graph`` may reuse: tasks that succeeded,
-    are unchanged since, and depend on nothing that runs again."""
-    old = resume.outcome
-    rerun: set[str] = set()
-    reuse: dict[str, TaskRecord] = {}
-    for tid in graph.order:  # dependencies first
-        node = graph.nodes[tid]
-        rec = old.records.get(tid)
-        old_node = old.graph.nodes.get(tid)
-        if (
-            rec is not None
-            and rec.status == SUCCESS
-            and old_node is not None
-            and _spec_equal(old_node.spec, node.spec)
-            and not any(d in rerun for d in node.deps)
-        ):
-            reuse[tid] = rec
-        else:
-            rerun.add(tid)
-    return reuse
-
-
 def _sweep_settings(max_concurrent: Sequence[int] | int, repeat: int) -> list[int]:
     values = [max_concurrent] if isinstance(max_concurrent, int) else list(max_concurrent)
     if not values:
-        raise ValueError("sweep needs at least one max_concurrent setting, e.g. [1, 2, 4, 8]")
+        raise InvalidOptionError(
+            "sweep needs at least one max_concurrent setting, e.g. [1, 2, 4, 8]",
+            option="max_concurrent",
+        )
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
-        raise ValueError(f"sweep repeat must be an int >= 1, got {repeat!r}")
+        raise InvalidOptionError(f"sweep repeat must be an int >= 1, got {repeat!r}")
     return values
-
-
-def sweep_frame(runs: Sequence[tuple[int, int, Run]]) -> pd.DataFrame:
-    """The sweep table of ``(max_concurrent, repeat, run)`` triples (see :meth:`DAG.sweep`)."""
-    import pandas as pd
-
-    rows = []
-    for mc, r, run in runs:
-        st = run.stats
-        rows.append({
-            "max_concurrent": mc, "repeat": r, "makespan_s": st.makespan_s,
-            "work_s": st.work_s, "speedup": st.speedup, "efficiency": st.efficiency,
-            "critical_path_s": st.critical_path_s, "lower_bound_s": st.lower_bound_s,
-            "bound_ratio": st.bound_ratio, "avg_parallelism": st.avg_parallelism,
-            "status": run.status,
-        })
-    df = pd.DataFrame(rows)
-    first = df.loc[df["max_concurrent"] == runs[0][0], "makespan_s"].mean()
-    rel = first / df["makespan_s"]
-    df.insert(5, "relative_speedup", rel.where(df["makespan_s"] > 0))
-    return df
-

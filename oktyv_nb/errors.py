@@ -1,13 +1,37 @@
-"""Exceptions raised by oktyv_nb, and the fixed error codes of task records.
+"""Every exception oktyv_nb raises, and the fixed error codes of task records.
 
-Every validation error subclasses :class:`OktyvError`, itself a :class:`ValueError`, and
-carries a machine-readable ``code``. Errors that happen while a task runs never escape the
-run: they become the ``error`` of that task's record (see :mod:`oktyv_nb.execution.engine`).
+One tree, one root; every class carries a machine-readable ``code`` (the record's
+``error.code`` when it fails a task) and, where known, the ``task_id`` it concerns::
+
+    OktyvException                        the root (.code, .task_id, .message)
+    ├── OktyvError(ValueError)            bad input, raised before anything runs (SPEC §4)
+    │   ├── InvalidOptionError(TypeError)   a builder, run or request setting: priority,
+    │   │                                   timeout, retries, trigger, vault, max_concurrent,
+    │   │                                   the request's own type ...
+    │   ├── DuplicateTaskError              two tasks with one id
+    │   ├── MissingDependencyError          a dependency or ${ref} to an unknown id
+    │   ├── CircularDependencyError         a cycle (.cycle, first == last)
+    │   ├── ToolNotFoundError               an unknown tool name (.suggestions)
+    │   ├── VariableResolutionError         a malformed ${ref}, or (in a record) a path
+    │   │                                   that does not exist
+    │   └── VaultNotFoundError              (in a record) a secret set the vault lacks
+    └── RenderError(RuntimeError)         a picture cannot be made
+        └── GraphvizNotFound                the ``dot`` program is missing
+
+A pydantic ``ValidationError`` (a ``ValueError`` too) reports a malformed request's field
+paths. Errors *inside* a run never escape it: they become the ``error`` of the task's record
+(see :mod:`oktyv_nb.execution.records`), with the exception's ``code`` when it has one; the
+built-in tools' own errors (:mod:`oktyv_nb.model.tools`) and the backends' (worker crashes,
+unpicklable calls, :mod:`oktyv_nb.execution.backends`) carry theirs.
+
+Messages about a task start with ``Task <id>``: :meth:`OktyvException.in_task` is the one
+place that adds that prefix.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Self
 
 __all__ = [
     "CANCELLED",
@@ -22,8 +46,11 @@ __all__ = [
     "CircularDependencyError",
     "DuplicateTaskError",
     "GraphvizNotFound",
+    "InvalidOptionError",
     "MissingDependencyError",
     "OktyvError",
+    "OktyvException",
+    "RenderError",
     "ToolNotFoundError",
     "VariableResolutionError",
     "VaultNotFoundError",
@@ -41,8 +68,8 @@ RUN_STOPPED = "RUN_STOPPED"
 UNPICKLABLE = "UNPICKLABLE"
 
 
-class OktyvError(ValueError):
-    """Base class of oktyv_nb's validation errors; ``code`` names the case."""
+class OktyvException(Exception):
+    """The root of every exception oktyv_nb defines; ``code`` names the case."""
 
     code: str = "OKTYV_ERROR"
 
@@ -50,6 +77,35 @@ class OktyvError(ValueError):
         super().__init__(message)
         self.message = message
         self.task_id = task_id
+
+    def in_task(self, task_id: str, where: str | None = None) -> Self:
+        """This error, its message prefixed ``Task <task_id>[, <where>]: `` (once)."""
+        self.task_id = task_id
+        if not self.message.startswith(f"Task {task_id}"):
+            head = f"Task {task_id}, {where}" if where else f"Task {task_id}"
+            self.message = f"{head}: {self.message}"
+            self.args = (self.message,)
+        return self
+
+
+class OktyvError(OktyvException, ValueError):
+    """Bad input, found before anything runs (a ``ValueError``)."""
+
+
+class InvalidOptionError(OktyvError, TypeError):
+    """A setting of a task, a DAG, a run or a request is malformed; ``option`` names it.
+
+    A ``ValueError`` like every :class:`OktyvError`, and a ``TypeError`` too, since a value
+    of the wrong type is the commonest case.
+    """
+
+    code = "INVALID_OPTION"
+
+    def __init__(
+        self, message: str, *, option: str | None = None, task_id: str | None = None
+    ) -> None:
+        super().__init__(message, task_id=task_id)
+        self.option = option
 
 
 class MissingDependencyError(OktyvError):
@@ -67,8 +123,8 @@ class DuplicateTaskError(OktyvError):
 
     code = "DUPLICATE_TASK"
 
-    def __init__(self, task_id: str) -> None:
-        super().__init__(f"Duplicate task ID: {task_id}", task_id=task_id)
+    def __init__(self, task_id: str, hint: str = "") -> None:
+        super().__init__(f"Duplicate task ID: {task_id}{hint}", task_id=task_id)
 
 
 class CircularDependencyError(OktyvError):
@@ -121,6 +177,12 @@ class VaultNotFoundError(OktyvError):
     code = VAULT_NOT_FOUND
 
 
+class RenderError(OktyvException, RuntimeError):
+    """A picture of a DAG or a run cannot be made."""
+
+    code = "RENDER_ERROR"
+
+
 def _install_hint() -> str:
     if sys.platform == "darwin":
         return "brew install graphviz"
@@ -129,8 +191,10 @@ def _install_hint() -> str:
     return "sudo apt-get install graphviz (Debian/Ubuntu) or sudo dnf install graphviz (Fedora)"
 
 
-class GraphvizNotFound(RuntimeError):
+class GraphvizNotFound(RenderError):
     """The Graphviz ``dot`` program is missing, so a graph cannot be rendered."""
+
+    code = "GRAPHVIZ_NOT_FOUND"
 
     def __init__(self, message: str | None = None) -> None:
         self.install_command = _install_hint()

@@ -16,11 +16,10 @@ import pytest
 from engine_helpers import Tracker, run, task
 
 import oktyv_nb as ok
-from oktyv_nb.api import arun_graph, prepare
-from oktyv_nb.execution.engine import Engine, RunConfig, RunOutcome
+from oktyv_nb.execution.engine import Engine, RunConfig, RunOutcome, run_graph
 from oktyv_nb.execution.events import Event, EventBus, EventKind, EventLog
 from oktyv_nb.execution.records import TaskRecord, error_from_exception
-from oktyv_nb.model.graph import RetryPolicy
+from oktyv_nb.model.graph import RetryPolicy, prepare
 
 perf = time.perf_counter
 
@@ -29,7 +28,7 @@ def outcome_of(tasks: list[dict[str, Any]], tools: Any, **config: Any) -> RunOut
     """Run via the engine itself, to read records, spans and the event stream."""
     subscribers = config.pop("subscribers", None)
     _, graph = prepare({"tasks": tasks}, tools)
-    return asyncio.run(arun_graph(graph, RunConfig(**config), subscribers=subscribers))
+    return asyncio.run(run_graph(graph, RunConfig(**config), subscribers=subscribers))
 
 
 # ------------------------------------------------------------------ concurrency
@@ -237,7 +236,7 @@ def test_sync_timeout_releases_the_slot_and_drops_the_late_result(tracker: Track
     async def main() -> tuple[RunOutcome, float]:
         _, graph = prepare({"tasks": tasks}, {"block": block, **tracker.tools})
         t0 = perf()
-        out = await arun_graph(graph, RunConfig(max_concurrent=1))
+        out = await run_graph(graph, RunConfig(max_concurrent=1))
         took = perf() - t0
         release.set()  # now the thread returns "late" while this loop still runs
         await asyncio.to_thread(finished.wait, 5)
@@ -572,7 +571,7 @@ def test_original_diamond_on_builtin_tools(tmp_path: Path) -> None:
         "config": {"maxConcurrent": 4},
     }
     _, graph = prepare(request)
-    out = asyncio.run(arun_graph(graph, RunConfig(max_concurrent=4)))
+    out = asyncio.run(run_graph(graph, RunConfig(max_concurrent=4)))
     result = ok.execute_request(request)
     assert result.status == "success"
     assert result.dag.levels == [["A"], ["B", "C"], ["D"]]

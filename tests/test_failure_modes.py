@@ -14,9 +14,9 @@ import pytest
 from engine_helpers import Tracker, run, task
 
 import oktyv_nb as ok
-from oktyv_nb.api import arun_graph, prepare
-from oktyv_nb.execution.engine import Engine, RunConfig, RunOutcome
+from oktyv_nb.execution.engine import Engine, RunConfig, RunOutcome, run_graph
 from oktyv_nb.execution.events import Event, EventLog
+from oktyv_nb.model.graph import prepare
 from oktyv_nb.model.schema import ExecutionResult
 
 perf = time.perf_counter
@@ -415,7 +415,7 @@ def test_interrupt_before_anything_finishes(tracker: Tracker) -> None:
 
     async def main() -> RunOutcome:
         job = asyncio.create_task(
-            arun_graph(graph, RunConfig(), on_start=holder.append))
+            run_graph(graph, RunConfig(), started=holder.append))
         await asyncio.sleep(0.05)
         holder[0].interrupt()  # e.g. from a stop button: no cancellation of the caller
         return await job

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 import oktyv_nb as ok
-from oktyv_nb.api import parse_request, prepare
 from oktyv_nb.demo import DATA, demo_api
+from oktyv_nb.model.graph import prepare
+from oktyv_nb.model.schema import parse_request
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 TEXT = README.read_text(encoding="utf-8")

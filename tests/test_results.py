@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 
 import oktyv_nb as ok
-from oktyv_nb.results.frame import STATUSES, run_stats, to_dataframe
+from oktyv_nb.execution.records import STATUSES
+from oktyv_nb.results.frame import to_dataframe
+from oktyv_nb.results.stats import run_stats
 
 perf = time.perf_counter
 SLACK = 0.2  # seconds a sleeping task may overrun on a busy 2-core machine
@@ -63,7 +65,7 @@ def test_dataframe_columns_and_dtypes(mixed_run: ok.Run) -> None:
     assert list(df.index) == ["a", "b", "c", "d", "e"]
     assert list(df.columns[: len(COLUMNS)]) == COLUMNS
     assert isinstance(df["status"].dtype, pd.CategoricalDtype)
-    assert list(df["status"].cat.categories) == STATUSES
+    assert list(df["status"].cat.categories) == list(STATUSES)
     for col in ("start", "end"):
         assert isinstance(df[col].dtype, pd.DatetimeTZDtype)
         assert str(df[col].dt.tz) == "UTC"

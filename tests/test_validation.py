@@ -12,8 +12,8 @@ from engine_helpers import Tracker, run, task
 from pydantic import ValidationError
 
 import oktyv_nb as ok
-from oktyv_nb.api import parse_request, parse_request_data, prepare
-from oktyv_nb.model.schema import ExecutionRequest, task_data
+from oktyv_nb.model.graph import prepare
+from oktyv_nb.model.schema import ExecutionRequest, parse_request, parse_request_data, task_data
 
 
 def noop(**_: Any) -> None:

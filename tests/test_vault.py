@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 
 import oktyv_nb as ok
-from oktyv_nb.api import arun_graph, config_of, prepare
-from oktyv_nb.execution.engine import RunOutcome
+from oktyv_nb.execution.engine import RunConfig, RunOutcome, run_graph
 from oktyv_nb.execution.events import EventLog
+from oktyv_nb.model.graph import prepare
 from oktyv_nb.model.vault import REDACTED, Redactor, lookup_secrets
-from oktyv_nb.results.frame import to_dataframe, to_result
+from oktyv_nb.results.frame import to_dataframe
+from oktyv_nb.results.result import to_result
 
 SECRET = "s3cr3t-T0KEN-value"
 PASSWORD = "hunter2-password"
@@ -45,7 +46,7 @@ def run_outcome(tasks: list[dict[str, Any]], vault: Any, events: EventLog | None
                 **config: Any) -> RunOutcome:
     request_config, graph = prepare({"tasks": tasks, "config": config}, TOOLS)
     subs = [events] if events is not None else None
-    return asyncio.run(arun_graph(graph, config_of(request_config), vault=vault,
+    return asyncio.run(run_graph(graph, RunConfig.from_request(request_config), vault=vault,
                                   subscribers=subs))
 
 

@@ -11,12 +11,16 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["AttemptSpan", "ErrorInfo", "TaskRecord", "error_from_exception", "utc_datetime"]
+__all__ = [
+    "STATUSES", "AttemptSpan", "ErrorInfo", "TaskRecord", "error_from_exception", "utc_datetime"
+]
 
 # Record states: pending -> ready -> running [-> retrying -> ready -> running]* -> final.
 PENDING, READY, RUNNING, RETRYING = "pending", "ready", "running", "retrying"
 SUCCESS, FAILED, SKIPPED = "success", "failed", "skipped"
 FINAL = frozenset((SUCCESS, FAILED, SKIPPED))
+#: Every status a record can show, in display order.
+STATUSES = (PENDING, READY, RUNNING, RETRYING, SUCCESS, FAILED, SKIPPED)
 
 
 def utc_datetime(unix_s: float) -> datetime:
@@ -28,15 +32,17 @@ def utc_datetime(unix_s: float) -> datetime:
 class ErrorInfo:
     """``code``, ``message`` and (for raised exceptions) ``stack`` of a failure."""
 
-    __slots__ = ("cause", "code", "message", "stack")
+    __slots__ = ("cause", "code", "message", "root", "stack")
 
     def __init__(
-        self, code: str, message: str, stack: str | None = None, cause: str | None = None
+        self, code: str, message: str, stack: str | None = None, cause: str | None = None,
+        root: str | None = None,
     ) -> None:
         self.code = code
         self.message = message
         self.stack = stack
         self.cause = cause  # for skips: the dependency that caused it
+        self.root = root  # for skips: the failed task that started the chain of skips
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"code": self.code, "message": self.message}

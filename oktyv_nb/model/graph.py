@@ -13,8 +13,10 @@ Times here are **seconds** (the request's milliseconds are converted once, at th
 
 from __future__ import annotations
 
+import gc
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +27,21 @@ from oktyv_nb.errors import (
     OktyvError,
     ToolNotFoundError,
 )
-from oktyv_nb.model.registry import ToolTable
-from oktyv_nb.model.schema import ExecutionRequest, TaskData, task_data
+from oktyv_nb.model.registry import ToolTable, resolve_tools
+from oktyv_nb.model.schema import (
+    ExecutionConfig,
+    ExecutionRequest,
+    RequestLike,
+    TaskData,
+    parse_request_data,
+    task_data,
+)
 from oktyv_nb.model.variables import find_references, has_references
 
-__all__ = ["Graph", "RetryPolicy", "TaskNode", "build_graph", "critical_path", "is_async"]
+__all__ = [
+    "Graph", "RetryPolicy", "TaskNode", "build_graph", "critical_path", "is_async", "paused_gc",
+    "prepare",
+]
 
 DEFAULT_PRIORITY = 5
 
@@ -380,3 +392,38 @@ def critical_path(graph: Graph, durations: Mapping[str, float]) -> tuple[list[st
         cur = prev[cur]
     path.reverse()
     return path, best[end]
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector around bulk work that runs no user code.
+
+    Parsing a request, building its graph and building its result allocate tens of
+    thousands of objects that all stay alive; the collector would only scan them again and
+    again. Nothing is freed later than it would be: the collector runs again right after.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def prepare(
+    request: RequestLike,
+    tools: Mapping[str, Callable[..., Any]] | None = None,
+    *,
+    keep_specs: bool = True,
+) -> tuple[ExecutionConfig, Graph]:
+    """Validate a request (SPEC §4) into its run config and graph; raises before anything
+    runs. A dict or JSON text is validated as :data:`~oktyv_nb.model.schema.RequestData`
+    (the models' rules, without making a model per task)."""
+    table = resolve_tools(tools)
+    with paused_gc():
+        if isinstance(request, ExecutionRequest):
+            return request.config, build_graph(request, table, keep_specs=keep_specs)
+        data = parse_request_data(request)
+        return data["config"], build_graph(data["tasks"], table, keep_specs=keep_specs)

@@ -14,6 +14,7 @@ own records, whose values already have the field types, is assembled without a s
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal, NotRequired, Required
 
@@ -33,18 +34,23 @@ from pydantic.alias_generators import to_camel
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from typing_extensions import TypedDict
 
+from oktyv_nb.errors import InvalidOptionError
+
 __all__ = [
     "DagEdge",
     "DagInfo",
     "ExecutionConfig",
     "ExecutionRequest",
     "ExecutionResult",
+    "RequestLike",
     "RetryPolicyModel",
     "RollbackSpec",
     "Summary",
     "TaskError",
     "TaskResult",
     "TaskSpec",
+    "parse_request",
+    "parse_request_data",
 ]
 
 TASK_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]*$"
@@ -92,7 +98,7 @@ class RetryPolicyModel(_Model):
 
     max_attempts: int = Field(ge=1)
     backoff: Backoff = "exponential"
-    initial_delay: float = Field(default=1000.0, ge=0)
+    initial_delay: float = Field(default=1000.0, ge=0, allow_inf_nan=False)
 
 
 class RollbackSpec(_Model):
@@ -110,7 +116,7 @@ class TaskSpec(_Model):
     params: dict[str, Any] = Field(default_factory=dict)
     depends_on: list[str] | None = None
     priority: int | None = Field(default=None, ge=1, le=10)
-    timeout: float | None = Field(default=None, gt=0)
+    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     vault: str | None = Field(default=None, min_length=1)
     retry_policy: RetryPolicyModel | None = None
     rollback: RollbackSpec | None = None
@@ -137,7 +143,7 @@ class ExecutionConfig(_Model):
 
     max_concurrent: int = Field(default=10, ge=1)
     failure_mode: FailureMode | None = None
-    timeout: float | None = Field(default=None, gt=0)
+    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     enable_rollback: bool | None = None
 
     @model_validator(mode="after")
@@ -330,3 +336,41 @@ class ExecutionResult(_Out):
     def to_json(self, **kwargs: Any) -> str:
         """The camelCase JSON text, without absent optional fields."""
         return self.model_dump_json(by_alias=True, exclude_none=True, **kwargs)
+
+
+# --------------------------------------------------------------------------- parsing
+
+RequestLike = ExecutionRequest | Mapping[str, Any] | str | bytes
+
+
+def _not_a_request(request: Any) -> InvalidOptionError:
+    return InvalidOptionError(
+        f"request must be an ExecutionRequest, a dict or JSON text, got "
+        f"{type(request).__name__}; pass {{'tasks': [...], 'config': {{...}}}}",
+        option="request",
+    )
+
+
+def parse_request(request: RequestLike) -> ExecutionRequest:
+    """The request as a model: accepts the model, a dict, or JSON text (camel or snake case)."""
+    if isinstance(request, ExecutionRequest):
+        return request
+    if isinstance(request, (str, bytes, bytearray)):
+        return ExecutionRequest.model_validate_json(request)
+    if isinstance(request, Mapping):
+        return ExecutionRequest.model_validate(dict(request))
+    raise _not_a_request(request)
+
+
+def parse_request_data(request: Mapping[str, Any] | str | bytes) -> RequestData:
+    """A request dict or JSON text validated as plain dicts (:data:`RequestData`)."""
+    if isinstance(request, (str, bytes, bytearray)):
+        return _request_data.validate_json(request)
+    if isinstance(request, Mapping):
+        return _request_data.validate_python(
+            request if isinstance(request, dict) else dict(request)
+        )
+    raise _not_a_request(request)
+
+
+_request_data = TypeAdapter(RequestData)

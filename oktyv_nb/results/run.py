@@ -7,11 +7,13 @@ from functools import cached_property
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from oktyv_nb.dag import GRAPH_LIMIT
-from oktyv_nb.execution.engine import RunOutcome
-from oktyv_nb.execution.records import FAILED, SKIPPED, TaskRecord
-from oktyv_nb.model.schema import ExecutionResult
-from oktyv_nb.results.frame import RunStats, run_stats, to_dataframe, to_result
+from oktyv_nb.execution.outcome import RunOutcome
+from oktyv_nb.execution.records import FAILED, SKIPPED, SUCCESS, TaskRecord
+from oktyv_nb.model.graph import Graph
+from oktyv_nb.model.schema import ExecutionResult, TaskSpec
+from oktyv_nb.results.display import GRAPH_LIMIT
+from oktyv_nb.results.result import to_result
+from oktyv_nb.results.stats import RunStats, run_stats
 
 if TYPE_CHECKING:
     import graphviz
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 
     from oktyv_nb.dag import DAG
 
-__all__ = ["Run"]
+__all__ = ["Run", "reusable"]
 
 
 class Run:
@@ -82,6 +84,8 @@ class Run:
     @cached_property
     def df(self) -> pd.DataFrame:
         """One row per task (SPEC §7); see :func:`oktyv_nb.results.to_dataframe`."""
+        from oktyv_nb.results.frame import to_dataframe
+
         return to_dataframe(self.outcome)
 
     def to_dataframe(self) -> pd.DataFrame:
@@ -183,3 +187,33 @@ class Run:
         return head + graph_html + table
 
 
+def reusable(graph: Graph, resume: Run) -> dict[str, TaskRecord]:
+    """The records of ``resume`` a new run of ``graph`` may reuse: tasks that succeeded,
+    are unchanged since, and depend on nothing that runs again."""
+    old = resume.outcome
+    rerun: set[str] = set()
+    reuse: dict[str, TaskRecord] = {}
+    for tid in graph.order:  # dependencies first
+        node = graph.nodes[tid]
+        rec = old.records.get(tid)
+        old_node = old.graph.nodes.get(tid)
+        if (
+            rec is not None
+            and rec.status == SUCCESS
+            and old_node is not None
+            and _spec_equal(old_node.spec, node.spec)
+            and not any(d in rerun for d in node.deps)
+        ):
+            reuse[tid] = rec
+        else:
+            rerun.add(tid)
+    return reuse
+
+
+def _spec_equal(a: TaskSpec, b: TaskSpec) -> bool:
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # params that do not compare (arrays, frames): treat as changed
+        return False

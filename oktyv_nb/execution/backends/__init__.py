@@ -1213,7 +1213,9 @@ def get_backend(backend: str | Backend | None) -> Backend:
         return factory()
     for attr in ("submit", "open", "aclose"):
         if not callable(getattr(backend, attr, None)):
-            raise TypeError(f"backend {backend!r} has no {attr}() method; see oktyv_nb.execution.backends")
+            raise TypeError(
+                f"backend {backend!r} has no {attr}() method; see oktyv_nb.execution.backends"
+            )
     return backend
 
 

@@ -1,5 +1,43 @@
-"""The engine: runs a validated graph on an asyncio loop (see :mod:`.scheduler`)."""
+"""The engine: runs a validated graph on an asyncio loop.
 
-from oktyv_nb.execution.engine.scheduler import Engine, RunConfig, RunOutcome
+:mod:`.scheduler` is the state machine (its state is described at its top);
+:mod:`.loop_workers` runs async tools on the loop; :mod:`.calls` prepares a call (references,
+credentials, redaction); :mod:`.rollback` is the compensation pass. :func:`run_graph` is the
+one entry every front end uses.
+"""
 
-__all__ = ["Engine", "RunConfig", "RunOutcome"]
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from oktyv_nb.execution.engine.scheduler import Engine
+from oktyv_nb.execution.events import EventBus, Subscriber
+from oktyv_nb.execution.outcome import RunConfig, RunOutcome
+from oktyv_nb.execution.records import TaskRecord
+from oktyv_nb.model.graph import Graph
+
+__all__ = ["Engine", "RunConfig", "RunOutcome", "run_graph"]
+
+
+async def run_graph(
+    graph: Graph,
+    config: RunConfig,
+    *,
+    backend: Any = None,
+    vault: Mapping[str, Any] | None = None,
+    subscribers: Iterable[Subscriber] | None = None,
+    reuse: Mapping[str, TaskRecord] | None = None,
+    started: Callable[[Engine], None] | None = None,
+) -> RunOutcome:
+    """Run a validated graph once and return its outcome.
+
+    ``started`` is told the engine before it runs, so that a caller that must interrupt it
+    from outside the loop (``dag.run()`` under Jupyter's stop button) can.
+    """
+    engine = Engine(
+        graph, config, backend=backend, vault=vault, bus=EventBus(subscribers), reuse=reuse
+    )
+    if started is not None:
+        started(engine)
+    return await engine.run()

@@ -1,37 +1,62 @@
-"""The scheduler: runs a validated :class:`~oktyv_nb.graph.Graph` on an asyncio loop.
+"""The scheduler: runs a validated :class:`~oktyv_nb.model.graph.Graph` on an asyncio loop.
 
-State (all of it lives on one :class:`Engine` and is touched only on the loop's thread):
+Constant state (set when the :class:`Engine` is made):
+
+``graph``, ``config``
+    the validated graph and the run settings (:class:`~oktyv_nb.execution.outcome.RunConfig`).
+``backend``
+    where sync tools (and, on some backends, every tool) run: the seam of
+    :mod:`oktyv_nb.execution.backends`. ``on_loop`` is true when async tools run on the
+    engine's own loop, in :class:`~oktyv_nb.execution.engine.loop_workers.LoopWorkers`.
+``vault``, ``reuse``
+    the run's secret sets, and the records of an earlier run to reuse (``resume``).
+
+Changing state (all of it touched only on the loop's thread):
 
 ``records``
-    one :class:`~oktyv_nb.records.TaskRecord` per task, in graph order. A record leaves
-    ``pending`` exactly once for a final status; :meth:`Engine._finish` is the only place
-    that counts it (``nfinished``), so every task ends with exactly one record.
+    one :class:`~oktyv_nb.execution.records.TaskRecord` per task, in graph order. A record
+    leaves ``pending`` exactly once for a final status; :meth:`Engine._finish` (and its fast
+    path :meth:`Engine._succeed`) is the only place that counts it (``nfinished``), so every
+    task ends with exactly one record. ``succeeded`` lists the successes in completion
+    order (for rollback); ``any_failed`` says whether a task failed.
 ``remaining``
     per task, how many dependencies have not finished yet. At zero the task is *ready*.
 ``ready``
     a heap of ready tasks keyed ``(-priority, -chain, index)``: higher priority first, then
     the task with the longest chain of dependents behind it, then insertion order.
-``open``
-    the attempts now holding a concurrency slot (``len(open) <= max_concurrent``). A
-    task waiting out a retry backoff holds no slot: it sits in ``backoff`` with a timer.
+``running``
+    the attempts now holding a concurrency slot (``len(running) <= max_concurrent``), as a
+    dict used as an ordered set. A task waiting out a retry backoff holds no slot: it sits
+    in ``backoff`` with a timer.
+``gate``
+    with ``strategy="levels"``, a :class:`LevelGate` holding back ready tasks of later
+    levels until every task of the earlier levels has finished (the original design's
+    level-by-level schedule); None otherwise.
 ``stopping``
     None while new attempts may start; otherwise the code given to tasks that never start:
     ``RUN_STOPPED`` (stop/rollback mode after a failure), ``EXECUTION_TIMEOUT`` (whole-run
     timeout) or ``CANCELLED`` (interrupt).
+``starting``
+    True while :meth:`Engine._fill_slots` starts ready tasks (a task that fails while
+    starting calls back into it; the outer loop goes on).
+
+Example: ``a -> c, b -> c`` with ``max_concurrent=1``. ``remaining = {a: 0, b: 0, c: 2}``,
+``ready = [a, b]``; ``a`` starts (``running = {a}``); when it succeeds, ``remaining[c] = 1``
+and ``b`` starts; when ``b`` succeeds ``c`` is ready and starts; its success makes
+``nfinished == 3`` and the run's ``done`` future resolves.
 
 Flow: a finished attempt either schedules a retry or finishes its task; finishing a task
 decrements its dependents' ``remaining`` (or skips them when it did not succeed and they need
-all their dependencies to succeed), then :meth:`Engine._pump` starts ready tasks while slots
-are free. With ``strategy="levels"`` ready tasks of a later level are parked until every task
-of the earlier levels has finished (the original design's level-by-level schedule).
-
-A call gets its params with ``${ref}`` resolved and, when the task names a ``vault`` set,
-that set as the keyword argument ``credentials``. A failure before the call (a reference
-that cannot be resolved, a missing vault set) is never retried.
+all their dependencies to succeed), then :meth:`Engine._fill_slots` starts ready tasks while
+slots are free. A call gets its params with ``${ref}`` resolved and, when the task names a
+``vault`` set, that set as the keyword argument ``credentials``
+(:mod:`~oktyv_nb.execution.engine.calls`). A failure before the call (a reference that cannot
+be resolved, a missing vault set) is never retried.
 
 Stopping: after a failure in ``stop``/``rollback`` mode running attempts finish, tasks
-waiting out a backoff fail with their last error and the rest are skipped ``RUN_STOPPED``.
-A whole-run timeout or an interrupt (:meth:`Engine.interrupt`, cancellation of
+waiting out a backoff fail with their last error and the rest are skipped ``RUN_STOPPED``;
+in ``rollback`` mode :func:`~oktyv_nb.execution.engine.rollback.compensate` runs next. A
+whole-run timeout or an interrupt (:meth:`Engine.interrupt`, cancellation of
 :meth:`Engine.run`, ``KeyboardInterrupt``) halts at once: running attempts and tasks waiting
 to retry fail with ``EXECUTION_TIMEOUT``/``CANCELLED``, everything else is skipped with that
 code. A sync tool's thread cannot be killed: its late outcome is dropped and the run does not
@@ -48,11 +73,9 @@ import contextlib
 import heapq
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from oktyv_nb.errors import (
     CANCELLED,
@@ -60,11 +83,14 @@ from oktyv_nb.errors import (
     EXECUTION_TIMEOUT,
     RUN_STOPPED,
     TASK_TIMEOUT,
-    OktyvError,
-    VariableResolutionError,
+    OktyvException,
 )
 from oktyv_nb.execution.backends import Backend, get_backend
+from oktyv_nb.execution.engine.calls import RecordView, call_kwargs, redacted
+from oktyv_nb.execution.engine.loop_workers import CANCEL_GRACE, LOOP_WORKER, LoopWorkers
+from oktyv_nb.execution.engine.rollback import compensate
 from oktyv_nb.execution.events import EventBus, EventKind
+from oktyv_nb.execution.outcome import RunConfig, RunOutcome
 from oktyv_nb.execution.records import (
     FAILED,
     FINAL,
@@ -78,71 +104,13 @@ from oktyv_nb.execution.records import (
     ErrorInfo,
     TaskRecord,
     error_from_exception,
-    utc_datetime,
 )
-from oktyv_nb.model.graph import Graph, TaskNode, is_async
-from oktyv_nb.model.variables import resolve
-from oktyv_nb.model.vault import Redactor, lookup_secrets
+from oktyv_nb.model.graph import Graph, TaskNode
+from oktyv_nb.model.vault import Redactor
 
-__all__ = ["Engine", "RunConfig", "RunOutcome"]
-
-FailureMode = Literal["continue", "stop", "rollback"]
-Strategy = Literal["dependencies", "levels"]
-LOOP_WORKER = "event-loop"
-CANCEL_GRACE = 1.0  # seconds given to cancelled async tools to unwind at the end of a run
-WORKER_SLICE = 0.005  # seconds a loop worker may run quick calls before yielding to the loop
+__all__ = ["Engine", "LevelGate"]
 
 perf = time.perf_counter
-
-
-@dataclass(frozen=True, slots=True)
-class RunConfig:
-    """How to run: concurrency bound, failure mode, whole-run ``timeout`` (seconds)."""
-
-    max_concurrent: int = 10
-    failure_mode: FailureMode = "continue"
-    timeout: float | None = None
-    strategy: Strategy = "dependencies"
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.max_concurrent, int) or self.max_concurrent < 1:
-            raise ValueError(f"max_concurrent must be an int >= 1, got {self.max_concurrent!r}")
-        if self.failure_mode not in ("continue", "stop", "rollback"):
-            raise ValueError(
-                f"failure_mode must be 'continue', 'stop' or 'rollback', got {self.failure_mode!r}"
-            )
-        if self.timeout is not None and not self.timeout > 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {self.timeout!r}")
-        if self.strategy not in ("dependencies", "levels"):
-            raise ValueError(
-                f"strategy must be 'dependencies' or 'levels', got {self.strategy!r}"
-            )
-
-
-@dataclass(slots=True)
-class RunOutcome:
-    """What a run leaves behind: the records and its clock anchors."""
-
-    execution_id: str
-    graph: Graph = field(repr=False)
-    config: RunConfig
-    records: dict[str, TaskRecord] = field(repr=False)
-    perf_start: float
-    wall_start: datetime
-    perf_end: float | None = None
-    backend: str = "asyncio"
-    interrupted: bool = False
-    redactor: Redactor = field(default_factory=Redactor, repr=False)
-
-    @property
-    def base(self) -> float:
-        """Add to a perf-counter time (seconds) to get Unix seconds."""
-        return self.wall_start.timestamp() - self.perf_start
-
-    def wall(self, t: float) -> datetime:
-        """The UTC datetime of perf-counter time ``t``, exactly as the JSON result has it
-        (the same float, turned into a datetime by the same converter)."""
-        return utc_datetime(self.base + t)
 
 
 class _Timeout(Exception):
@@ -161,18 +129,48 @@ class Attempt:
         self.start = start
         self.closed = False
         self.kwargs: dict[str, Any] | None = None
-        self.task: asyncio.Task[Any] | None = None
-        self.handle: Any = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[Any] | None = None  # the loop worker awaiting the call
+        self.handle: Any = None  # the backend's handle of the call
+        self.timer: asyncio.TimerHandle | None = None  # the attempt's timeout
 
     def __call__(
         self, ok: bool, value: Any, worker: str | None, retryable: bool = True
     ) -> None:
-        """The backend's ``done`` callback (and the engine's own, for async tools)."""
+        """The backend's ``done`` callback: report the call's outcome to the engine."""
         try:
             self.engine._attempt_done(self, ok, value, worker, retryable)
         except BaseException as exc:
             self.engine._crash(exc)
+
+
+class LevelGate:
+    """``strategy="levels"``: ready tasks of a later level wait until every task of the
+    earlier levels has finished."""
+
+    __slots__ = ("held", "left", "level")
+
+    def __init__(self, graph: Graph) -> None:
+        self.level = 0  # the level now running
+        self.held: list[list[TaskNode]] = [[] for _ in graph.levels]  # per level, waiting
+        self.left = [len(lv) for lv in graph.levels]  # per level, tasks not finished yet
+
+    def holds(self, node: TaskNode) -> bool:
+        """Keep ``node`` back when its level has not started yet (True: held)."""
+        if node.level > self.level:
+            self.held[node.level].append(node)
+            return True
+        return False
+
+    def finished(self, level: int, ready: list[tuple[int, int, int, TaskNode]]) -> None:
+        """A task of ``level`` finished: release the next levels into ``ready`` once theirs
+        are all done."""
+        self.left[level] -= 1
+        while self.level < len(self.left) and self.left[self.level] == 0:
+            self.level += 1
+            if self.level < len(self.held):
+                for node in self.held[self.level]:
+                    heapq.heappush(ready, (-node.priority, -node.chain, node.index, node))
+                self.held[self.level] = []
 
 
 class Engine:
@@ -189,8 +187,9 @@ class Engine:
         reuse: Mapping[str, TaskRecord] | None = None,
     ) -> None:
         self.graph = graph
-        self.config = config or RunConfig()
+        self.config = config = config or RunConfig()
         self.backend = get_backend(backend)
+        self.on_loop = bool(getattr(self.backend, "runs_coroutines_on_loop", False))
         self.vault = vault
         self.bus = bus if bus is not None else EventBus()
         self.dispatch = self.bus.dispatch  # kind -> subscriber(s) or None, kept up to date
@@ -199,28 +198,19 @@ class Engine:
         self.records = {tid: TaskRecord(tid, n.tool, n.level) for tid, n in nodes.items()}
         self.remaining = {tid: len(n.deps) for tid, n in nodes.items()}
         self.ready: list[tuple[int, int, int, TaskNode]] = []
-        self.open: dict[Attempt, None] = {}
+        self.running: dict[Attempt, None] = {}
         self.backoff: dict[str, asyncio.TimerHandle] = {}
+        self.gate = LevelGate(graph) if config.strategy == "levels" else None
         self.stopping: str | None = None
+        self.starting = False
         self.nfinished = 0
         self.total = len(nodes)
         self.succeeded: list[TaskRecord] = []  # in completion order, for rollback
         self.any_failed = False
         self.abandoned: list[asyncio.Task[Any]] = []
-        self.jobs: deque[Attempt] = deque()  # async calls waiting for a loop worker
-        self.idle: list[asyncio.Future[None]] = []  # loop workers waiting for a job
-        self.workers: set[asyncio.Task[None]] = set()
-        self.in_worker = False  # a loop worker is finishing a call and will take a job
-        self.coming = 0  # workers woken or started that have not looked at the jobs yet
-        self.closing = False
-        self.on_loop = bool(getattr(self.backend, "runs_coroutines_on_loop", False))
+        self.workers = LoopWorkers(self)
         self.redactor = Redactor()
-        self.pumping = False
-        levels = config.strategy == "levels" if config else False
-        self.by_level = levels
-        self.level = 0
-        self.parked: list[list[TaskNode]] = [[] for _ in graph.levels] if levels else []
-        self.level_left = [len(lv) for lv in graph.levels] if levels else []
+        self.view = RecordView(self.records, self.redactor)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.done: asyncio.Future[None] | None = None
         self.outcome: RunOutcome | None = None
@@ -235,7 +225,7 @@ class Engine:
         """
         if self.done is not None:
             raise RuntimeError("an Engine runs its graph once; make a new Engine to run again")
-        loop = self.loop = asyncio.get_running_loop()
+        loop = self.loop = self.workers.loop = asyncio.get_running_loop()
         opener = getattr(self.backend, "aopen", None)  # e.g. a Dask cluster starting up:
         if opener is not None:  # before the clock starts, without blocking the loop
             await opener(loop)
@@ -243,7 +233,7 @@ class Engine:
             self.backend.open(loop)
         self.done = loop.create_future()
         self.perf_start = perf()
-        self.outcome = RunOutcome(
+        self.outcome = self.view.outcome = RunOutcome(
             execution_id=str(uuid.uuid4()),
             graph=self.graph,
             config=self.config,
@@ -257,13 +247,13 @@ class Engine:
         try:
             self._emit("run_started", self.outcome)
             self._seed()
-            self._pump()
-            self._check()
+            self._fill_slots()
+            self._maybe_done()
             if self.config.timeout is not None and not self.done.done():
                 timer = loop.call_later(self.config.timeout, self._guarded, self._on_run_timeout)
             await asyncio.shield(self.done)
             if self.config.failure_mode == "rollback" and self.any_failed:
-                await self._rollback()
+                await compensate(self)
         except GeneratorExit:  # the coroutine is being closed unfinished: nothing may await
             self.interrupt()
             raise
@@ -315,9 +305,7 @@ class Engine:
         rec = self.records[node.id]
         rec.status = READY
         rec.ready_at = now
-        if self.by_level and node.level > self.level:
-            self.parked[node.level].append(node)
-        else:
+        if self.gate is None or not self.gate.holds(node):
             heapq.heappush(self.ready, (-node.priority, -node.chain, node.index, node))
         emit = self.dispatch["task_ready"]  # inlined here and below: three events per task
         if emit is not None:
@@ -326,40 +314,22 @@ class Engine:
             except Exception as exc:
                 self.bus.drop(emit, exc)
 
-    def _pump(self) -> None:
-        if self.pumping:  # a task that failed while starting: the outer loop goes on
+    def _fill_slots(self) -> None:
+        """Start ready tasks while concurrency slots are free and the run is not stopping."""
+        if self.starting:  # a task that failed while starting: the outer loop goes on
             return
-        self.pumping = True
+        self.starting = True
         ready = self.ready
-        open_ = self.open
+        running = self.running
         limit = self.config.max_concurrent
         try:
-            while ready and len(open_) < limit and self.stopping is None:
+            while ready and len(running) < limit and self.stopping is None:
                 self._start(heapq.heappop(ready)[3])
         finally:
-            self.pumping = False
-        jobs = self.jobs
-        if jobs and len(jobs) > self.coming + self.in_worker:  # someone must be woken
-            self._staff()
-
-    def _staff(self) -> None:
-        """Make sure a loop worker will take each queued async call.
-
-        A worker that is finishing a call (``in_worker``) takes the next job itself, so a
-        chain of quick async tools runs without a single task switch.
-        """
-        wanted = len(self.jobs) - self.coming - (1 if self.in_worker else 0)
-        idle = self.idle
-        while wanted > 0 and idle:
-            fut = idle.pop()
-            if not fut.done():
-                fut.set_result(None)
-                self.coming += 1
-                wanted -= 1
-        while wanted > 0:
-            self.workers.add(self.loop.create_task(self._worker()))  # type: ignore[union-attr]
-            self.coming += 1
-            wanted -= 1
+            self.starting = False
+        workers = self.workers
+        if workers.jobs and workers.needs_staff():
+            workers.staff()
 
     def _start(self, node: TaskNode) -> None:
         rec = self.records[node.id]
@@ -369,7 +339,7 @@ class Engine:
         if rec.start is None:
             rec.start = now
         att = Attempt(self, node, rec, now)
-        self.open[att] = None
+        self.running[att] = None
         emit = self.dispatch["task_started"]
         if emit is not None:
             try:
@@ -378,15 +348,19 @@ class Engine:
                 self.bus.drop(emit, exc)
         try:
             kwargs = (
-                self._arguments(node) if node.has_refs or node.vault is not None else node.params
+                call_kwargs(node, self.view, self.vault, self.redactor)
+                if node.has_refs or node.vault is not None else node.params
             )
-        except Exception as exc:  # bad reference or missing secret: never retried
-            self._attempt_done(att, False, _in_task(node.id, exc), None, retryable=False)
+        except OktyvException as exc:  # bad reference or missing secret: never retried
+            self._attempt_done(att, False, exc.in_task(node.id), None, retryable=False)
+            return
+        except Exception as exc:
+            self._attempt_done(att, False, exc, None, retryable=False)
             return
         try:
             if node.is_async and self.on_loop:
                 att.kwargs = kwargs
-                self.jobs.append(att)
+                self.workers.submit(att)
             else:
                 att.handle = self.backend.submit(node.fn, kwargs, att)
         except Exception as exc:  # the backend could not start the call
@@ -397,131 +371,6 @@ class Engine:
                 node.timeout, self._guarded, self._on_timeout, att
             )
 
-    async def _worker(self) -> None:
-        """A loop worker: runs queued async calls one after another, on the loop.
-
-        Reusing a few long-lived tasks instead of one task per call saves a task creation
-        and a trip through the loop per call; the tool still runs inside a real task, so
-        ``asyncio.current_task()`` and ``asyncio.timeout()`` work in it. A timeout or a halt
-        cancels the worker while it awaits the abandoned call; the worker then takes up the
-        next job. It yields to the loop at least every ``WORKER_SLICE`` seconds. Calls on
-        one worker share its context: a ``contextvars`` value a tool sets stays visible to
-        later calls on that worker (set them inside ``copy_context().run`` to keep them
-        private).
-        """
-        me = asyncio.current_task()
-        assert me is not None
-        jobs = self.jobs
-        last = perf()
-        self.coming -= 1  # started by _staff
-        while not self.closing:
-            if not jobs:
-                fut = self.loop.create_future()  # type: ignore[union-attr]
-                self.idle.append(fut)
-                try:
-                    await fut
-                except asyncio.CancelledError:
-                    if self.closing:
-                        return
-                    _uncancel(me)
-                if fut.done() and not fut.cancelled():
-                    self.coming -= 1  # woken by _staff
-                else:
-                    with contextlib.suppress(ValueError):
-                        self.idle.remove(fut)
-                last = perf()
-                continue
-            att = jobs.popleft()
-            if att.closed:  # halted before it started
-                continue
-            att.task = me
-            kwargs = att.kwargs
-            att.kwargs = None
-            retryable = True
-            try:
-                value = await att.node.fn(**kwargs)  # type: ignore[arg-type]
-                ok = True
-            except asyncio.CancelledError:
-                if att.closed or self.closing:  # our timeout or halt: go on with the next
-                    _uncancel(me)
-                    if self.closing:
-                        return
-                    continue
-                ok, retryable = False, False  # cancelled by the tool itself or by others
-                value = ErrorInfo(CANCELLED, f"Task {att.node.id} was cancelled")
-                _uncancel(me)
-            except (KeyboardInterrupt, SystemExit):  # landed in this tool: stop the run first
-                self.interrupt()
-                raise
-            except BaseException as exc:  # other BaseExceptions are errors, not retried
-                ok, value, retryable = False, exc, isinstance(exc, Exception)
-            att.task = None
-            if att.closed:  # finished after its timeout: the outcome is dropped
-                _uncancel(me)
-                continue
-            self.in_worker = True
-            try:
-                self._attempt_done(att, ok, value, LOOP_WORKER, retryable)
-            except BaseException as exc:  # an engine bug: end the run, never hang it
-                self._crash(exc)
-            finally:
-                self.in_worker = False
-            value = None
-            now = perf()
-            if now - last > WORKER_SLICE:  # let timers, I/O and displays run
-                await asyncio.sleep(0)
-                last = perf()
-
-    def _arguments(self, node: TaskNode) -> dict[str, Any]:
-        """The call's keyword arguments: params with references resolved, plus
-        ``credentials`` (the task's vault set) when it names one."""
-        kwargs = resolve(node.params, self._view) if node.has_refs else node.params
-        if node.vault is not None:
-            secrets = lookup_secrets(self.vault, node.vault, node.id)
-            self.redactor.add(secrets.values())
-            kwargs = {**kwargs, "credentials": secrets}
-        return kwargs
-
-    def _view(self, task_id: str) -> Callable[[str], Any]:
-        """A field getter over ``task_id``'s record in its JSON form (SPEC §5)."""
-        rec = self.records[task_id]
-        outcome = self.outcome
-
-        def field(name: str) -> Any:
-            if name == "result":
-                if rec.status != SUCCESS:
-                    raise VariableResolutionError(
-                        f"task {task_id} {rec.status if rec.status in FINAL else 'has not run'}"
-                        f"; it has no result to reference (use ${{{task_id}.status}} or "
-                        f"${{{task_id}.error.message}})",
-                        task_id=task_id,
-                    )
-                return rec.result
-            if name == "status":
-                return rec.status
-            if name == "taskId":
-                return task_id
-            if name == "duration":
-                return rec.duration * 1000.0
-            if name == "attempts":
-                return rec.attempts
-            if name == "error":
-                return self._error_dict(rec.error)
-            if name == "rollbackError":
-                return self._error_dict(rec.rollback_error)
-            if name in ("startTime", "endTime"):
-                t = rec.start if name == "startTime" else rec.end
-                return outcome.wall(t).isoformat() if (t is not None and outcome) else None
-            return {"rolledBack": rec.rolled_back, "reused": rec.reused}[name]
-
-        return field
-
-    def _error_dict(self, err: ErrorInfo | None) -> dict[str, Any] | None:
-        if err is None:
-            return None
-        d = err.to_dict()
-        return self.redactor.value(d) if self.redactor else d
-
     # ------------------------------------------------------------------ completion
     def _attempt_done(
         self, att: Attempt, ok: bool, value: Any, worker: str | None, retryable: bool = True
@@ -529,7 +378,7 @@ class Engine:
         if att.closed:
             return  # a late outcome of an abandoned attempt: dropped
         att.closed = True
-        del self.open[att]
+        del self.running[att]
         if att.timer is not None:
             att.timer.cancel()
         now = perf()
@@ -546,7 +395,7 @@ class Engine:
         else:
             err = value if isinstance(value, ErrorInfo) else error_from_exception(value)
             if self.redactor:  # records never hold a secret: subscribers see them live
-                err = _redacted(err, self.redactor)
+                err = redacted(err, self.redactor)
             outcome = _SPAN_OUTCOME.get(err.code, FAILED)
             rec.add_span(AttemptSpan(att.start, now, outcome, worker))
             rec.error = err
@@ -559,8 +408,8 @@ class Engine:
                 self._emit("task_retrying", rec, now)
             else:
                 self._finish(rec, FAILED, now)
-        self._pump()
-        self._check()
+        self._fill_slots()
+        self._maybe_done()
 
     def _retry(self, node: TaskNode) -> None:
         del self.backoff[node.id]
@@ -568,8 +417,8 @@ class Engine:
         rec.status = READY
         heapq.heappush(self.ready, (-node.priority, -node.chain, node.index, node))
         self._emit("task_ready", rec)
-        self._pump()
-        self._check()
+        self._fill_slots()
+        self._maybe_done()
 
     def _on_timeout(self, att: Attempt) -> None:
         node = att.node
@@ -578,9 +427,9 @@ class Engine:
             f"Task {node.id} timed out after {node.timeout:g} s (attempt {att.rec.attempts})",
         )
         self._abandon(att)
-        self._attempt_done(att, False, err, self._where(att))
+        self._attempt_done(att, False, err, self._worker_of(att))
 
-    def _where(self, att: Attempt) -> str | None:
+    def _worker_of(self, att: Attempt) -> str | None:
         """Where an attempt that is being abandoned ran, as far as the engine knows."""
         if att.node.is_async and self.on_loop:
             return LOOP_WORKER
@@ -591,7 +440,7 @@ class Engine:
         with contextlib.suppress(Exception):  # best effort: the loop may be closed
             if att.task is not None:  # a loop worker awaiting the call: it goes on
                 att.task.cancel()
-            elif att.handle is not None or not self.backend.runs_coroutines_on_loop:
+            elif att.handle is not None or not self.on_loop:
                 self.backend.abandon(att.handle)
 
     def _succeed(self, rec: TaskRecord, node: TaskNode, now: float) -> None:
@@ -600,8 +449,8 @@ class Engine:
         rec.end = now
         self.nfinished += 1
         self.succeeded.append(rec)
-        if self.by_level:
-            self._level_done(node.level)
+        if self.gate is not None:
+            self.gate.finished(node.level, self.ready)
         emit = self.dispatch["task_finished"]
         if emit is not None:
             try:
@@ -639,8 +488,8 @@ class Engine:
                 self.any_failed = True
                 if self.config.failure_mode != "continue" and self.stopping is None:
                     self.stopping = RUN_STOPPED
-            if self.by_level:
-                self._level_done(node.level)
+            if self.gate is not None:
+                self.gate.finished(node.level, self.ready)
             self._emit("task_finished", rec, now)
             if not propagate:
                 continue
@@ -676,17 +525,10 @@ class Engine:
                 rec.error = ErrorInfo(code, f"Task {tid}: {why} while it waited to retry")
             self._finish(rec, FAILED, now, propagate=False)
 
-    def _level_done(self, level: int) -> None:
-        self.level_left[level] -= 1
-        while self.level < len(self.level_left) and self.level_left[self.level] == 0:
-            self.level += 1
-            if self.level < len(self.parked):
-                for node in self.parked[self.level]:
-                    heapq.heappush(self.ready, (-node.priority, -node.chain, node.index, node))
-                self.parked[self.level] = []
-
-    def _check(self) -> None:
-        if self.stopping is not None and not self.open and self.nfinished < self.total:
+    def _maybe_done(self) -> None:
+        """Skip what can no longer start once a stopping run has nothing running; resolve
+        the run's ``done`` future once every task has its final record."""
+        if self.stopping is not None and not self.running and self.nfinished < self.total:
             self._skip_rest(self.stopping, "the run stopped after a failure")
         if self.nfinished == self.total and self.done is not None and not self.done.done():
             with contextlib.suppress(RuntimeError):  # a loop closed under an interrupt
@@ -698,7 +540,7 @@ class Engine:
         now = perf()
         if self.backoff:
             self._drop_backoffs(code, why, now)
-        running = {att.rec.task_id for att in self.open}
+        running = {att.rec.task_id for att in self.running}
         for rec in self.records.values():
             if rec.status in FINAL or rec.task_id in running:
                 continue
@@ -707,24 +549,24 @@ class Engine:
             self._finish(rec, SKIPPED, now, propagate=False)
 
     def _halt(self, code: str, why: str) -> None:
-        """Stop now: every open attempt fails with ``code`` (not retried; its dependents are
-        not blamed on it but skipped with ``code`` too), everything else is finished."""
+        """Stop now: every running attempt fails with ``code`` (not retried; its dependents
+        are not blamed on it but skipped with ``code`` too), everything else is finished."""
         self.stopping = code
         now = perf()
-        for att in list(self.open):
+        for att in list(self.running):
             self._abandon(att)
             att.closed = True
-            del self.open[att]
+            del self.running[att]
             if att.timer is not None:
                 att.timer.cancel()
             rec = att.rec
-            rec.worker = self._where(att)
+            rec.worker = self._worker_of(att)
             rec.add_span(AttemptSpan(att.start, now, _SPAN_OUTCOME.get(code, FAILED),
                                      rec.worker))
             rec.error = ErrorInfo(code, f"Task {rec.task_id}: {why}")
             self._finish(rec, FAILED, now, propagate=False)
         self._skip_rest(code, why)
-        self._check()
+        self._maybe_done()
 
     def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
         """Run a loop callback of the engine; an internal error ends the run, never hangs it."""
@@ -748,52 +590,6 @@ class Engine:
     def _on_run_timeout(self) -> None:
         self._halt(EXECUTION_TIMEOUT, f"the run timed out after {self.config.timeout:g} s")
 
-    # ------------------------------------------------------------------ rollback
-    async def _rollback(self) -> None:
-        """Compensate succeeded tasks that declare a rollback, last finished first."""
-        for rec in reversed(self.succeeded):
-            node = self.graph.nodes[rec.task_id]
-            if node.rollback is None or node.rollback_fn is None or rec.reused:
-                continue
-            try:
-                kwargs = resolve(node.rollback.params, self._view)
-                if node.vault is not None:
-                    secrets = lookup_secrets(self.vault, node.vault, node.id)
-                    kwargs = {**kwargs, "credentials": secrets}
-                await self._call(node.rollback_fn, kwargs, node.timeout)
-            except Exception as exc:
-                rec.rolled_back = False
-                err = error_from_exception(exc)
-                rec.rollback_error = _redacted(err, self.redactor) if self.redactor else err
-            else:
-                rec.rolled_back = True
-            self._emit("task_rolled_back", rec)
-
-    async def _call(
-        self, fn: Callable[..., Any], kwargs: dict[str, Any], timeout: float | None
-    ) -> Any:
-        """One call outside the scheduler (rollbacks), on the same backend; ``timeout`` in
-        seconds."""
-        loop = asyncio.get_running_loop()
-        handle = None
-        if is_async(fn) and self.on_loop:
-            aw = fn(**kwargs)
-        else:
-            fut: asyncio.Future[Any] = loop.create_future()
-
-            def done(ok: bool, value: Any, worker: str | None) -> None:
-                if not fut.done():
-                    (fut.set_result if ok else fut.set_exception)(value)
-
-            handle = self.backend.submit(fn, kwargs, done)
-            aw = fut
-        try:
-            return await asyncio.wait_for(aw, timeout)
-        except TimeoutError:
-            if handle is not None:
-                self.backend.abandon(handle)
-            raise _Timeout(f"rollback timed out after {timeout:g} s") from None
-
     # ------------------------------------------------------------------ plumbing
     def _emit(
         self, kind: EventKind, rec: TaskRecord | RunOutcome, now: float | None = None
@@ -803,15 +599,11 @@ class Engine:
             self.bus.emit(kind, rec, (perf() if now is None else now) - self.perf_start)
 
     async def _cleanup(self) -> None:
-        for att in list(self.open):  # only on internal errors: never leave a task behind
+        for att in list(self.running):  # only on internal errors: never leave a task behind
             self._abandon(att)
         for handle in self.backoff.values():
             handle.cancel()
-        self.closing = True
-        self.jobs.clear()
-        for w in self.workers:
-            w.cancel()
-        self.abandoned.extend(self.workers)
+        self.abandoned.extend(self.workers.close())
         pending = [t for t in self.abandoned if not t.done()]
         if pending:
             # interrupted again while unwinding: leave them cancelled
@@ -824,49 +616,22 @@ class Engine:
             await self.backend.aclose()
 
 
-def _uncancel(task: asyncio.Task[Any]) -> None:
-    """Withdraw the cancellation requests that were meant for one call, not the worker."""
-    while task.cancelling():
-        task.uncancel()
-
-
 _SPAN_OUTCOME = {TASK_TIMEOUT: "timeout", CANCELLED: "cancelled", EXECUTION_TIMEOUT: "timeout"}
-
-
-def _in_task(task_id: str, exc: Exception) -> Exception:
-    """``exc`` with its message naming ``task_id`` (for errors raised before the call)."""
-    if isinstance(exc, OktyvError) and not exc.message.startswith(f"Task {task_id}"):
-        exc.message = f"Task {task_id}: {exc.message}"
-        exc.args = (exc.message,)
-    return exc
-
-
-def _redacted(err: ErrorInfo, redactor: Redactor) -> ErrorInfo:
-    text = redactor.text
-    return ErrorInfo(
-        err.code, text(err.message), text(err.stack) if err.stack else err.stack, err.cause
-    )
-
-
-_FAILED_DEP = "Skipped: dependency "
-_BECAUSE = " because "
 
 
 def _skip_error(failed: TaskRecord) -> ErrorInfo:
     """The error of a task skipped because its dependency ``failed`` did not succeed.
 
-    ``cause`` is that dependency; the message also names the task whose failure started
-    the chain of skips (``Skipped: dependency B was skipped because A failed``), read off
-    the dependency's own skip message in O(1), since ids hold no spaces.
+    ``cause`` is that dependency; ``root`` (and the message) the task whose failure started
+    the chain of skips: ``Skipped: dependency B was skipped because A failed``.
     """
     dep = failed.task_id
     if failed.status == FAILED:
-        return ErrorInfo(DEPENDENCY_FAILED, f"{_FAILED_DEP}{dep} failed", cause=dep)
-    why = f"{_FAILED_DEP}{dep} was skipped"
+        return ErrorInfo(DEPENDENCY_FAILED, f"Skipped: dependency {dep} failed", cause=dep,
+                         root=dep)
     err = failed.error
-    if err is not None and err.code == DEPENDENCY_FAILED:
-        msg = err.message
-        root = (msg.rsplit(_BECAUSE, 1)[1] if _BECAUSE in msg
-                else msg[len(_FAILED_DEP):]).removesuffix(" failed")
-        why += f"{_BECAUSE}{root} failed"
-    return ErrorInfo(DEPENDENCY_FAILED, why, cause=dep)
+    root = err.root if err is not None and err.code == DEPENDENCY_FAILED else None
+    why = f"Skipped: dependency {dep} was skipped"
+    if root is not None:
+        why += f" because {root} failed"
+    return ErrorInfo(DEPENDENCY_FAILED, why, cause=dep, root=root)

@@ -33,7 +33,7 @@ import graphviz
 
 from oktyv_nb.errors import GraphvizNotFound
 from oktyv_nb.model.graph import Graph, critical_path
-from oktyv_nb.results.frame import skip_cause
+from oktyv_nb.results.stats import skip_cause
 
 if TYPE_CHECKING:
     from oktyv_nb.execution.engine import RunOutcome

@@ -28,7 +28,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from oktyv_nb.execution.records import SKIPPED, TaskRecord
-from oktyv_nb.results.frame import run_stats
+from oktyv_nb.results.stats import run_stats
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -1,0 +1,169 @@
+"""Loop workers: a few long-lived asyncio tasks that run the async tools' calls on the loop.
+
+Reusing a few tasks instead of creating one per call saves a task creation and a trip
+through the loop per call; the tool still runs inside a real task, so
+``asyncio.current_task()`` and ``asyncio.timeout()`` work in it.
+
+State (touched only on the loop's thread):
+
+``jobs``
+    attempts whose call waits for a worker, in order.
+``idle``
+    futures of the workers waiting for a job; :meth:`LoopWorkers.staff` resolves them.
+``workers``
+    every worker task of the run.
+``coming``
+    workers woken or started that have not looked at ``jobs`` yet.
+``in_worker``
+    True while a worker reports an outcome: it takes the next job itself afterwards, so a
+    chain of quick async tools runs without a single task switch.
+``closing``
+    set by :meth:`LoopWorkers.aclose`; workers then return.
+
+A timeout or a halt cancels the worker while it awaits the abandoned call; the worker
+withdraws that cancellation and takes up the next job. A worker yields to the loop at least
+every :data:`WORKER_SLICE` seconds. Calls on one worker share its context: a
+``contextvars`` value a tool sets stays visible to later calls on that worker (set them
+inside ``copy_context().run`` to keep them private).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from oktyv_nb.errors import CANCELLED
+from oktyv_nb.execution.records import ErrorInfo
+
+if TYPE_CHECKING:
+    from oktyv_nb.execution.engine.scheduler import Attempt, Engine
+
+__all__ = ["CANCEL_GRACE", "LOOP_WORKER", "WORKER_SLICE", "LoopWorkers"]
+
+LOOP_WORKER = "event-loop"  # the ``worker`` of a call run by a loop worker
+CANCEL_GRACE = 1.0  # seconds given to cancelled async tools to unwind at the end of a run
+WORKER_SLICE = 0.005  # seconds a loop worker may run quick calls before yielding to the loop
+
+perf = time.perf_counter
+
+
+class LoopWorkers:
+    """The loop workers of one run; :meth:`submit` queues an attempt's call."""
+
+    __slots__ = ("closing", "coming", "engine", "idle", "in_worker", "jobs", "loop", "workers")
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.jobs: deque[Attempt] = deque()
+        self.idle: list[asyncio.Future[None]] = []
+        self.workers: set[asyncio.Task[None]] = set()
+        self.in_worker = False
+        self.coming = 0
+        self.closing = False
+
+    def submit(self, att: Attempt) -> None:
+        """Queue ``att``'s call (``att.kwargs`` set); :meth:`staff` makes sure it is taken."""
+        self.jobs.append(att)
+
+    def needs_staff(self) -> bool:
+        """True when queued calls outnumber the workers about to take them."""
+        return len(self.jobs) > self.coming + self.in_worker
+
+    def staff(self) -> None:
+        """Make sure a loop worker will take each queued async call."""
+        wanted = len(self.jobs) - self.coming - (1 if self.in_worker else 0)
+        idle = self.idle
+        while wanted > 0 and idle:
+            fut = idle.pop()
+            if not fut.done():
+                fut.set_result(None)
+                self.coming += 1
+                wanted -= 1
+        while wanted > 0:
+            self.workers.add(self.loop.create_task(self._worker()))  # type: ignore[union-attr]
+            self.coming += 1
+            wanted -= 1
+
+    async def _worker(self) -> None:
+        """Run queued calls one after another until :attr:`closing`."""
+        me = asyncio.current_task()
+        assert me is not None
+        engine = self.engine
+        jobs = self.jobs
+        last = perf()
+        self.coming -= 1  # started by staff()
+        while not self.closing:
+            if not jobs:
+                fut = self.loop.create_future()  # type: ignore[union-attr]
+                self.idle.append(fut)
+                try:
+                    await fut
+                except asyncio.CancelledError:
+                    if self.closing:
+                        return
+                    _uncancel(me)
+                if fut.done() and not fut.cancelled():
+                    self.coming -= 1  # woken by staff()
+                else:
+                    with contextlib.suppress(ValueError):
+                        self.idle.remove(fut)
+                last = perf()
+                continue
+            att = jobs.popleft()
+            if att.closed:  # halted before it started
+                continue
+            att.task = me
+            kwargs = att.kwargs
+            att.kwargs = None
+            retryable = True
+            try:
+                value = await att.node.fn(**kwargs)  # type: ignore[arg-type]
+                ok = True
+            except asyncio.CancelledError:
+                if att.closed or self.closing:  # our timeout or halt: go on with the next
+                    _uncancel(me)
+                    if self.closing:
+                        return
+                    continue
+                ok, retryable = False, False  # cancelled by the tool itself or by others
+                value = ErrorInfo(CANCELLED, f"Task {att.node.id} was cancelled")
+                _uncancel(me)
+            except (KeyboardInterrupt, SystemExit):  # landed in this tool: stop the run first
+                engine.interrupt()
+                raise
+            except BaseException as exc:  # other BaseExceptions are errors, not retried
+                ok, value, retryable = False, exc, isinstance(exc, Exception)
+            att.task = None
+            if att.closed:  # finished after its timeout: the outcome is dropped
+                _uncancel(me)
+                continue
+            self.in_worker = True
+            try:
+                engine._attempt_done(att, ok, value, LOOP_WORKER, retryable)
+            except BaseException as exc:  # an engine bug: end the run, never hang it
+                engine._crash(exc)
+            finally:
+                self.in_worker = False
+            value = None
+            now = perf()
+            if now - last > WORKER_SLICE:  # let timers, I/O and displays run
+                await asyncio.sleep(0)
+                last = perf()
+
+    def close(self) -> list[asyncio.Task[None]]:
+        """Stop taking jobs and cancel every worker; returns the worker tasks."""
+        self.closing = True
+        self.jobs.clear()
+        for w in self.workers:
+            w.cancel()
+        return list(self.workers)
+
+
+def _uncancel(task: asyncio.Task[Any]) -> None:
+    """Withdraw the cancellation requests that were meant for one call, not the worker."""
+    while task.cancelling():
+        task.uncancel()

@@ -1,0 +1,87 @@
+"""The SPEC §3 result of a run, built from its records (no pandas).
+
+:func:`to_result` turns a :class:`~oktyv_nb.execution.outcome.RunOutcome` into the
+:class:`~oktyv_nb.model.schema.ExecutionResult` model (durations in milliseconds), secrets
+scrubbed. It reads the engine's records after the fact; nothing reaches back into the
+scheduler.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from oktyv_nb.execution.records import FAILED, SKIPPED, SUCCESS, ErrorInfo, utc_datetime
+from oktyv_nb.model.schema import (
+    DagInfo,
+    ExecutionResult,
+    Summary,
+    TaskError,
+    TaskResult,
+    trusted_edge,
+    trusted_task_result,
+)
+
+if TYPE_CHECKING:
+    from oktyv_nb.execution.outcome import RunOutcome
+
+__all__ = ["to_result"]
+
+
+def to_result(outcome: RunOutcome) -> ExecutionResult:
+    """The SPEC §3 result of a run, secrets scrubbed.
+
+    The engine's records already hold values of the result's field types, so the result is
+    assembled without validating them again (:func:`~oktyv_nb.models.trusted_task_result`);
+    ``ExecutionResult.model_validate_json(result.to_json())`` gives an equal result.
+    """
+    redact = outcome.redactor
+    base = outcome.clock_offset  # perf s -> Unix s (as RunOutcome.wall, for ${x.startTime})
+    tasks: dict[str, TaskResult] = {}
+    nsuccess = nfailed = nskipped = 0
+    end_perf = outcome.perf_end if outcome.perf_end is not None else outcome.perf_start
+    for tid, rec in outcome.records.items():
+        status = rec.status
+        start = rec.start
+        end = rec.end
+        if start is None:
+            start = end_perf
+        if end is None:
+            end = end_perf
+        result = None
+        if status == SUCCESS:
+            nsuccess += 1
+            result = redact.value(rec.result) if redact else rec.result
+        elif status == SKIPPED:
+            nskipped += 1
+        else:  # failed, or (only in a run that crashed) never finished
+            nfailed += 1
+            status = FAILED
+        tasks[tid] = trusted_task_result(
+            tid, status, (end - start) * 1000.0, utc_datetime(base + start),
+            utc_datetime(base + end), rec.attempts, result,
+            None if rec.error is None else _error(rec.error, redact),
+            rec.rolled_back,
+            None if rec.rollback_error is None else _error(rec.rollback_error, redact),
+            True if rec.reused else None,
+        )
+    status = "success" if not nfailed else ("partial" if nsuccess else "failure")
+    return ExecutionResult.model_construct(
+        execution_id=outcome.execution_id,
+        status=status,
+        start_time=outcome.wall_start,
+        end_time=utc_datetime(base + end_perf),
+        duration=(end_perf - outcome.perf_start) * 1000.0,
+        tasks=tasks,
+        summary=Summary.model_construct(
+            total=len(tasks), succeeded=nsuccess, failed=nfailed, skipped=nskipped
+        ),
+        dag=DagInfo.model_construct(
+            levels=[list(level) for level in outcome.graph.levels],
+            edges=[trusted_edge(a, b) for a, b in outcome.graph.edges()],
+        ),
+    )
+
+
+def _error(err: ErrorInfo, redact: Any) -> TaskError:
+    d = err.to_dict()
+    return TaskError.model_validate(redact.value(d) if redact else d)

@@ -1,0 +1,131 @@
+"""Timing statistics of a run (SPEC §7), in seconds (no pandas).
+
+:func:`run_stats` reads a run's records into a frozen :class:`RunStats`; :func:`skip_cause`
+names the dependency that made a task skip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from html import escape
+from typing import TYPE_CHECKING, Any
+
+from oktyv_nb.errors import DEPENDENCY_FAILED
+from oktyv_nb.execution.records import FAILED, SKIPPED, SUCCESS, TaskRecord
+from oktyv_nb.model.graph import critical_path
+
+if TYPE_CHECKING:
+    from oktyv_nb.execution.outcome import RunOutcome
+
+__all__ = ["RunStats", "run_stats", "skip_cause"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunStats:
+    """Timing statistics of a run, in seconds (SPEC §7).
+
+    ``speedup`` = work / makespan; ``efficiency`` = speedup / max_concurrent;
+    ``lower_bound_s`` = max(critical path, work / max_concurrent), the best any schedule
+    could do with these durations; ``bound_ratio`` = makespan / lower bound (1.0 is
+    perfect); ``avg_parallelism`` = mean number of tasks running over the makespan.
+    """
+
+    makespan_s: float
+    work_s: float
+    speedup: float
+    efficiency: float
+    critical_path: list[str]
+    critical_path_s: float
+    lower_bound_s: float
+    bound_ratio: float
+    avg_parallelism: float
+    max_concurrent: int
+    tasks: int
+    succeeded: int
+    failed: int
+    skipped: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a dict (``critical_path`` a fresh list)."""
+        return asdict(self)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>"
+            f"{escape(_fmt(v))}{escape(_UNITS.get(k, ''))}</td></tr>"
+            for k, v in self.to_dict().items()
+        )
+        return f"<table class='oktyv-stats'>{rows}</table>"
+
+    def __str__(self) -> str:
+        return "\n".join(
+            f"{k:>16}: {_fmt(v)}{_UNITS.get(k, '')}" for k, v in self.to_dict().items()
+        )
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{k}={v!r}" if not isinstance(v, float) else f"{k}={v:.4g}"
+            for k, v in self.to_dict().items()
+        )
+        return f"RunStats({fields})"
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # IPython's text display
+        p.text("RunStats\n" + str(self))
+
+
+_UNITS = {
+    "makespan_s": " s", "work_s": " s", "critical_path_s": " s", "lower_bound_s": " s",
+    "speedup": "×",
+}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return " → ".join(map(str, v)) if v else "—"
+    return str(v)
+
+
+def _div(a: float, b: float) -> float:
+    return a / b if b > 0 else float("nan")
+
+
+def run_stats(outcome: RunOutcome) -> RunStats:
+    """Makespan, work, speedup, critical path and bounds of a finished run."""
+    recs = outcome.records.values()
+    spans = [(s.start, s.end) for r in recs for s in r.spans]
+    durations = {r.task_id: r.duration for r in recs}
+    work = sum(durations.values())
+    busy = sum(e - s for s, e in spans)
+    makespan = max(e for _, e in spans) - min(s for s, _ in spans) if spans else 0.0
+    path, path_s = critical_path(outcome.graph, durations)
+    mc = outcome.config.max_concurrent
+    lower = max(path_s, work / mc)
+    counts = {SUCCESS: 0, FAILED: 0, SKIPPED: 0}
+    for r in recs:
+        if r.status in counts:
+            counts[r.status] += 1
+    return RunStats(
+        makespan_s=makespan,
+        work_s=work,
+        speedup=_div(work, makespan),
+        efficiency=_div(work, makespan) / mc if makespan > 0 else float("nan"),
+        critical_path=path,
+        critical_path_s=path_s,
+        lower_bound_s=lower,
+        bound_ratio=_div(makespan, lower),
+        avg_parallelism=_div(busy, makespan),
+        max_concurrent=mc,
+        tasks=len(outcome.records),
+        succeeded=counts[SUCCESS],
+        failed=counts[FAILED],
+        skipped=counts[SKIPPED],
+    )
+
+
+def skip_cause(rec: TaskRecord) -> str | None:
+    """The dependency whose failure or skip made ``rec`` skip, if any."""
+    if rec.status == SKIPPED and rec.error is not None and rec.error.code == DEPENDENCY_FAILED:
+        return rec.error.cause
+    return None
