@@ -49,6 +49,7 @@ from oktyv_nb.model.schema import (
 from oktyv_nb.model.tools import BUILTIN_TOOLS
 from oktyv_nb.model.variables import find_references, has_references
 from oktyv_nb.results.display import GRAPH_LIMIT
+from oktyv_nb.results.display.theme import STATUS_STYLE
 from oktyv_nb.results.run import reusable
 from oktyv_nb.units import check_seconds, ms_to_seconds, seconds_to_ms
 
@@ -735,7 +736,8 @@ class DAG:
             return {
                 "text/plain": text,
                 "text/html": f"<pre>{escape(text)}</pre>"
-                f"<p style='color:#c92a2a'><b>{type(exc).__name__}</b>: {escape(str(exc))}</p>",
+                f"<p style='color:{STATUS_STYLE['failed'][1]}'><b>{type(exc).__name__}</b>: "
+                f"{escape(str(exc))}</p>",
             }
         if len(graph) > GRAPH_LIMIT:  # dot would take long: the outline, and how to draw it
             note = f"{len(graph)} tasks: call dag.graph() or dag.save_graph(path) to draw it"

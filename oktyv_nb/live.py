@@ -39,13 +39,9 @@ from typing import TYPE_CHECKING, Any
 
 from oktyv_nb.errors import GraphvizNotFound
 from oktyv_nb.jupyter import in_notebook
-from oktyv_nb.results.display.render import (
-    STATUS_STYLE,
-    SvgTemplate,
-    build_digraph,
-    format_seconds,
-    to_svg,
-)
+from oktyv_nb.results.display.render import SvgTemplate, build_digraph, to_svg
+from oktyv_nb.results.display.theme import MUTED, STATUS_STYLE
+from oktyv_nb.units import format_seconds
 
 if TYPE_CHECKING:
     from oktyv_nb.execution.engine import RunOutcome
@@ -467,7 +463,7 @@ class LiveView:
             if not frame.final:
                 return ""
             return (
-                '<div style="font:12px Helvetica,Arial,sans-serif;color:#495057">'
+                f'<div style="font:12px Helvetica,Arial,sans-serif;color:{MUTED}">'
                 f"The graph of {len(self.graph.nodes)} tasks is not drawn here (laying it out "
                 "would take longer than the run did); <code>run.graph()</code> draws it.</div>"
             )
@@ -475,7 +471,8 @@ class LiveView:
             svg = self._svg(frame, how)
         except GraphvizNotFound as exc:
             return (
-                '<div style="font:12px Helvetica,Arial,sans-serif;color:#c92a2a">'
+                '<div style="font:12px Helvetica,Arial,sans-serif;'
+                f'color:{STATUS_STYLE["failed"][1]}">'
                 f"Graph not shown: {html.escape(str(exc))}</div>"
             )
         return f'<div style="overflow:auto;max-width:100%">{_strip_xml_header(svg)}</div>'

@@ -62,6 +62,15 @@ from oktyv_nb.model.registry import ToolTable, default_registry, resolve_tools
 from oktyv_nb.model.schema import TASK_ID_MAX, TASK_ID_PATTERN, RetryPolicyModel, TaskSpec
 from oktyv_nb.model.tools import BUILTIN_TOOLS
 from oktyv_nb.model.variables import REFERENCE, find_references, has_references
+from oktyv_nb.results.display.theme import (
+    FAINT,
+    GRID,
+    INK,
+    MUTED,
+    SHADE,
+    STATUS_STYLE,
+    status_colors,
+)
 
 if typing.TYPE_CHECKING:
     from oktyv_nb.execution.records import TaskRecord
@@ -80,32 +89,28 @@ _TASK_KEYWORDS = frozenset(
 )
 _ENGINE_PARAMS = frozenset({"credentials"})  # passed by the engine for tasks with a vault
 
-_ERR_COLOUR = "#c62828"
-_OK_COLOUR = "#2e7d32"
-_INFO_COLOUR = "#455a64"
-_STATUS_COLOURS = {
-    "success": ("#e8f5e9", "#1b5e20"),
-    "failed": ("#ffebee", "#b71c1c"),
-    "skipped": ("#eceff1", "#455a64"),
-}
+_ERR_COLOUR = STATUS_STYLE["failed"][1]
+_OK_COLOUR = STATUS_STYLE["success"][1]
+_INFO_COLOUR = MUTED
 _LABEL_WIDTH = "150px"
 _PAINT_INTERVAL = 0.1  # seconds between progress updates during a run
 _INPUT_WIDTH = "300px"
 
-_STYLE = """<style>
+_STYLE = ("""<style>
 .oktyv-builder { font-size: 13px; }
-.oktyv-builder .oktyv-head { margin: 2px 0 4px 0; color: #263238; }
+.oktyv-builder .oktyv-head { margin: 2px 0 4px 0; color: @INK; }
 .oktyv-builder .oktyv-invalid input, .oktyv-builder .oktyv-invalid textarea,
 .oktyv-builder .oktyv-invalid select, .oktyv-builder input.oktyv-invalid {
-  border-color: #c62828 !important; background: #fff6f6 !important; }
+  border-color: @ERR !important; background: #fff6f6 !important; }
 .oktyv-builder .oktyv-graph svg { max-width: 100%; height: auto; }
 .oktyv-builder .oktyv-export textarea { font-family: monospace; font-size: 12px; }
 .oktyv-builder table.oktyv-result { border-collapse: collapse; font-size: 12px; }
 .oktyv-builder table.oktyv-result th, .oktyv-builder table.oktyv-result td {
-  border-bottom: 1px solid #e0e0e0; padding: 3px 8px; text-align: left;
+  border-bottom: 1px solid @GRID; padding: 3px 8px; text-align: left;
   vertical-align: top; }
-.oktyv-builder table.oktyv-result th { background: #f5f5f5; }
-</style>"""
+.oktyv-builder table.oktyv-result th { background: @SHADE; }
+</style>""".replace("@INK", INK).replace("@ERR", _ERR_COLOUR)
+          .replace("@GRID", GRID).replace("@SHADE", SHADE))
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -316,11 +321,12 @@ class ParamField:
                 layout=W.Layout(width="52px", margin="0 0 0 6px"))
             self.ref_toggle.observe(self._toggled, "value")
             extras = [self.ref_input, self.ref_toggle]
-        req = ' <span style="color:#c62828" title="required">*</span>' if self.required else ""
+        req = (f' <span style="color:{_ERR_COLOUR}" title="required">*</span>'
+               if self.required else "")
         tip = type_text + (f" — {doc}" if doc else "")
         head = f"<b>{escape(name)}</b>{req}"
         if type_text:
-            head += f' <span style="color:#78909c;font-size:11px">{escape(type_text)}</span>'
+            head += f' <span style="color:{FAINT};font-size:11px">{escape(type_text)}</span>'
         self.row = _row(_label(head, tip), self.input, *extras, self.message)
 
     # -- values
@@ -753,7 +759,7 @@ class BuilderForm(W.VBox):
             _row(_label("<b>vault</b>", "secret set passed as credentials"),
                  self.vault_input, self.vault_msg),
             _row(self.add_button, self.status_msg),
-        ], layout=W.Layout(flex="1 1 auto", min_width="560px", border="1px solid #e0e0e0",
+        ], layout=W.Layout(flex="1 1 auto", min_width="560px", border=f"1px solid {GRID}",
                            padding="6px 10px"))
         graph = W.VBox([head("Graph"), self.graph_html],
                        layout=W.Layout(flex="1 1 320px", min_width="280px", margin="0 0 0 12px"))
@@ -819,7 +825,7 @@ class BuilderForm(W.VBox):
         if doc:
             desc += f"<br><i>{escape(doc)}</i>"
         self.tool_doc.value = (
-            f'<div style="margin:0 0 4px {_LABEL_WIDTH};color:#546e7a;font-size:12px">'
+            f'<div style="margin:0 0 4px {_LABEL_WIDTH};color:{MUTED};font-size:12px">'
             f"{desc}</div>" if desc else ""
         )
         self.extra_input.value = ""
@@ -829,7 +835,7 @@ class BuilderForm(W.VBox):
     def _layout_params(self) -> None:
         rows: list[W.Widget] = []
         if self.params:
-            rows.append(W.HTML(f'<div style="color:#546e7a;margin-left:{_LABEL_WIDTH}">'
+            rows.append(W.HTML(f'<div style="color:{MUTED};margin-left:{_LABEL_WIDTH}">'
                                "parameters (empty = the tool's default)</div>"))
             rows.extend(f.row for f in self.params.values())
         rows.append(self.extra_row)
@@ -859,7 +865,7 @@ class BuilderForm(W.VBox):
         n = len(self.dag.specs)
         name = escape(self.dag.name) if self.dag.name else "DAG builder"
         self.title_html.value = (
-            f'<h3 style="margin:4px 0">{name} <span style="color:#78909c;font-size:13px;'
+            f'<h3 style="margin:4px 0">{name} <span style="color:{FAINT};font-size:13px;'
             f'font-weight:normal">{n} task{"s" if n != 1 else ""}</span></h3>'
         )
 
@@ -1153,7 +1159,7 @@ class BuilderForm(W.VBox):
             _set_msg(self.status_msg, "info", "")
         implied = self._implied_deps()
         self.refs_html.value = (
-            f'<div style="margin-left:{_LABEL_WIDTH};color:#546e7a;font-size:12px">'
+            f'<div style="margin-left:{_LABEL_WIDTH};color:{MUTED};font-size:12px">'
             f"also after (from references): {escape(', '.join(implied))}</div>"
             if implied else ""
         )
@@ -1598,7 +1604,7 @@ def _result_html(run: Run) -> str:
         for c in cols:
             value = row[c]
             if c == "status":
-                bg, fg = _STATUS_COLOURS.get(str(value), ("#fff", "#000"))
+                bg, fg = status_colors(str(value))
                 cells.append(f'<td class="oktyv-status" style="background:{bg};color:{fg}">'
                              f"{escape(str(value))}</td>")
             else:

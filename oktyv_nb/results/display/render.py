@@ -33,7 +33,9 @@ import graphviz
 
 from oktyv_nb.errors import GraphvizNotFound
 from oktyv_nb.model.graph import Graph, critical_path
+from oktyv_nb.results.display.theme import FAINT, INK, MUTED, STATUS_STYLE, status_colors
 from oktyv_nb.results.stats import skip_cause
+from oktyv_nb.units import format_seconds
 
 if TYPE_CHECKING:
     from oktyv_nb.execution.engine import RunOutcome
@@ -54,43 +56,14 @@ __all__ = [
 #: Graphs with more tasks than this get compact labels (id only) unless ``compact`` is given.
 COMPACT_THRESHOLD = 100
 
-#: status -> (fill colour, border colour). Order = legend order.
-STATUS_STYLE: dict[str, tuple[str, str]] = {
-    "pending": ("#f8f9fa", "#adb5bd"),
-    "ready": ("#fff3bf", "#e0a800"),
-    "running": ("#a5d8ff", "#1c7ed6"),
-    "retrying": ("#ffd8a8", "#e8590c"),
-    "success": ("#b2f2bb", "#2f9e44"),
-    "failed": ("#ffa8a8", "#c92a2a"),
-    "skipped": ("#dee2e6", "#868e96"),
-}
-_PLAIN = ("#ffffff", "#495057")  # before a run: no status yet
-_CRITICAL = "#212529"
-_SKIP_EDGE = "#c92a2a"
-_EDGE = "#868e96"
-_MUTED = "#495057"
+_CRITICAL = INK
+_SKIP_EDGE = STATUS_STYLE["failed"][1]  # the failed dependency that made a task skip
+_EDGE = FAINT
 _MAX_LABEL = 48  # characters of an id or tool shown in a label; the tooltip has it all
 _FONT = "Helvetica,Arial,sans-serif"
 
 
 # ---------------------------------------------------------------------- helpers
-def format_seconds(s: float) -> str:
-    """A short human duration: ``850 µs``, ``12.3 ms``, ``1.24 s``, ``2 min 05 s``."""
-    if s != s or s < 0:  # NaN or negative: nothing sensible to show
-        return "—"
-    if s < 1e-3:
-        return f"{s * 1e6:.0f} µs"
-    if s < 1.0:
-        return f"{s * 1e3:.3g} ms"
-    if s < 60.0:
-        return f"{s:.3g} s"
-    m, sec = divmod(round(s), 60)
-    if m < 60:
-        return f"{m} min {sec:02d} s"
-    h, m = divmod(m, 60)
-    return f"{h} h {m:02d} min"
-
-
 def _short(text: str, limit: int = _MAX_LABEL) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -257,7 +230,7 @@ def _build(
             sub.attr(rank="same")
             sub.node(
                 f"#level{k}", f"level {k}", shape="plaintext", style="", fontsize="9",
-                fontcolor="#868e96", tooltip=f"level {k}: {len(level)} tasks",
+                fontcolor=FAINT, tooltip=f"level {k}: {len(level)} tasks",
                 margin="0", height="0.2",
             )
             for tid in level:
@@ -296,7 +269,7 @@ def _add_node(
 ) -> None:
     node = graph.nodes[tid]
     st = status.get(tid, "pending") if coloured else None
-    fill, border = STATUS_STYLE.get(st, STATUS_STYLE["pending"]) if st else _PLAIN
+    fill, border = STATUS_STYLE.get(st, STATUS_STYLE["pending"]) if st else status_colors(None)
     n_try = tries.get(tid, 0)
     max_try = node.retry.max_attempts
     attrs: dict[str, str] = {"fillcolor": fill, "color": border}
@@ -324,7 +297,7 @@ def _add_node(
 
 
 def _html_label(tid: str, tool: str, detail: str | None) -> str:
-    rows = [f"<b>{_h(tid)}</b>", f'<font point-size="9" color="{_MUTED}">{_h(tool)}</font>']
+    rows = [f"<b>{_h(tid)}</b>", f'<font point-size="9" color="{MUTED}">{_h(tool)}</font>']
     if detail:
         rows.append(detail)
     return "<" + "<br/>".join(rows) + ">"
@@ -355,7 +328,7 @@ def _detail(st: str | None, rec: TaskRecord | None, n_try: int, max_try: int) ->
         parts.append("rollback failed")
     if not parts:
         return None
-    colour = STATUS_STYLE.get(st, _PLAIN)[1]
+    colour = status_colors(st)[1]
     return f'<font point-size="9" color="{colour}">' + " · ".join(parts) + "</font>"
 
 
@@ -392,7 +365,7 @@ def _graph_label(
         if has_critical:
             summary += f", critical path {format_seconds(crit_s)}"
     rows.append(f'<tr><td align="left">{head}'
-                f'<font point-size="10" color="{_MUTED}">{html.escape(summary)}</font></td></tr>')
+                f'<font point-size="10" color="{MUTED}">{html.escape(summary)}</font></td></tr>')
     if legend and coloured:
         cells = []
         for st, (fill, border) in STATUS_STYLE.items():

@@ -28,6 +28,15 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from oktyv_nb.execution.records import SKIPPED, TaskRecord
+from oktyv_nb.results.display.theme import (
+    ACCENT,
+    FAINT,
+    GRID,
+    INK,
+    MUTED,
+    OUTCOME_COLORS,
+    SHADE,
+)
 from oktyv_nb.results.stats import run_stats
 
 if TYPE_CHECKING:
@@ -39,17 +48,10 @@ __all__ = ["OUTCOME_COLORS", "TimelineFigure", "timeline"]
 
 GroupBy = Literal["task", "worker", "level"]
 
-#: attempt outcome -> (fill, edge)
-OUTCOME_COLORS: dict[str, tuple[str, str]] = {
-    "success": ("#69db7c", "#2b8a3e"),
-    "failed": ("#ff8787", "#c92a2a"),
-    "timeout": ("#ffc078", "#d9480f"),
-    "cancelled": ("#b197fc", "#5f3dc4"),
-}
-_OTHER = ("#ced4da", "#495057")
-_CRITICAL = "#212529"
-_SKIP = "#868e96"
-_BACKOFF = "#495057"
+_OTHER = ("#ced4da", MUTED)  # an outcome without a colour of its own
+_CRITICAL = INK
+_SKIP = FAINT
+_BACKOFF = MUTED
 _BAR = 0.62  # bar height in row units
 _MAX_LABELLED_ROWS = 80  # more rows than this: no tick labels
 _MAX_BAR_TEXT = 400  # more bars than this: no text inside bars
@@ -193,7 +195,7 @@ def timeline(
         summary += f" · critical path {stats.critical_path_s:.3g} s"
     if outcome.interrupted:
         summary += " · interrupted"
-    ax.set_title(summary, loc="right", fontsize=8.5, color="#495057")
+    ax.set_title(summary, loc="right", fontsize=8.5, color=MUTED)
     _legend(ax, bars, skips, reused, gaps, critical)
     return fig
 
@@ -293,13 +295,13 @@ def _draw(
             for a, b in bands[1::2]
         ]
         ax.add_collection(PolyCollection(
-            shade, transform=ax.get_yaxis_transform(), facecolors="#f1f3f5",
+            shade, transform=ax.get_yaxis_transform(), facecolors=SHADE,
             edgecolors="none", zorder=0, gid="bands",
         ))
     if group_by == "task" and 1 < len(bands) <= 40:  # name the level bands
         for a, _b in bands:
             ax.text(0.997, a - 0.47, rows[a].group, transform=ax.get_yaxis_transform(),
-                    ha="right", va="top", fontsize=6.5, color="#868e96", zorder=1)
+                    ha="right", va="top", fontsize=6.5, color=FAINT, zorder=1)
     thin = len(bars) > _MAX_BAR_TEXT  # many small bars: thinner outlines
     for (outcome, crit), items in _by_style(bars).items():
         fill, edge = OUTCOME_COLORS.get(outcome, _OTHER)
@@ -334,7 +336,7 @@ def _draw(
                     continue
                 text, x, ha = text[: keep - 1] + "…", (a + b) / 2, "center"
             ax.text(
-                x, i, text, ha=ha, va="center", fontsize=7.5, color="#212529", zorder=4,
+                x, i, text, ha=ha, va="center", fontsize=7.5, color=INK, zorder=4,
                 clip_on=True,
                 bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none", "alpha": 0.75},
             )
@@ -349,7 +351,7 @@ def _draw(
                    color=_SKIP, edgecolors="white", linewidths=0.5, zorder=5, gid="skipped")
     if reused:
         ax.scatter([t for _, t in reused], [i for i, _ in reused], marker="D", s=34,
-                   facecolors="white", edgecolors="#1c7ed6", linewidths=1.4, zorder=5,
+                   facecolors="white", edgecolors=ACCENT, linewidths=1.4, zorder=5,
                    gid="reused")
     if len(notes) <= _MAX_BAR_TEXT:
         for i, t, text in notes:
@@ -375,7 +377,7 @@ def _draw(
         ax.set_yticks([])
         ax.set_ylabel(f"{n} rows")
     ax.tick_params(axis="y", length=0)
-    ax.grid(axis="x", color="#dee2e6", lw=0.7, zorder=0)
+    ax.grid(axis="x", color=GRID, lw=0.7, zorder=0)
     ax.set_axisbelow(True)
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
@@ -415,7 +417,7 @@ def _legend(
                               markeredgecolor="white", label="skipped"))
     if reused:
         handles.append(Line2D([], [], ls="", marker="D", ms=6, markerfacecolor="white",
-                              markeredgecolor="#1c7ed6", label="reused"))
+                              markeredgecolor=ACCENT, label="reused"))
     if handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
                   fontsize=8, frameon=False, borderaxespad=0.0)
