@@ -11,11 +11,19 @@ from typing import Any
 
 import pytest
 
+from oktyv_nb.results.display.theme import STATUS_STYLE
+
 pytestmark = pytest.mark.browser
 
 WIDGETS_TIMEOUT = 90_000  # ms: kernel start + notebook execution on a busy machine
 STEP_TIMEOUT = 30_000  # ms
 
+
+
+def _rgb(hex_colour: str) -> str:
+    """``#c92a2a`` as the browser's computed style writes it: ``rgb(201, 42, 42)``."""
+    r, g, b = (int(hex_colour[k:k + 2], 16) for k in (1, 3, 5))
+    return f"rgb({r}, {g}, {b})"
 
 def _open(browser: Any, url: str) -> Any:
     page = browser.new_page(viewport={"width": 1400, "height": 1500})
@@ -65,7 +73,7 @@ def test_add_two_tasks_run_and_read_the_table(voila_url: str, browser: Any) -> N
     page.locator(".oktyv-id input").fill("first")
     msg = page.locator(".oktyv-msg.oktyv-error", has_text="Duplicate task ID: first")
     msg.wait_for(timeout=STEP_TIMEOUT)
-    assert "rgb(198, 40, 40)" in msg.evaluate("e => getComputedStyle(e).color")
+    assert _rgb(STATUS_STYLE["failed"][1]) in msg.evaluate("e => getComputedStyle(e).color")
     page.locator(".oktyv-tool select").select_option(label="total")
     values = page.locator(".oktyv-param-values textarea")
     values.wait_for(timeout=STEP_TIMEOUT)
