@@ -489,3 +489,13 @@ def test_format_seconds() -> None:
     assert fs(125) == "2 min 05 s"
     assert fs(3 * 3600 + 60) == "3 h 01 min"
     assert fs(float("nan")) == "—"
+
+
+def test_a_graph_reads_as_its_summary_in_text() -> None:
+    dag = ok.DAG(name="pipe").task("a", "sleep", seconds=0.01).task(
+        "b", "sleep", seconds=0.01, after="a")
+    assert repr(dag.graph()) == "<graph pipe: 2 tasks, 2 levels>"
+    text = repr(dag.run(live=False).graph())
+    assert text.startswith("<graph pipe: 2 tasks, 2 levels — 2 success; makespan ")
+    assert text.endswith("(a → b)>") and "critical path" in text
+    assert "0x" not in text

@@ -232,6 +232,31 @@ def test_stats_with_one_slot_are_bounded_by_work() -> None:
     assert st.bound_ratio == pytest.approx(st.makespan_s / st.work_s)
 
 
+def test_a_retry_backoff_is_not_work() -> None:
+    # One slot: a task fails, waits 0.4 s of backoff holding no slot, then succeeds; another
+    # task runs meanwhile. Counting the backoff as work reported a speedup above 1 and a
+    # makespan below its own "lower bound".
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        time.sleep(0.05)
+        if len(calls) == 1:
+            raise RuntimeError("first attempt fails")
+        return "ok"
+
+    dag = (ok.DAG(max_concurrent=1)
+           .task("f", flaky, retry=ok.RetryPolicy(2, "linear", 0.4))
+           .task("g", "sleep", seconds=0.2))
+    run = dag.run(live=False)
+    st = run.stats
+    busy = sum(s.end - s.start for r in run.records.values() for s in r.spans)
+    assert st.work_s == pytest.approx(busy)
+    assert st.work_s < 0.2 + 2 * 0.05 + SLACK  # the 0.4 s backoff is not in it
+    assert st.speedup <= 1.0 + 1e-9, st
+    assert st.bound_ratio >= 1.0 - 1e-9, st
+
+
 def test_stats_object() -> None:
     st = _diamond(4).run(live=False).stats
     with pytest.raises(dataclasses.FrozenInstanceError):

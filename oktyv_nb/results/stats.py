@@ -24,10 +24,19 @@ __all__ = ["RunStats", "run_stats", "skip_cause"]
 class RunStats:
     """Timing statistics of a run, in seconds (SPEC §7).
 
-    ``speedup`` = work / makespan; ``efficiency`` = speedup / max_concurrent;
-    ``lower_bound_s`` = max(critical path, work / max_concurrent), the best any schedule
-    could do with these durations; ``bound_ratio`` = makespan / lower bound (1.0 is
-    perfect); ``avg_parallelism`` = mean number of tasks running over the makespan.
+    * ``makespan_s``: first attempt's start to last attempt's end.
+    * ``work_s``: busy time, the sum of every attempt's duration. A retry's backoff is not
+      work: the task holds no slot while it waits.
+    * ``speedup`` = work / makespan: how many attempts ran at once on average, which is the
+      gain over a serial run only when the tools do not share a core (threads running
+      pure-Python code under the GIL do; ``backend="processes"`` does not).
+    * ``efficiency`` = speedup / max_concurrent.
+    * ``critical_path`` / ``critical_path_s``: the chain of dependencies with the longest sum
+      of task durations (first start to end, so a chain's backoffs count: they delay it).
+    * ``lower_bound_s`` = max(critical path, work / max_concurrent): no schedule of these
+      durations could finish sooner. ``bound_ratio`` = makespan / lower bound (1.0 is perfect).
+    * ``avg_parallelism``: the same as ``speedup`` (busy time over the makespan), kept for
+      the name it has in scheduling texts.
     """
 
     makespan_s: float
@@ -96,8 +105,7 @@ def run_stats(outcome: RunOutcome) -> RunStats:
     recs = outcome.records.values()
     spans = [(s.start, s.end) for r in recs for s in r.spans]
     durations = {r.task_id: r.duration for r in recs}
-    work = sum(durations.values())
-    busy = sum(e - s for s, e in spans)
+    work = sum(e - s for s, e in spans)
     makespan = max(e for _, e in spans) - min(s for s, _ in spans) if spans else 0.0
     path, path_s = critical_path(outcome.graph, durations)
     mc = outcome.config.max_concurrent
@@ -115,7 +123,7 @@ def run_stats(outcome: RunOutcome) -> RunStats:
         critical_path_s=path_s,
         lower_bound_s=lower,
         bound_ratio=_div(makespan, lower),
-        avg_parallelism=_div(busy, makespan),
+        avg_parallelism=_div(work, makespan),
         max_concurrent=mc,
         tasks=len(outcome.records),
         succeeded=counts[SUCCESS],

@@ -102,7 +102,17 @@ def _node_name(name: str) -> str:
 # ---------------------------------------------------------------------- the graph
 class DagDigraph(graphviz.Digraph):
     """A ``graphviz.Digraph`` whose notebook display, without the ``dot`` program, shows the
-    DOT text and the install hint instead of raising (SPEC §11)."""
+    DOT text and the install hint instead of raising (SPEC §11). Its text form (``repr``,
+    and what a notebook stores beside the picture) is the one-line summary, not an address."""
+
+    #: ``title: 5 tasks, 3 levels — 5 success; makespan …, critical path a → c → e``
+    summary: str = ""
+
+    def __repr__(self) -> str:
+        return f"<graph {self.summary}>" if self.summary else super().__repr__()
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # IPython's text/plain
+        p.text(repr(self))
 
     def _repr_mimebundle_(
         self, include: Any = None, exclude: Any = None, **kwargs: Any
@@ -179,6 +189,7 @@ def _build(
     crit_nodes: set[str] = set()
     crit_edges: set[tuple[str, str]] = set()
     crit_s = 0.0
+    path: list[str] = []
     if show_critical and outcome is not None and records:
         durations = {tid: r.duration for tid, r in records.items() if tid in graph.nodes}
         if any(d > 0 for d in durations.values()):
@@ -239,6 +250,9 @@ def _build(
     for k in range(1, len(graph.levels)):
         dot.edge(f"#level{k - 1}", f"#level{k}", style="invis")
 
+    dot.summary = f"{title or 'dag'}: " + summary_text(
+        graph, outcome, status, crit_s if crit_nodes else None
+    ) + (f" ({' → '.join(path)})" if crit_nodes else "")
     for dep, tid in graph.edges():
         attrs: dict[str, str] = {}
         if (dep, tid) in crit_edges:
@@ -332,6 +346,35 @@ def _detail(st: str | None, rec: TaskRecord | None, n_try: int, max_try: int) ->
     return f'<font point-size="9" color="{colour}">' + " · ".join(parts) + "</font>"
 
 
+def summary_text(
+    graph: Graph,
+    outcome: RunOutcome | None,
+    status: Mapping[str, str],
+    critical_s: float | None,
+) -> str:
+    """The one-line summary a graph picture is headed by, and its plain-text form: tasks and
+    levels, the count of each status, the makespan and critical path (seconds)."""
+    n = len(graph.nodes)
+    summary = f"{n} task{'s' if n != 1 else ''}, {len(graph.levels)} level" + (
+        "s" if len(graph.levels) != 1 else ""
+    )
+    if status:
+        counts: dict[str, int] = {}
+        for st in status.values():
+            counts[st] = counts.get(st, 0) + 1
+        summary += " — " + ", ".join(
+            f"{counts[s]} {s}" for s in STATUS_STYLE if counts.get(s)
+        )
+    if outcome is not None and outcome.perf_end is not None:
+        spans = [(s.start, s.end) for r in outcome.records.values() for s in r.spans]
+        if spans:
+            makespan = max(e for _, e in spans) - min(s for s, _ in spans)
+            summary += f"; makespan {format_seconds(makespan)}"
+        if critical_s is not None:
+            summary += f", critical path {format_seconds(critical_s)}"
+    return summary
+
+
 def _graph_label(
     title: str | None,
     graph: Graph,
@@ -346,24 +389,8 @@ def _graph_label(
 ) -> str | None:
     rows: list[str] = []
     head = f"<b>{_h(title, 80)}</b>  " if title else ""
-    n = len(graph.nodes)
-    summary = f"{n} task{'s' if n != 1 else ''}, {len(graph.levels)} level" + (
-        "s" if len(graph.levels) != 1 else ""
-    )
-    if coloured and status:
-        counts: dict[str, int] = {}
-        for st in status.values():
-            counts[st] = counts.get(st, 0) + 1
-        summary += " — " + ", ".join(
-            f"{counts[s]} {s}" for s in STATUS_STYLE if counts.get(s)
-        )
-    if outcome is not None and outcome.perf_end is not None:
-        spans = [(s.start, s.end) for r in outcome.records.values() for s in r.spans]
-        if spans:
-            makespan = max(e for _, e in spans) - min(s for s, _ in spans)
-            summary += f"; makespan {format_seconds(makespan)}"
-        if has_critical:
-            summary += f", critical path {format_seconds(crit_s)}"
+    summary = summary_text(graph, outcome, status if coloured else {},
+                           crit_s if has_critical else None)
     rows.append(f'<tr><td align="left">{head}'
                 f'<font point-size="10" color="{MUTED}">{html.escape(summary)}</font></td></tr>')
     if legend and coloured:
