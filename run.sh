@@ -2,7 +2,9 @@
 # One entry point for a fresh machine: installs what is missing, then runs the chosen job.
 #
 #   bash run.sh demo    # set up, then run the main job: a real DAG, its DataFrame, pictures in out/
-#   bash run.sh test    # set up, then run every test (library, notebooks, real browser)
+#   bash run.sh test    # set up, then run every test (library, notebooks, real browser), then
+#                       # the library tests again on Python 3.12 and 3.13 where installed
+#                       # (OKTYV_OTHER_PYTHONS="3.13" picks others, "" none)
 #   bash run.sh lab     # set up, then open JupyterLab on notebooks/
 #   bash run.sh bench   # set up, then run the benchmark suite (writes bench/RESULTS.md)
 #   bash run.sh setup   # only set up
@@ -37,19 +39,43 @@ apt_install() {  # apt_install <command-that-must-exist> <package>...
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 }
 
-setup_venv() {
-  local stamp=.venv/.oktyv-stamp want
+setup_venv() {  # setup_venv [python] [venv-dir]
+  local py="${1:-$PY}" venv="${2:-.venv}" stamp want
+  stamp="$venv/.oktyv-stamp"
   want=$(cat pyproject.toml ci/constraints.txt | sha256sum | cut -c1-16)
-  if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     return 0
   fi
-  echo "==> creating .venv and installing oktyv_nb with pinned dependencies"
-  [ -x .venv/bin/python ] || "$PY" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -c ci/constraints.txt -e '.[dev]'
+  echo "==> creating $venv ($("$py" --version)) and installing oktyv_nb with pinned dependencies"
+  [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -q -c ci/constraints.txt -e '.[dev]'
   # A kernelspec inside the venv, so notebooks, nbval and Voila run this venv's Python.
-  .venv/bin/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (oktyv_nb)" >/dev/null
+  "$venv/bin/python" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (oktyv_nb)" >/dev/null
   echo "$want" > "$stamp"
+}
+
+find_python() {  # find_python 3.12: the path of that Python (pyenv's, else on PATH), or fail
+  local v="$1" p
+  for p in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python"$v" "$(command -v "python$v" || true)"; do
+    [ -n "$p" ] && [ -x "$p" ] && "$p" -c 'import sys' >/dev/null 2>&1 && { echo "$p"; return 0; }
+  done
+  return 1
+}
+
+other_pythons() {  # the library tests on the other supported Pythons this machine has
+  local v py status=0
+  for v in ${OKTYV_OTHER_PYTHONS-3.12 3.13}; do
+    if ! py=$(find_python "$v"); then
+      echo "==> Python $v is not installed here: its library tests are not run"
+      continue
+    fi
+    setup_venv "$py" ".venv-$v"
+    echo "==> library tests on Python $v"
+    ".venv-$v/bin/python" -m pytest tests -m "not browser and not kernel" -p no:cacheprovider -q \
+      || status=1
+  done
+  return "$status"
 }
 
 case "$job" in
@@ -63,9 +89,12 @@ case "$job" in
   test)
     apt_install dot graphviz chromium chromium
     setup_venv
-    exec .venv/bin/python -m pytest tests notebooks \
+    status=0
+    .venv/bin/python -m pytest tests notebooks \
       --nbval --nbval-current-env --nbval-sanitize-with ci/nbval_sanitize.cfg \
-      -p no:cacheprovider "$@" ;;
+      -p no:cacheprovider "$@" || status=$?
+    other_pythons || status=1
+    exit "$status" ;;
   lab)
     apt_install dot graphviz
     setup_venv
