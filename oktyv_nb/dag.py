@@ -34,6 +34,7 @@ from oktyv_nb.execution.events import Subscriber
 from oktyv_nb.execution.records import TaskRecord
 from oktyv_nb.jupyter import in_notebook, run_sync
 from oktyv_nb.model.graph import Graph, RetryPolicy, build_graph
+from oktyv_nb.model.params import check_params
 from oktyv_nb.model.registry import ToolRegistry, default_registry, resolve_tools
 from oktyv_nb.model.schema import (
     TASK_ID_MAX,
@@ -256,9 +257,12 @@ class DAG:
                 )
         deps = self._check_after(after, task_id)
         self._check_references(params, task_id)
+        tool_name = self._tool_name(tool, task_id)
+        if callable(tool):  # a name is checked when the graph is built, once it resolves
+            check_params(tool, tool_name, params, task_id, has_vault=vault is not None)
         spec = TaskSpec(
             id=task_id,
-            tool=self._tool_name(tool, task_id),
+            tool=tool_name,
             params=params,
             depends_on=deps,
             priority=priority,

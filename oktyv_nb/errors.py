@@ -12,6 +12,7 @@ One tree, one root; every class carries a machine-readable ``code`` (the record'
     │   ├── MissingDependencyError          a dependency or ${ref} to an unknown id
     │   ├── CircularDependencyError         a cycle (.cycle, first == last)
     │   ├── ToolNotFoundError               an unknown tool name (.suggestions)
+    │   ├── InvalidParamsError              params the tool's signature cannot take
     │   ├── VariableResolutionError         a malformed ${ref}, or (in a record) a path
     │   │                                   that does not exist
     │   └── VaultNotFoundError              (in a record) a secret set the vault lacks
@@ -47,6 +48,7 @@ __all__ = [
     "DuplicateTaskError",
     "GraphvizNotFound",
     "InvalidOptionError",
+    "InvalidParamsError",
     "MissingDependencyError",
     "OktyvError",
     "OktyvException",
@@ -163,6 +165,42 @@ class ToolNotFoundError(OktyvError):
         self.tool = tool
         self.suggestions = suggestions or []
         self.rollback = rollback
+
+
+class InvalidParamsError(OktyvError):
+    """A task's params do not fit its tool's signature: a name it has no parameter for
+    (``.unknown``, with ``.suggestions``) or a required parameter not given (``.missing``)."""
+
+    code = "INVALID_PARAMS"
+
+    def __init__(
+        self,
+        tool: str,
+        *,
+        task_id: str | None = None,
+        unknown: list[str] | None = None,
+        missing: list[str] | None = None,
+        suggestions: dict[str, list[str]] | None = None,
+        accepted: list[str] | None = None,
+    ) -> None:
+        self.tool = tool
+        self.unknown = unknown or []
+        self.missing = missing or []
+        self.suggestions = suggestions or {}
+        parts: list[str] = []
+        for name in self.unknown:
+            close = self.suggestions.get(name)
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            parts.append(f"tool {tool!r} has no parameter {name!r}{hint}")
+        if self.missing:
+            names = ", ".join(map(repr, self.missing))
+            parts.append(f"tool {tool!r} needs {names}, not given")
+        text = "; ".join(parts)
+        if self.unknown and accepted is not None:
+            text += f"; it takes {', '.join(accepted) if accepted else 'no parameters'}"
+        super().__init__(text)
+        if task_id:
+            self.in_task(task_id)
 
 
 class VariableResolutionError(OktyvError):

@@ -767,7 +767,7 @@ def test_dag_mimebundle_renders_the_graph_or_the_error() -> None:
 
 
 def test_run_reprs() -> None:
-    dag = ok.DAG("shop").task("a", echo).task("b", tsleep, bad=1)
+    dag = ok.DAG("shop").task("a", echo).task("b", tsleep, seconds="not a number")
     run = dag.run(live=False)
     assert repr(run).startswith("<Run 'shop' partial: 1 succeeded, 1 failed, 0 skipped of 2 in ")
     html = run._repr_html_()

@@ -367,3 +367,60 @@ def test_implied_dependency_is_added_once() -> None:
     assert graph.nodes["B"].deps == ("A",)
     assert graph.edges() == [("A", "B")]
     assert graph.levels == [["A"], ["B"]]
+
+
+# ----------------------------------------------------------------- params against signatures
+def work(name: str, n: int = 1) -> str:
+    return name * n
+
+
+def test_a_misspelt_param_fails_when_the_task_is_added() -> None:
+    with pytest.raises(ok.InvalidParamsError) as info:
+        ok.DAG().task("a", work, nmae="x")
+    err = info.value
+    assert isinstance(err, ok.OktyvError) and err.code == "INVALID_PARAMS"
+    assert err.task_id == "a" and err.unknown == ["nmae"] and err.missing == ["name"]
+    assert str(err) == (
+        "Task a: tool 'work' has no parameter 'nmae' (did you mean 'name'?); tool 'work' "
+        "needs 'name', not given; it takes n, name"
+    )
+
+
+def test_a_tool_named_is_checked_when_the_graph_is_built() -> None:
+    dag = ok.DAG(tools={"work": work}).task("a", "work", name="x", count=2)
+    with pytest.raises(ok.InvalidParamsError, match="Task a: tool 'work' has no parameter 'count'"):
+        dag.validate()
+
+
+def test_a_request_with_bad_params_is_invalid_params() -> None:
+    bad = req(t("a", "work", params={"name": "x"}), t("b", "work", params={"nme": "y"}))
+    with pytest.raises(ok.InvalidParamsError) as info:
+        ok.execute_request(bad, tools={"work": work})
+    assert info.value.task_id == "b" and info.value.suggestions == {"nme": ["name"]}
+    # the rollback's params are checked against the rollback tool too
+    rb = req(t("a", "work", params={"name": "x"},
+               rollback={"tool": "work", "params": {"nam": "x"}}))
+    with pytest.raises(ok.InvalidParamsError, match="Task a: tool 'work' has no parameter 'nam'"):
+        ok.execute_request(rb, tools={"work": work})
+
+
+def test_structural_errors_come_before_param_errors() -> None:
+    cyclic = req(t("a", "work", params={"zzz": 1}, dependsOn=["b"]),
+                 t("b", "work", params={"name": "x"}, dependsOn=["a"]))
+    with pytest.raises(ok.CircularDependencyError):
+        ok.execute_request(cyclic, tools={"work": work})
+
+
+def test_kwargs_tools_and_vault_credentials_take_their_names() -> None:
+    def anything(**kw: Any) -> int:
+        return len(kw)
+
+    def needs_secret(credentials: dict[str, str], url: str) -> str:
+        return url
+
+    dag = (ok.DAG().task("a", anything, whatever=1, other=2)
+           .task("s", needs_secret, url="u", vault="api"))
+    run = dag.run(live=False, vault={"api": {"k": "v"}})
+    assert run.records["a"].result == 2 and run.records["s"].result == "u"
+    with pytest.raises(ok.InvalidParamsError, match="needs 'credentials', not given"):
+        ok.DAG().task("s", needs_secret, url="u")  # no vault: nothing gives credentials

@@ -480,6 +480,9 @@ def test_to_code_round_trip_of_everything_the_builder_can_say() -> None:
     def plus(a: int, b: int = 1) -> int:
         return a + b
 
+    def greet(name: str, credentials: Any = None, **extra: Any) -> str:  # takes any name
+        return f"hello {name}"
+
     dag = (
         ok.DAG("all", max_concurrent=4, failure_mode="rollback", timeout=3.5,
                strategy="levels", tools={"plus_tool": plus, "greet": greet})

@@ -27,6 +27,7 @@ from oktyv_nb.errors import (
     OktyvError,
     ToolNotFoundError,
 )
+from oktyv_nb.model.params import ToolSignature, check_params, params_fit, signature_of
 from oktyv_nb.model.registry import ToolTable, resolve_tools
 from oktyv_nb.model.schema import (
     ExecutionConfig,
@@ -254,26 +255,34 @@ def build_graph(
         else:  # the common case, inline; _toposort reports an id that does not exist
             deps.append((dl[0],) if len(dl) == 1 else tuple(dict.fromkeys(dl)))
     order, level, chain, children = _toposort(specs, ids, deps)
-    found: dict[str, tuple[Callable[..., Any], bool]] = {}
+    found: dict[str, tuple[Callable[..., Any], bool, ToolSignature]] = {}
 
-    def lookup(name: str, task_id: str) -> tuple[Callable[..., Any], bool]:
+    def lookup(name: str, task_id: str) -> tuple[Callable[..., Any], bool, ToolSignature]:
         hit = found.get(name)
         if hit is None:
             fn = tools.lookup(name, task_id)
-            hit = found[name] = (fn, is_async(fn))
+            hit = found[name] = (fn, is_async(fn), signature_of(fn))
         return hit
 
     made: list[TaskNode] = []
     for i, spec in enumerate(specs):
-        fn, fn_async = found.get(spec["tool"]) or lookup(spec["tool"], spec["id"])
+        fn, fn_async, sig = found.get(spec["tool"]) or lookup(spec["tool"], spec["id"])
+        params = spec["params"] or ()
+        vaulted = spec["vault"] is not None
+        if not params_fit(sig, params, vaulted):
+            check_params(fn, spec["tool"], params, spec["id"], has_vault=vaulted)
         node = TaskNode(spec, i, fn, fn_async, refs[i])
         if spec["rollback"] is not None:
+            rb = spec["rollback"]
             try:
-                node.rollback_fn = lookup(spec["rollback"].tool, spec["id"])[0]
+                node.rollback_fn, _, rb_sig = lookup(rb.tool, spec["id"])
             except ToolNotFoundError as exc:
                 raise ToolNotFoundError(
                     exc.tool, task_id=spec["id"], suggestions=exc.suggestions, rollback=True
                 ) from None
+            if not params_fit(rb_sig, rb.params or (), vaulted):
+                check_params(node.rollback_fn, rb.tool, rb.params, spec["id"],
+                             has_vault=vaulted)
         if not keep_specs:
             node.spec = None  # type: ignore[assignment]
         node.deps = deps[i]
