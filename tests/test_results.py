@@ -345,3 +345,20 @@ def test_rolled_back_column() -> None:
     assert str(df["rolled_back"].dtype) == "boolean"
     assert df.loc["write", "rolled_back"] == True  # noqa: E712 - a pandas nullable boolean
     assert pd.isna(df.loc["plain", "rolled_back"]) and pd.isna(df.loc["fail", "rolled_back"])
+
+
+def test_results_keep_the_types_the_tools_returned() -> None:
+    def twelve() -> int:
+        return 12
+
+    def fails() -> int:
+        raise RuntimeError("no")
+
+    def pair() -> list[int]:
+        return [1, 2]
+
+    col = ok.DAG().task("a", twelve).task("b", fails).run(live=False).df["result"]
+    assert col.dtype == object
+    assert type(col["a"]) is int and col["a"] == 12 and col["b"] is None
+    col = ok.DAG().task("c", pair).task("d", pair).run(live=False).df["result"]
+    assert col.dtype == object and col["c"] == [1, 2]

@@ -53,6 +53,7 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
         return anchor + pd.to_timedelta(t - p0, unit="s")
 
     errors = [r.error for r in recs]
+    ids = pd.Index([r.task_id for r in recs], name="task_id")
     data = {
         "tool": [r.tool for r in recs],
         "level": np.fromiter((r.level for r in recs), np.int64, len(recs)),
@@ -63,10 +64,11 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
         "duration_s": np.nan_to_num(end - start, nan=0.0),
         "wait_s": first - ready,
         "depends_on": [list(nodes[r.task_id].deps) for r in recs],
-        "result": [
+        # object dtype: the values the tools returned, never coerced (12 stays 12 beside None)
+        "result": pd.Series([
             (redact.value(r.result) if redact else r.result) if r.status == SUCCESS else None
             for r in recs
-        ],
+        ], dtype=object, index=ids),
         "error_code": [e.code if e is not None else None for e in errors],
         "error_message": [
             (redact.text(e.message) if redact else e.message) if e is not None else None
@@ -77,7 +79,7 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
         "reused": np.fromiter((bool(r.reused) for r in recs), bool, len(recs)),
         "rolled_back": pd.array([r.rolled_back for r in recs], dtype="boolean"),
     }
-    df = pd.DataFrame(data, index=pd.Index([r.task_id for r in recs], name="task_id"))
+    df = pd.DataFrame(data, index=ids)
     for col in ("tool", "error_code", "error_message", "worker"):
         df[col] = df[col].astype("string")
     return df
