@@ -6,9 +6,15 @@ both ways without loss. Times in the builder are **seconds** (``timeout=5.0``); 
 keeps milliseconds (``"timeout": 5000``).
 
 Arguments are checked when a task is added (:meth:`DAG.task` raises at once for a duplicate
-id, a malformed id, a bad priority, timeout or retry setting); what depends on the whole DAG
-(unknown dependencies, cycles, unknown tool names) is checked when it runs, or on
-:meth:`DAG.validate`.
+id, a malformed id, a bad priority, timeout or retry setting; :meth:`DAG.add_spec` checks a
+request's task the same way); what depends on the whole DAG (unknown dependencies, cycles,
+unknown tool names) is checked when it runs, or on :meth:`DAG.validate`.
+
+A DAG is edited in place only through its methods: :meth:`DAG.remove`,
+:meth:`DAG.replace_tasks` (all tasks at once, in order) and :meth:`DAG.configure` (the name
+and run settings, checked by :class:`~oktyv_nb.execution.outcome.RunConfig` as the
+constructor's and a run's are). :meth:`DAG.to_code` gives the builder code of a DAG
+(:mod:`oktyv_nb.codegen`).
 """
 
 from __future__ import annotations
