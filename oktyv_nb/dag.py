@@ -322,25 +322,20 @@ class DAG:
         failure_mode: str = DEFAULT,  # type: ignore[assignment]
         timeout: float | None = DEFAULT,  # type: ignore[assignment]
         strategy: str = DEFAULT,  # type: ignore[assignment]
-        backend: Any = DEFAULT,
-        vault: Mapping[str, Any] | None = DEFAULT,  # type: ignore[assignment]
     ) -> DAG:
-        """Change the DAG's name and its run settings (those of the constructor); settings
-        not given stay as they are. Returns the DAG.
+        """Change the DAG's name and its run settings; settings not given stay as they are.
+        Returns the DAG.
 
         Checked as the constructor and :meth:`run` check them (``timeout`` in seconds,
         ``timeout=None`` for no run timeout); on an ``ok.InvalidOptionError`` nothing
-        changes.
+        changes. (``backend`` and ``vault``, which have no rules of their own, are plain
+        attributes: ``dag.backend = "threads"``.)
         """
-        given = _given(
-            name=name, max_concurrent=max_concurrent, failure_mode=failure_mode,
-            timeout=timeout, strategy=strategy, backend=backend, vault=vault,
-        )
+        given = _given(name=name, max_concurrent=max_concurrent, failure_mode=failure_mode,
+                       timeout=timeout, strategy=strategy)
         config = _configured(self.config, given)
         self.name = _check_name(given.get("name", self.name))
         self.config = config
-        self.backend = given.get("backend", self.backend)
-        self.vault = given.get("vault", self.vault)
         return self
 
     def _add(

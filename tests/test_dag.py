@@ -908,9 +908,8 @@ def test_configure_changes_the_settings_given_and_keeps_the_rest() -> None:
     assert (dag.name, dag.config.max_concurrent, dag.config.failure_mode,
             dag.config.timeout, dag.config.strategy, dag.backend) == (
         "d", 3, "stop", 5.0, "dependencies", "threads")
-    dag.configure(name="renamed", failure_mode="rollback", timeout=2.5, strategy="levels",
-                  backend=None, vault={"api": {"token": "t"}})
-    assert dag.name == "renamed" and dag.backend is None and dag.vault == {"api": {"token": "t"}}
+    dag.configure(name="renamed", failure_mode="rollback", timeout=2.5, strategy="levels")
+    assert dag.name == "renamed" and dag.backend == "threads"
     assert dag.config == ok.DAG(max_concurrent=3, failure_mode="rollback", timeout=2.5,
                                 strategy="levels").config
     assert dag.to_request().config.timeout == 2500.0

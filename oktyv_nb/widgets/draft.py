@@ -35,9 +35,8 @@ from oktyv_nb.model.schema import (
 from oktyv_nb.model.variables import find_references, has_references
 from oktyv_nb.units import check_seconds
 from oktyv_nb.widgets.fields import FieldError, ParamField
-from oktyv_nb.widgets.results import dag_error
 
-__all__ = ["Draft", "check_draft", "implied_deps", "ordered_with"]
+__all__ = ["Draft", "check_draft", "dag_error", "implied_deps", "ordered_with"]
 
 _ID_RE = re.compile(TASK_ID_PATTERN)
 
@@ -178,6 +177,15 @@ def _make_spec(dag: DAG, draft: Draft, params: dict[str, Any],
         **plain,
     )
     return scratch.specs[draft.task_id]
+
+
+def dag_error(dag: DAG) -> OktyvError | None:
+    """The error :meth:`DAG.validate` raises for ``dag``, or None when it is valid."""
+    try:
+        dag.validate()
+    except OktyvError as exc:
+        return exc
+    return None
 
 
 def ordered_with(dag: DAG, editing: str | None, spec: TaskSpec) -> list[TaskSpec]:

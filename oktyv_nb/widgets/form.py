@@ -34,9 +34,10 @@ from oktyv_nb.errors import InvalidOptionError
 from oktyv_nb.model.registry import ToolTable
 from oktyv_nb.results.display.theme import FAINT
 from oktyv_nb.widgets.common import STYLE, guarded, mark, message_area, row, set_msg
+from oktyv_nb.widgets.draft import dag_error
 from oktyv_nb.widgets.editor import TaskEditor
 from oktyv_nb.widgets.fields import ParamField
-from oktyv_nb.widgets.results import dag_error, graph_html
+from oktyv_nb.widgets.results import graph_html
 from oktyv_nb.widgets.runner import RunPanel
 
 if TYPE_CHECKING:
@@ -129,21 +130,13 @@ class BuilderForm(W.VBox):
         self.graph_html = W.HTML(layout=W.Layout(width="100%", overflow="auto"))
         self.graph_html.add_class("oktyv-graph")
         # export
-        self.code_button = W.Button(description="Python code", icon="code",
-                                    layout=W.Layout(width="auto"))
-        self.json_button = W.Button(description="JSON request", icon="file-code-o",
-                                    layout=W.Layout(width="auto"))
-        self.code_button.on_click(self._on_export)
-        self.json_button.on_click(self._on_export)
+        self.code_button = _button("Python code", "code", self._on_export)
+        self.json_button = _button("JSON request", "file-code-o", self._on_export)
         self.export_area = W.Textarea(rows=12, layout=W.Layout(width="100%", display="none"))
         self.export_area.add_class("oktyv-export")
         self.path_input = W.Text(placeholder="request.json", layout=W.Layout(width="240px"))
-        self.save_button = W.Button(description="Save JSON", icon="save",
-                                    layout=W.Layout(width="auto"))
-        self.load_button = W.Button(description="Load JSON", icon="folder-open",
-                                    layout=W.Layout(width="auto"))
-        self.save_button.on_click(self._on_save)
-        self.load_button.on_click(self._on_load)
+        self.save_button = _button("Save JSON", "save", self._on_save)
+        self.load_button = _button("Load JSON", "folder-open", self._on_load)
         self.file_msg = message_area()
 
     def _layout(self) -> list[W.Widget]:
@@ -303,6 +296,12 @@ class BuilderForm(W.VBox):
         self._load_settings()
         self.editor.new_task()
         self._dag_changed()
+
+
+def _button(description: str, icon: str, on_click: Callable[[W.Button], None]) -> W.Button:
+    button = W.Button(description=description, icon=icon, layout=W.Layout(width="auto"))
+    button.on_click(on_click)
+    return button
 
 
 def builder(dag: DAG | None = None, tools: Mapping[str, Callable[..., Any]] | None = None

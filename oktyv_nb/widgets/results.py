@@ -12,24 +12,16 @@ from collections.abc import Mapping
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from oktyv_nb.errors import GraphvizNotFound, OktyvError
+from oktyv_nb.errors import GraphvizNotFound
 from oktyv_nb.results.display.theme import status_colors
 from oktyv_nb.widgets.common import ERR_COLOUR, OK_COLOUR, message
+from oktyv_nb.widgets.draft import dag_error
 
 if TYPE_CHECKING:
     from oktyv_nb.dag import DAG
     from oktyv_nb.results.run import Run
 
-__all__ = ["counts_html", "dag_error", "graph_html", "result_html"]
-
-
-def dag_error(dag: DAG) -> OktyvError | None:
-    """The error :meth:`DAG.validate` raises for ``dag``, or None when it is valid."""
-    try:
-        dag.validate()
-    except OktyvError as exc:
-        return exc
-    return None
+__all__ = ["counts_html", "graph_html", "result_html"]
 
 
 def graph_html(dag: DAG, run: Run | None = None) -> str:
