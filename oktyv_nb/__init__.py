@@ -12,7 +12,8 @@ this list (see ``docs/architecture.md``):
 * :mod:`oktyv_nb.results`: reading a run (JSON result, statistics, DataFrames, pictures,
   :class:`Run`);
 * front ends: the builder (:mod:`oktyv_nb.dag`), :func:`execute_request`
-  (:mod:`oktyv_nb.api`), code export, Jupyter glue, the live view and the widget form.
+  (:mod:`oktyv_nb.api`), code export (:mod:`oktyv_nb.codegen`), Jupyter glue, the live view
+  and the widget form.
 
 ``import oktyv_nb`` and :func:`execute_request` load neither pandas, matplotlib nor
 ipywidgets: those load when a DataFrame, a picture or the form is asked for.

@@ -6,19 +6,27 @@ both ways without loss. Times in the builder are **seconds** (``timeout=5.0``); 
 keeps milliseconds (``"timeout": 5000``).
 
 Arguments are checked when a task is added (:meth:`DAG.task` raises at once for a duplicate
-id, a malformed id, a bad priority, timeout or retry setting); what depends on the whole DAG
-(unknown dependencies, cycles, unknown tool names) is checked when it runs, or on
-:meth:`DAG.validate`.
+id, a malformed id, a bad priority, timeout or retry setting; :meth:`DAG.add_spec` checks a
+request's task the same way); what depends on the whole DAG (unknown dependencies, cycles,
+unknown tool names) is checked when it runs, or on :meth:`DAG.validate`.
+
+A DAG is edited in place only through its methods: :meth:`DAG.remove`,
+:meth:`DAG.replace_tasks` (all tasks at once, in order) and :meth:`DAG.configure` (the name
+and run settings, checked by :class:`~oktyv_nb.execution.outcome.RunConfig` as the
+constructor's and a run's are). :meth:`DAG.to_code` gives the builder code of a DAG
+(:mod:`oktyv_nb.codegen`).
 """
 
 from __future__ import annotations
 
 import contextvars
+import dataclasses
+import inspect
 import re
 import threading
 import time
 import types
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from typing import TYPE_CHECKING, Any
@@ -60,12 +68,13 @@ if TYPE_CHECKING:
 
     from oktyv_nb.results.run import Run
 
-__all__ = ["DAG", "Rollback"]
+__all__ = ["DAG", "TASK_OPTIONS", "Rollback"]
 
 Tool = Callable[..., Any] | str
 
 _ID = re.compile(TASK_ID_PATTERN)
 _TRIGGERS = ("all_success", "all_done")
+_CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
 # How deep in nested runs this context is: a run started from inside another run (a tool or
 # a callback calling dag.run()) shows no live view of its own by default.
 _RUN_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("oktyv_run_depth", default=0)
@@ -117,6 +126,26 @@ class Rollback:
         object.__setattr__(self, "params", params)
 
 
+def _given(**settings: Any) -> dict[str, Any]:
+    """The settings that were given (not left at :data:`DEFAULT`)."""
+    return {k: v for k, v in settings.items() if v is not DEFAULT}
+
+
+def _configured(config: RunConfig, settings: Mapping[str, Any]) -> RunConfig:
+    """``config`` with the run settings among ``settings`` replaced (checked by
+    :class:`RunConfig`, the one home of their rules)."""
+    fields = {k: settings[k] for k in _CONFIG_FIELDS if k in settings}
+    return dataclasses.replace(config, **fields) if fields else config
+
+
+def _check_name(name: Any) -> str | None:
+    if name is not None and not isinstance(name, str):
+        raise InvalidOptionError(
+            f"DAG name must be a string, got {type(name).__name__}", option="name"
+        )
+    return name
+
+
 def _same_callable(a: Any, b: Any) -> bool:
     if a is b:
         return True
@@ -146,11 +175,7 @@ class DAG:
         tools: Mapping[str, Callable[..., Any]] | None = None,
         vault: Mapping[str, Any] | None = None,
     ) -> None:
-        if name is not None and not isinstance(name, str):
-            raise InvalidOptionError(
-                f"DAG name must be a string, got {type(name).__name__}", option="name"
-            )
-        self.name = name
+        self.name = _check_name(name)
         self.config = RunConfig(max_concurrent, failure_mode, timeout, strategy)  # type: ignore[arg-type]
         self.backend = backend
         self.vault = vault
@@ -229,6 +254,106 @@ class DAG:
             )
         elif retry is not None:
             policy = self._retry_policy(retry, task_id)
+        timeout_ms = (
+            seconds_to_ms(check_seconds(timeout, "timeout", task_id=task_id))
+            if timeout is not None else None
+        )
+        return self._add(
+            task_id, tool, params, after=after, priority=priority, timeout_ms=timeout_ms,
+            policy=policy, rollback=rollback, vault=vault, trigger=trigger,
+        )
+
+    def add_spec(self, spec: TaskSpec) -> DAG:
+        """Add a task given as a request's :class:`~oktyv_nb.model.schema.TaskSpec` (times in
+        milliseconds there); returns the DAG.
+
+        Checked as :meth:`task` checks its arguments, so the same mistakes raise the same
+        ``ok.InvalidOptionError``, ``ok.DuplicateTaskError`` or
+        ``ok.CircularDependencyError``, naming the task and the field. The DAG keeps a copy:
+        changing ``spec`` afterwards does not change the DAG.
+        """
+        if not isinstance(spec, TaskSpec):
+            raise InvalidOptionError(
+                f"add_spec takes a TaskSpec (a request's task), got {type(spec).__name__}; "
+                "use dag.task(id, tool, ...) for arguments"
+            )
+        task_id = self._check_id(spec.id)
+        if spec.timeout is not None:
+            check_seconds(ms_to_seconds(spec.timeout), "timeout", task_id=task_id)
+        spec = _copy(spec)
+        rollback = spec.rollback
+        return self._add(
+            task_id, spec.tool, spec.params, after=spec.depends_on,
+            priority=spec.priority, timeout_ms=spec.timeout,
+            policy=self._retry_policy(spec.retry_policy, task_id)
+            if spec.retry_policy is not None else None,
+            rollback=(rollback.tool, rollback.params) if rollback is not None else None,
+            vault=spec.vault, trigger=spec.run_if,
+        )
+
+    def replace_tasks(self, specs: Iterable[TaskSpec]) -> DAG:
+        """Make ``specs`` the DAG's tasks, in this order (the old ones are dropped); returns
+        the DAG.
+
+        The specs are taken as :meth:`from_request` takes a request's tasks: each must be a
+        :class:`~oktyv_nb.model.schema.TaskSpec` and no id may repeat
+        (``ok.DuplicateTaskError``); dependencies, references, tools and cycles are checked
+        by :meth:`validate` and by a run. On an error the DAG is left as it was. The DAG holds
+        the given spec objects themselves (no copy); the graph is built anew on next use.
+        """
+        new: dict[str, TaskSpec] = {}
+        for spec in specs:
+            if not isinstance(spec, TaskSpec):
+                raise InvalidOptionError(
+                    f"replace_tasks takes TaskSpecs (a request's tasks), got "
+                    f"{type(spec).__name__}"
+                )
+            if spec.id in new:
+                raise DuplicateTaskError(spec.id)
+            new[spec.id] = spec
+        self.specs = new
+        self._graph = None
+        return self
+
+    def configure(
+        self,
+        *,
+        name: str | None = DEFAULT,  # type: ignore[assignment]
+        max_concurrent: int = DEFAULT,  # type: ignore[assignment]
+        failure_mode: str = DEFAULT,  # type: ignore[assignment]
+        timeout: float | None = DEFAULT,  # type: ignore[assignment]
+        strategy: str = DEFAULT,  # type: ignore[assignment]
+    ) -> DAG:
+        """Change the DAG's name and its run settings; settings not given stay as they are.
+        Returns the DAG.
+
+        Checked as the constructor and :meth:`run` check them (``timeout`` in seconds,
+        ``timeout=None`` for no run timeout); on an ``ok.InvalidOptionError`` nothing
+        changes. (``backend`` and ``vault``, which have no rules of their own, are plain
+        attributes: ``dag.backend = "threads"``.)
+        """
+        given = _given(name=name, max_concurrent=max_concurrent, failure_mode=failure_mode,
+                       timeout=timeout, strategy=strategy)
+        config = _configured(self.config, given)
+        self.name = _check_name(given.get("name", self.name))
+        self.config = config
+        return self
+
+    def _add(
+        self,
+        task_id: str,
+        tool: Tool,
+        params: dict[str, Any],
+        *,
+        after: Any,
+        priority: Any,
+        timeout_ms: float | None,
+        policy: RetryPolicyModel | None,
+        rollback: Any,
+        vault: Any,
+        trigger: Any,
+    ) -> DAG:
+        """The checks :meth:`task` and :meth:`add_spec` share; adds the task."""
         if priority is not None and (
             isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 10
         ):
@@ -236,10 +361,6 @@ class DAG:
                 f"Task {task_id}: priority must be an int from 1 to 10 (default 5), "
                 f"got {priority!r}"
             )
-        timeout_ms = (
-            seconds_to_ms(check_seconds(timeout, "timeout", task_id=task_id))
-            if timeout is not None else None
-        )
         if trigger is not None and trigger not in _TRIGGERS:
             raise InvalidOptionError(
                 f"Task {task_id}: trigger must be 'all_success' or 'all_done', got {trigger!r}"
@@ -428,6 +549,13 @@ class DAG:
         """The request as camelCase JSON text (absent optional fields left out)."""
         return self.to_request().model_dump_json(by_alias=True, exclude_none=True, **kwargs)
 
+    def to_code(self) -> str:
+        """Python source that rebuilds this DAG with the fluent builder into a variable
+        ``dag`` (see :func:`oktyv_nb.codegen.dag_to_code`)."""
+        from oktyv_nb.codegen import dag_to_code
+
+        return dag_to_code(self)
+
     @classmethod
     def from_request(
         cls,
@@ -453,11 +581,7 @@ class DAG:
         if c.timeout is not None:
             dag._timeout_ms = (timeout_s, c.timeout)  # type: ignore[assignment]
         dag._enable_rollback = bool(c.enable_rollback)
-        for spec in model.tasks:
-            if spec.id in dag.specs:
-                raise DuplicateTaskError(spec.id)
-            dag.specs[spec.id] = _copy(spec)
-        return dag
+        return dag.replace_tasks(_copy(spec) for spec in model.tasks)
 
     def copy(self, name: str | None = None) -> DAG:
         """An independent copy with the same tools and settings (``name`` renames it)."""
@@ -473,8 +597,7 @@ class DAG:
         )
         new._timeout_ms = self._timeout_ms
         new._enable_rollback = self._enable_rollback
-        new.specs = {tid: _copy(s) for tid, s in self.specs.items()}
-        return new
+        return new.replace_tasks(_copy(s) for s in self.specs.values())
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DAG):
@@ -536,18 +659,11 @@ class DAG:
     ) -> _RunPlan:
         """Everything a run needs, checked before any event loop is involved: a bad setting
         or an invalid DAG raises here, from the caller's own line."""
-        given = {
-            "max_concurrent": max_concurrent, "failure_mode": failure_mode, "timeout": timeout,
-            "strategy": strategy, "backend": backend, "vault": vault,
-        }
-        settings = {k: v for k, v in given.items() if v is not DEFAULT}
-        c = self.config
-        cfg = RunConfig(
-            max_concurrent=settings.get("max_concurrent", c.max_concurrent),
-            failure_mode=settings.get("failure_mode", c.failure_mode),
-            timeout=settings.get("timeout", c.timeout),
-            strategy=settings.get("strategy", c.strategy),
+        settings = _given(
+            max_concurrent=max_concurrent, failure_mode=failure_mode, timeout=timeout,
+            strategy=strategy, backend=backend, vault=vault,
         )
+        cfg = _configured(self.config, settings)
         graph = self._build()  # fresh: tools re-registered in a notebook cell are picked up
         self._graph, self._graph_key = graph, self._version
         subscribers: list[Subscriber] = []
@@ -789,6 +905,14 @@ class DAG:
                 lines.append(f"    {tid} ({spec.tool}){after}")
                 shown += 1
         return "\n".join(lines)
+
+
+#: The options of :meth:`DAG.task` (``after``, ``priority``, ``timeout``...): a tool parameter
+#: of one of these names goes in ``task()``'s positional params dict.
+TASK_OPTIONS: frozenset[str] = frozenset(
+    name for name, p in inspect.signature(DAG.task).parameters.items()
+    if p.kind is p.KEYWORD_ONLY
+)
 
 
 def _copy(spec: Any) -> Any:

@@ -815,3 +815,162 @@ def test_tool_params_named_like_task_options_go_in_the_params_dict(tmp_path: Any
         ok.DAG().task("s", ok.tools.shell, {"argv": ["a"]}, argv=["b"])
     with pytest.raises(TypeError, match="dict of tool params"):
         ok.DAG().task("s", ok.tools.shell, ["echo"])
+
+
+# ---------------------------------------------------------------------- editing in place
+def test_add_spec_adds_a_request_task_as_task_would() -> None:
+    model = ok.ExecutionRequest.model_validate(FULL_REQUEST)
+    dag = ok.DAG(tools=_tools())
+    for spec in model.tasks:
+        assert dag.add_spec(spec) is dag
+    assert dag.task_ids == ["fetch", "store", "cleanup"]
+    assert dag.to_request().tasks == model.tasks
+    assert dag.levels == [["fetch"], ["store"], ["cleanup"]]
+    # the DAG keeps a copy
+    model.tasks[0].params["n"].append(3)
+    model.tasks[1].rollback.params["key"] = "changed"
+    assert dag.specs["fetch"].params["n"] == [1, 2]
+    assert dag.specs["store"].rollback.params["key"] == "${store.result.key}"
+    # a spec built from task() arguments goes back in unchanged
+    built = ok.DAG().task("s", ok.tools.shell, {"timeout": 5.0}, argv=["x"], timeout=0.1,
+                          retries=2, trigger="all_done")
+    again = ok.DAG().add_spec(built.specs["s"])
+    assert again.specs["s"] == built.specs["s"] and again == built
+
+
+_SPEC = ok.ExecutionRequest.model_validate({"tasks": [{"id": "t1", "tool": "echo"}]}).tasks[0]
+
+
+@pytest.mark.parametrize(
+    ("update", "exc_type", "words"),
+    [
+        ({"id": "a"}, ok.DuplicateTaskError, ["Duplicate task ID: a"]),
+        ({"id": "a b"}, ok.InvalidOptionError, ["'a b'", "not valid"]),
+        ({"depends_on": ["t1"]}, ok.CircularDependencyError, ["t1 → t1"]),
+        ({"params": {"x": "${t1.result}"}}, ok.CircularDependencyError, ["t1"]),
+        ({"params": {"x": "${a}"}}, ok.VariableResolutionError, ["Task t1", "field"]),
+        ({"priority": 0}, ok.InvalidOptionError, ["Task t1", "priority", "1 to 10"]),
+        ({"timeout": -5.0}, ok.InvalidOptionError, ["Task t1", "timeout", "seconds"]),
+        ({"run_if": "sometimes"}, ok.InvalidOptionError, ["Task t1", "trigger"]),
+        ({"vault": "api", "params": {"credentials": "x"}}, ok.InvalidOptionError,
+         ["Task t1", "credentials"]),
+        ({"tool": ""}, ok.InvalidOptionError, ["Task t1", "tool name"]),
+        ({"depends_on": [""]}, ok.InvalidOptionError, ["Task t1", "after"]),
+    ],
+)
+def test_add_spec_checks_the_spec_as_task_checks_its_arguments(
+    update: dict[str, Any], exc_type: type[Exception], words: list[str]
+) -> None:
+    dag = ok.DAG().task("a", echo)
+    bad = _SPEC.model_copy(update=update)  # model_copy(update=) skips pydantic's checks
+    with pytest.raises(exc_type) as exc:
+        dag.add_spec(bad)
+    for w in words:
+        assert w in str(exc.value), str(exc.value)
+    assert dag.task_ids == ["a"]  # nothing half-added
+    with pytest.raises(TypeError, match="TaskSpec"):
+        dag.add_spec({"id": "t2", "tool": "echo"})  # type: ignore[arg-type]
+
+
+def test_replace_tasks_replaces_every_task_in_order() -> None:
+    dag = ok.DAG().task("a", echo).task("b", echo)
+    assert dag.levels == [["a", "b"]]
+    a, b = dag.specs["a"], dag.specs["b"]
+    c = b.model_copy(update={"id": "c", "depends_on": ["a"]})
+    assert dag.replace_tasks([c, a]) is dag
+    assert dag.task_ids == ["c", "a"]
+    assert dag.specs["c"] is c and dag.specs["a"] is a  # the objects themselves
+    assert dag.levels == [["a"], ["c"]]
+    # the cached graph goes even when the very same spec objects come back
+    c.depends_on = None
+    dag.replace_tasks(dag.specs.values())
+    assert dag.levels == [["c", "a"]]
+    assert dag.replace_tasks(iter([])).task_ids == []
+
+
+def test_replace_tasks_refuses_duplicates_and_non_specs_and_changes_nothing() -> None:
+    dag = ok.DAG().task("a", echo).task("b", echo, after="a")
+    a, b = dag.specs["a"], dag.specs["b"]
+    with pytest.raises(ok.DuplicateTaskError, match="Duplicate task ID: a"):
+        dag.replace_tasks([a, b, a])
+    with pytest.raises(TypeError, match="TaskSpec"):
+        dag.replace_tasks([a, {"id": "x", "tool": "echo"}])  # type: ignore[list-item]
+    assert dag.task_ids == ["a", "b"] and dag.levels == [["a"], ["b"]]
+    # the whole-DAG checks stay with validate() and run(), as for from_request()
+    dag.replace_tasks([b])
+    with pytest.raises(ok.MissingDependencyError, match="non-existent task a"):
+        dag.validate()
+
+
+def test_configure_changes_the_settings_given_and_keeps_the_rest() -> None:
+    dag = ok.DAG("d", max_concurrent=2, failure_mode="stop", timeout=5.0, backend="threads")
+    assert dag.configure(max_concurrent=3) is dag
+    assert (dag.name, dag.config.max_concurrent, dag.config.failure_mode,
+            dag.config.timeout, dag.config.strategy, dag.backend) == (
+        "d", 3, "stop", 5.0, "dependencies", "threads")
+    dag.configure(name="renamed", failure_mode="rollback", timeout=2.5, strategy="levels")
+    assert dag.name == "renamed" and dag.backend == "threads"
+    assert dag.config == ok.DAG(max_concurrent=3, failure_mode="rollback", timeout=2.5,
+                                strategy="levels").config
+    assert dag.to_request().config.timeout == 2500.0
+    dag.configure(timeout=None, name=None)  # None is a value: no run timeout, no name
+    assert dag.config.timeout is None and dag.name is None
+    dag.task("a", echo)
+    run = dag.configure(max_concurrent=1, strategy="dependencies").run(live=False)
+    assert run.outcome.config.max_concurrent == 1 and run.status == "success"
+
+
+@pytest.mark.parametrize(
+    ("settings", "exc_type", "option"),
+    [
+        ({"max_concurrent": 0}, ValueError, "max_concurrent"),
+        ({"max_concurrent": 2.5}, TypeError, "max_concurrent"),
+        ({"failure_mode": "explode"}, ValueError, "failure_mode"),
+        ({"timeout": -1}, ValueError, "timeout"),
+        ({"timeout": float("inf")}, ValueError, "timeout"),
+        ({"timeout": "5"}, TypeError, "timeout"),
+        ({"strategy": "random"}, ValueError, "strategy"),
+        ({"name": 3}, TypeError, "name"),
+    ],
+)
+def test_configure_checks_as_the_constructor_and_run_do(
+    settings: dict[str, Any], exc_type: type[Exception], option: str
+) -> None:
+    dag = ok.DAG("d", max_concurrent=2, timeout=5.0)
+    before = (dag.name, dag.config)
+    with pytest.raises(exc_type) as exc:
+        dag.configure(**{"name": "other", "max_concurrent": 4, **settings})
+    assert isinstance(exc.value, ok.InvalidOptionError) and exc.value.option == option
+    assert option in str(exc.value)
+    assert (dag.name, dag.config) == before  # all or nothing
+    with pytest.raises(exc_type):  # the same rule as a run's own settings
+        if option == "name":
+            ok.DAG(3)  # type: ignore[arg-type]
+        else:
+            dag.task("a", echo).run(live=False, **settings)
+
+
+def test_to_code_rebuilds_an_equal_dag_without_loading_widgets() -> None:
+    def double(x: int) -> int:
+        return 2 * x
+
+    dag = (
+        ok.DAG("code", max_concurrent=2, timeout=1.5)
+        .task("a", double, x=2, timeout=0.25, retries=1)
+        .task("b", ok.tools.sleep, seconds=0, value="${a.result}", trigger="all_done")
+    )
+    code = dag.to_code()
+    assert code.startswith("import oktyv_nb as ok\n\ndag = (\n")
+    assert '.task("a", double, x=2, timeout=0.25, retries=1)' in code
+    namespace: dict[str, Any] = {"double": double}
+    exec(compile(code, "<dag.to_code()>", "exec"), namespace)
+    assert namespace["dag"] == dag
+    script = textwrap.dedent("""
+        import sys
+        import oktyv_nb as ok
+        ok.DAG("x").task("a", "sleep", seconds=0).to_code()
+        print([m for m in ("ipywidgets", "pandas", "matplotlib") if m in sys.modules])
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]", out.stderr

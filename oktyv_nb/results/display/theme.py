@@ -12,7 +12,7 @@ read.
 from __future__ import annotations
 
 __all__ = [
-    "ACCENT", "FAINT", "GRID", "INK", "MUTED", "OUTCOME_COLORS", "PLAIN", "SHADE",
+    "ACCENT", "FAINT", "GRID", "INK", "INVALID", "MUTED", "OUTCOME_COLORS", "PLAIN", "SHADE",
     "STATUS_STYLE", "status_colors",
 ]
 
@@ -43,6 +43,7 @@ FAINT = "#868e96"  # edges, level labels, skipped marks
 GRID = "#dee2e6"  # grid lines and table rules
 SHADE = "#f1f3f5"  # alternating bands and table heads
 ACCENT = "#1c7ed6"  # reused results, focus
+INVALID = "#fff6f6"  # the background of a form input whose value cannot be used
 
 
 def status_colors(status: str | None) -> tuple[str, str]:
