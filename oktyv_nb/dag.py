@@ -19,6 +19,7 @@ constructor's and a run's are). :meth:`DAG.to_code` gives the builder code of a 
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import dataclasses
 import inspect
@@ -32,10 +33,12 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from oktyv_nb.errors import (
+    CANCELLED,
     CircularDependencyError,
     DuplicateTaskError,
     InvalidOptionError,
     OktyvError,
+    RunInterrupted,
 )
 from oktyv_nb.execution.engine import Engine, RunConfig, run_graph
 from oktyv_nb.execution.events import Subscriber
@@ -60,7 +63,7 @@ from oktyv_nb.model.variables import find_references, has_references
 from oktyv_nb.results.display import GRAPH_LIMIT
 from oktyv_nb.results.display.theme import STATUS_STYLE
 from oktyv_nb.results.run import reusable
-from oktyv_nb.units import check_seconds, ms_to_seconds, seconds_to_ms
+from oktyv_nb.units import check_seconds, format_seconds, ms_to_seconds, seconds_to_ms
 
 if TYPE_CHECKING:
     import graphviz
@@ -746,7 +749,25 @@ class DAG:
         """
         plan = self._plan(max_concurrent, failure_mode, timeout, strategy, backend, vault,
                           resume, on_event, live)
-        return await self._execute(plan)
+        engines: list[Engine] = []
+        try:
+            return await self._execute(plan, engines)
+        except asyncio.CancelledError:
+            note = self._partial_note(engines)
+            if note is None:
+                raise
+        __tracebackhide__ = True  # IPython hides this frame
+        raise asyncio.CancelledError(note) from None
+
+    def _partial_note(self, engines: list[Engine]) -> str | None:
+        """The one-line note about the interrupted run kept as :attr:`last_run`, if that
+        run is the one ``engines`` ran."""
+        partial = self.last_run
+        if partial is None or not engines or partial.outcome is not engines[0].outcome:
+            return None
+        out = partial.outcome
+        return interrupted_note(out.records.values(),
+                                (out.perf_end or time.perf_counter()) - out.perf_start)
 
     def _keep_partial(self, engine: Engine, settings: dict[str, Any]) -> None:
         """Make an interrupted run's records available as :attr:`last_run`."""
@@ -792,7 +813,16 @@ class DAG:
                 engines[0].interrupt()
                 self._keep_partial(engines[0], plan.settings)
 
-        return run_sync(self._execute(plan, engines), on_interrupt=on_interrupt)
+        try:
+            return run_sync(self._execute(plan, engines), on_interrupt=on_interrupt)
+        except KeyboardInterrupt as exc:
+            note = None if isinstance(exc, RunInterrupted) else self._partial_note(engines)
+            if note is None:
+                raise
+        # Out of the handler: the interrupt's trace through the event loop is not the
+        # user's business; what the partial run holds and where it is, is.
+        __tracebackhide__ = True  # IPython hides this frame
+        raise RunInterrupted(note) from None
 
     def sweep(
         self, max_concurrent: Sequence[int] = (1, 2, 4, 8), *, repeat: int = 1, **kwargs: Any
@@ -913,6 +943,23 @@ TASK_OPTIONS: frozenset[str] = frozenset(
     name for name, p in inspect.signature(DAG.task).parameters.items()
     if p.kind is p.KEYWORD_ONLY
 )
+
+
+def interrupted_note(records: Iterable[TaskRecord], elapsed_s: float) -> str:
+    """One line about an interrupted run: what its records hold and where the run is kept."""
+    counts: dict[str, int] = {}
+    total = 0
+    for rec in records:
+        total += 1
+        key = rec.status
+        if key == "failed" and rec.error is not None and rec.error.code == CANCELLED:
+            key = "cancelled"
+        counts[key] = counts.get(key, 0) + 1
+    words = {"success": "succeeded", "failed": "failed", "cancelled": "cancelled while running",
+             "skipped": "skipped"}
+    parts = [f"{counts[k]} {w}" for k, w in words.items() if counts.get(k)]
+    return (f"run interrupted after {format_seconds(elapsed_s)}: {', '.join(parts)} of "
+            f"{total} tasks; the partial run is dag.last_run")
 
 
 def _copy(spec: Any) -> Any:

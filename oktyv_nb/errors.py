@@ -19,6 +19,10 @@ One tree, one root; every class carries a machine-readable ``code`` (the record'
     └── RenderError(RuntimeError)         a picture cannot be made
         └── GraphvizNotFound                the ``dot`` program is missing
 
+    RunInterrupted(KeyboardInterrupt)     Ctrl-C / Jupyter's stop button during ``dag.run()``:
+                                          one line naming ``dag.last_run``; outside the tree
+                                          so that ``except Exception`` never swallows it
+
 A pydantic ``ValidationError`` (a ``ValueError`` too) reports a malformed request's field
 paths. Errors *inside* a run never escape it: they become the ``error`` of the task's record
 (see :mod:`oktyv_nb.execution.records`), with the exception's ``code`` when it has one; the
@@ -53,6 +57,7 @@ __all__ = [
     "OktyvError",
     "OktyvException",
     "RenderError",
+    "RunInterrupted",
     "ToolNotFoundError",
     "VariableResolutionError",
     "VaultNotFoundError",
@@ -242,3 +247,10 @@ class GraphvizNotFound(RenderError):
             f"rendered (its DOT source is still available as .source). Install it: "
             f"{self.install_command}"
         )
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """An interrupt that stopped ``dag.run()``; the message says what the partial run holds
+    and where it is kept. A ``KeyboardInterrupt``, so it propagates as the kernel expects."""
+
+    code = "RUN_INTERRUPTED"

@@ -639,6 +639,53 @@ def test_real_sigint_keeps_the_partial_run() -> None:
     assert dag.run(live=False, max_concurrent=5, timeout=0.5).interrupted is False
 
 
+def test_an_interrupted_run_says_in_one_line_where_the_partial_run_is(tmp_path: Any) -> None:
+    script = tmp_path / "interrupted.py"
+    script.write_text(textwrap.dedent("""
+        import time
+        import oktyv_nb as ok
+
+        def slow():
+            time.sleep(5)
+
+        dag = ok.DAG().task("a", slow).task("b", "sleep", seconds=0.0).task("c", slow, after="a")
+        print("started", flush=True)
+        dag.run(live=False)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "started\n"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("oktyv_nb.errors.RunInterrupted: run interrupted after ")
+    assert last.endswith(": 1 succeeded, 1 cancelled while running, 1 skipped of 3 tasks; "
+                         "the partial run is dag.last_run")
+    # the user's line and the raise: no frames of the event loop, nest_asyncio or selectors
+    assert err.count('File "') == 2, err
+    assert "asyncio" not in err and "selectors" not in err
+
+
+def test_a_cancelled_arun_says_where_the_partial_run_is() -> None:
+    dag = _interrupt_dag()
+
+    async def main() -> BaseException:
+        task = asyncio.create_task(dag.arun(live=False))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError as exc:
+            return exc
+        raise AssertionError("not cancelled")
+
+    exc = asyncio.run(main())
+    assert "the partial run is dag.last_run" in str(exc)
+    assert dag.last_run is not None and dag.last_run.interrupted
+
+
 def test_last_run_is_the_latest() -> None:
     dag = ok.DAG().task("a", echo)
     r1 = dag.run(live=False)
