@@ -20,15 +20,18 @@ import backend_tools as bt
 import pytest
 
 import oktyv_nb as ok
+import oktyv_nb.execution.backends as backend_names
 from oktyv_nb.errors import TASK_TIMEOUT, WORKER_CRASHED
 from oktyv_nb.execution.backends import (
     UNPICKLABLE,
     AsyncioBackend,
+    Backend,
     DaskBackend,
     ProcessBackend,
     ProcessPool,
     ThreadBackend,
     get_backend,
+    register_backend,
 )
 
 perf = time.perf_counter
@@ -407,6 +410,41 @@ def test_names_objects_and_the_request_api_choose_the_backend(
         DaskBackend()
     with pytest.raises(ImportError, match="oktyv_nb"):
         ok.DAG("x").task("a", bt.noop).run(backend="dask")
+
+
+def test_a_backend_subclass_runs_a_dag_by_name_and_must_implement_the_seam() -> None:
+    class Inline(Backend):
+        """Runs each call at once, reporting on the loop's next turn."""
+
+        name = "inline"
+
+        def open(self, loop: asyncio.AbstractEventLoop) -> None:
+            self.loop = loop
+
+        def submit(self, fn: Any, kwargs: dict[str, Any], done: Any) -> None:
+            try:
+                value = fn(**kwargs)
+            except Exception as exc:
+                self.loop.call_soon(done, False, exc, "inline")
+            else:
+                self.loop.call_soon(done, True, value, "inline")
+
+        async def aclose(self) -> None:
+            del self.loop
+
+    register_backend("inline-test", Inline)
+    try:
+        dag = ok.DAG("sub").task("a", bt.square, x=3).task("b", bt.square, x="${a.result}")
+        run = dag.run(backend="inline-test")
+    finally:  # other tests list the registered names
+        backend_names._NAMED.pop("inline-test", None)
+    assert [(r.result, r.worker) for r in run.records.values()] == [(9, "inline"), (81, "inline")]
+
+    class Incomplete(Backend):
+        name = "incomplete"
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete()  # type: ignore[abstract]
 
 
 def _has_distributed() -> bool:
