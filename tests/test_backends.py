@@ -367,6 +367,34 @@ def test_an_own_dask_cluster_fails_a_crashed_task_at_once() -> None:
     assert backend.client is None
 
 
+def test_an_own_dask_cluster_is_sized_for_the_runs_max_concurrent() -> None:
+    pytest.importorskip("distributed")
+    cores = os.cpu_count() or 1
+    backend = DaskBackend()
+    backend.size_for(10)
+    workers = min(10, cores)
+    options = backend.cluster_options()
+    assert (options["n_workers"], options["threads_per_worker"]) == (workers, -(-10 // workers))
+    given = DaskBackend(n_workers=1)  # the caller's sizes are kept
+    given.size_for(10)
+    sizes = given.cluster_options()
+    assert (sizes["n_workers"], sizes["threads_per_worker"]) == (1, 1)
+    threads: list[int] = []
+    backend = DaskBackend(processes=False)
+
+    def on_event(kind: str, record: object, time: float) -> None:
+        if kind == "run_started":
+            threads.append(sum(backend.client.nthreads().values()))
+
+    dag = ok.DAG("sized", max_concurrent=3)
+    for i in range(6):
+        dag.task(f"s{i}", bt.square, x=i)
+    run = dag.run(backend=backend, on_event=on_event)
+    assert threads == [3]
+    assert [r.result for r in run.records.values()] == [0, 1, 4, 9, 16, 25]
+    assert backend.client is None
+
+
 def test_idle_worker_processes_exit_and_a_shut_down_pool_fails_tasks_clearly() -> None:
     pool = ProcessPool(1, idle_timeout=0.3)
     backend = ProcessBackend(pool=pool)

@@ -35,6 +35,9 @@ class Backend(abc.ABC):
     **What the engine calls, and when.** Every call below is made on the engine's loop
     thread, from plain (non-async) code unless it is a coroutine:
 
+    0. ``size_for(max_concurrent)`` once, first: the run's ``max_concurrent`` (how many
+       calls it may have running at once, an int >= 1), for a backend that starts its own
+       workers to start enough of them. The default does nothing.
     1. ``await aopen(loop)`` once, before the run's clock starts and before any task is
        scheduled. ``loop`` is the running :class:`asyncio.AbstractEventLoop` the run lives
        on. The default calls :meth:`open`; override it when opening takes long (starting a
@@ -83,6 +86,9 @@ class Backend(abc.ABC):
 
     name: ClassVar[str]
     runs_coroutines_on_loop: ClassVar[bool] = False
+
+    def size_for(self, max_concurrent: int) -> None:  # noqa: B027 - a no-op unless overridden
+        """The next run has up to ``max_concurrent`` calls running at once (default: ignored)."""
 
     async def aopen(self, loop: asyncio.AbstractEventLoop) -> None:
         """Make the backend ready to take calls for a run on ``loop`` (default: :meth:`open`)."""

@@ -19,10 +19,19 @@ Crashes (code ``WORKER_CRASHED``)
     scheduler blames *every* task that was processing on the dead worker, the backend never
     sends more calls than the cluster has worker threads (re-reading the thread count after
     a crash, and every 0.5 s while calls wait), so a call is not queued on a worker behind
-    another one, and a neighbour's crash does not fail it. The nanny restarts the worker.
+    another one, and a crash fails only the calls running in that worker process (with one
+    thread per worker, only the call that crashed it). The nanny restarts the worker.
+
+Sending and fetching
+    The calls the engine submits in one turn of its loop go to the scheduler as one graph
+    (``Client.map``). Each call's outcome is awaited on the client's own event loop, all of
+    them concurrently (the client merges overlapping fetches into one request), and handed
+    to the engine's loop through a :class:`~oktyv_nb.execution.backends.base.Channel`.
 
 Queueing: with ``max_concurrent`` above the cluster's thread count, the extra calls wait in
-the backend and that wait counts in the task's duration and towards its timeout.
+the backend and that wait counts in the task's duration and towards its timeout. A cluster
+the backend starts itself has threads enough for the run's ``max_concurrent`` (see
+:class:`DaskBackend`).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import threading
 import uuid
 from collections import deque
@@ -94,10 +104,13 @@ class DaskBackend(Backend):
 
     ``DaskBackend(client)`` uses a ``distributed.Client`` (any address; a synchronous client);
     ``DaskBackend(**local_cluster_kwargs)`` starts a ``LocalCluster`` when a run opens the
-    backend and closes it when the run ends (defaults: ``processes=True``,
-    ``threads_per_worker=1``, the dashboard on a free port; the scheduler's
-    ``allowed-failures`` is 0, so a task whose worker dies fails at once with
-    ``WORKER_CRASHED``). See the module docstring.
+    backend and closes it when the run ends (defaults: ``processes=True``, the dashboard on a
+    free port; the scheduler's ``allowed-failures`` is 0, so a task whose worker dies fails
+    at once with ``WORKER_CRASHED``). Unless ``n_workers`` or ``threads_per_worker`` is
+    given, the cluster is sized for the run's ``max_concurrent``: ``min(max_concurrent,
+    os.cpu_count())`` worker processes (one worker with ``processes=False``) with enough
+    threads each for ``max_concurrent`` calls at once; used outside a run, one thread per
+    worker and Dask's default number of workers. See the module docstring.
     """
 
     name = "dask"
@@ -118,6 +131,8 @@ class DaskBackend(Backend):
             "processes": True, "threads_per_worker": 1, "dashboard_address": ":0",
             **local_cluster_kwargs,
         }
+        self._sized = not {"n_workers", "threads_per_worker"} & local_cluster_kwargs.keys()
+        self._max_concurrent: int | None = None
         self._channel: Channel | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: deque[_DaskJob] = deque()
@@ -125,14 +140,29 @@ class DaskBackend(Backend):
         self._capacity = 1
         self._poll: asyncio.TimerHandle | None = None
         self._polling = False
+        self._flushing = False  # a _flush is scheduled on the loop
 
     # ------------------------------------------------------------------ lifecycle
+    def size_for(self, max_concurrent: int) -> None:
+        """The cluster this backend starts runs ``max_concurrent`` calls at once."""
+        self._max_concurrent = max_concurrent
+
+    def cluster_options(self) -> dict[str, Any]:
+        """The ``LocalCluster`` options of the cluster this backend would start now."""
+        options = dict(self.cluster_kwargs)
+        calls = self._max_concurrent
+        if self._sized and calls is not None:
+            workers = min(calls, os.cpu_count() or 1) if options.get("processes", True) else 1
+            options["n_workers"] = workers
+            options["threads_per_worker"] = -(-calls // workers)
+        return options
+
     def _start_cluster(self) -> None:
         import dask
         from distributed import Client, LocalCluster
 
         with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-            cluster = LocalCluster(**self.cluster_kwargs)
+            cluster = LocalCluster(**self.cluster_options())
         try:
             client = Client(cluster, set_as_default=False)
         except BaseException:
@@ -162,6 +192,7 @@ class DaskBackend(Backend):
                             "(created without asynchronous=True)")
         self._loop = loop
         self._channel = Channel(loop)
+        self._flushing = False
         self._capacity = self._threads()
 
     async def aclose(self) -> None:
@@ -219,41 +250,68 @@ class DaskBackend(Backend):
                                  daemon=True, name="oktyv-dask-cancel").start()
 
     def _pump(self) -> None:
-        """Send waiting calls while the cluster has a worker thread free for each."""
-        while self._waiting and len(self._inflight) < self._capacity:
+        """Send waiting calls at the end of this turn of the loop (see :meth:`_flush`)."""
+        if not self._flushing and self._loop is not None:
+            self._flushing = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Send waiting calls while the cluster has a worker thread free for each: all the
+        calls of one turn of the loop in one message to the scheduler."""
+        self._flushing = False
+        if self._channel is None:
+            return
+        batch: list[_DaskJob] = []
+        free = self._capacity - len(self._inflight)
+        while self._waiting and len(batch) < free:
             job = self._waiting.popleft()
-            if job.state != _QUEUED:
-                continue
-            self._send(job)
+            if job.state == _QUEUED:
+                batch.append(job)
+        if batch:
+            self._send(batch)
         if self._waiting and self._poll is None and not self._polling and self._loop:
             self._poll = self._loop.call_later(self.POLL_S, self._refresh)
 
-    def _send(self, job: _DaskJob) -> None:
-        payload, job.payload = job.payload, None
-        safe = "".join(c if c.isalnum() or c in "._" else "_" for c in job.tool)
+    def _send(self, batch: list[_DaskJob]) -> None:
+        payloads = []
+        keys = []
+        for job in batch:
+            payloads.append(job.payload)
+            job.payload = None
+            safe = "".join(c if c.isalnum() or c in "._" else "_" for c in job.tool)
+            keys.append(f"{safe}-{uuid.uuid4().hex}")
         try:
-            fut = self.client.submit(
-                _dask_call, payload, key=f"{safe}-{uuid.uuid4().hex}", pure=False
-            )
+            futures = self.client.map(_dask_call, payloads, key=keys, pure=False)
         except Exception as exc:
-            job.state = _FINISHED
-            job.channel.put(job.done, False, RuntimeError(
-                f"Dask did not accept the call of tool {job.tool}: {_why(exc)}"), None)
+            for job in batch:
+                job.state = _FINISHED
+                job.channel.put(job.done, False, RuntimeError(
+                    f"Dask did not accept the call of tool {job.tool}: {_why(exc)}"), None)
             return
-        job.state = _RUNNING
-        job.future = fut
-        self._inflight[job] = None
-        fut.add_done_callback(functools.partial(self._completed, job))
+        sent = list(zip(batch, futures, strict=True))
+        for job, fut in sent:
+            job.state = _RUNNING
+            job.future = fut
+            self._inflight[job] = None
+        self.client.loop.add_callback(self._watch_all, self.client, sent)
 
-    def _completed(self, job: _DaskJob, fut: Any) -> None:
-        """In Dask's callback thread: fetch the outcome, hand it to the loop."""
+    async def _watch_all(self, client: Any, sent: list[tuple[_DaskJob, Any]]) -> None:
+        await asyncio.gather(*(self._watch(client, job, fut) for job, fut in sent))
+
+    async def _watch(self, client: Any, job: _DaskJob, fut: Any) -> None:
+        """On the client's event loop: await the call's outcome, hand it to the engine's loop.
+
+        Every call in flight has its own watcher, so outcomes are fetched concurrently (the
+        client merges the fetches that overlap into one request), not one after the other.
+        """
         from distributed import KilledWorker
         from distributed.client import FutureCancelledError
 
         worker: str | None = None
         threads: int | None = None
+        cancelled = False
         try:
-            worker, reply = fut.result()
+            worker, reply = await client.gather(fut, asynchronous=True)
         except KilledWorker as exc:
             last = getattr(exc, "last_worker", None)
             worker = getattr(last, "address", None) or None
@@ -262,16 +320,26 @@ class DaskBackend(Backend):
                 f"(KilledWorker: the worker process exited or was killed; see its nanny's "
                 f"log for the exit code); the cluster restarts it"
             )
-            threads = self._threads()  # the dead worker is gone from the scheduler now
+            try:  # the dead worker is gone from the scheduler now
+                threads = max(1, sum((await client.nthreads(asynchronous=True)).values()))
+            except Exception:
+                threads = None
         except FutureCancelledError as exc:
             ok, value = False, WorkerCrashedError(
                 f"the Dask cluster dropped the call of tool {job.tool} ({_why(exc)})"
+            )
+        except asyncio.CancelledError:  # the client's loop is stopping
+            cancelled = True
+            ok, value = False, WorkerCrashedError(
+                f"the Dask client closed while running tool {job.tool}"
             )
         except BaseException as exc:  # an error Dask raised itself (e.g. loading the call)
             ok, value = False, exc
         else:
             ok, value = _decode(reply, job.tool, worker)
         job.channel.put(functools.partial(self._finished, job, threads), ok, value, worker)
+        if cancelled:
+            raise asyncio.CancelledError
 
     def _finished(self, job: _DaskJob, threads: int | None, ok: bool, value: Any,
                   worker: str | None) -> None:
