@@ -9,6 +9,8 @@ timer stops, so every peer pays for building its results and none for freeing th
   one asyncio task per ready node and an ``asyncio.Semaphore(max_concurrent)``; sync tools go
   through ``loop.run_in_executor`` on a persistent 10-thread ``ThreadPoolExecutor``.
 * **dask**: ``dask.threaded.get`` on a raw task graph with ``num_workers`` threads (sync only).
+* **dask futures** (:mod:`bench.dask_backend`): ``client.submit`` per task on a
+  ``distributed`` cluster, the dependencies' futures as arguments.
 * **ours**: ``oktyv_nb.execute_request(request_dict, tools)``: validation, scheduling and the
   full SPEC §3 result with one record per task.
 * **levels**: the same with ``strategy="levels"`` (the original design's level-by-level
@@ -37,6 +39,7 @@ __all__ = [
     "floor_pool",
     "floor_run",
     "make_dask",
+    "make_dask_futures",
     "make_floor",
     "make_levels",
     "make_ours",
@@ -131,6 +134,19 @@ def make_dask(deps: Deps, num_workers: int = 10) -> Callable[[], Any]:
     return lambda: dask.threaded.get(dsk, keys, num_workers=num_workers)
 
 
+def make_dask_futures(deps: Deps, client: Any) -> Callable[[], Any]:
+    """Hand-written Dask futures on a ``distributed.Client``: one ``client.submit`` per task
+    with its dependencies' futures as arguments, then one ``client.gather`` of them all."""
+
+    def run() -> Any:
+        futures: dict[str, Any] = {}
+        for tid, ds in deps.items():
+            futures[tid] = client.submit(_dask_noop, *(futures[d] for d in ds), pure=False)
+        return client.gather(list(futures.values()))
+
+    return run
+
+
 def _tools(kind: str) -> dict[str, Callable[..., Any]]:
     if kind == "async":
         return {"noop": async_noop}
@@ -139,11 +155,17 @@ def _tools(kind: str) -> dict[str, Callable[..., Any]]:
     raise ValueError(f"kind must be 'async' or 'sync', got {kind!r}")
 
 
-def make_ours(deps: Deps, kind: str, max_concurrent: int = 10) -> Callable[[], Any]:
-    """``ok.execute_request`` on the request dict: validation, run and full result."""
+def make_ours(
+    deps: Deps, kind: str, max_concurrent: int = 10,
+    backend: Callable[[], Any] | None = None,
+) -> Callable[[], Any]:
+    """``ok.execute_request`` on the request dict: validation, run and full result (on
+    ``backend()``, a fresh backend object per run, when given)."""
     request = request_of(deps, "noop", max_concurrent)
     tools = _tools(kind)
-    return lambda: ok.execute_request(request, tools)
+    if backend is None:
+        return lambda: ok.execute_request(request, tools)
+    return lambda: ok.execute_request(request, tools, backend=backend())
 
 
 def make_levels(deps: Deps, kind: str, max_concurrent: int = 10) -> Callable[[], Any]:

@@ -20,15 +20,18 @@ import backend_tools as bt
 import pytest
 
 import oktyv_nb as ok
+import oktyv_nb.execution.backends as backend_names
 from oktyv_nb.errors import TASK_TIMEOUT, WORKER_CRASHED
 from oktyv_nb.execution.backends import (
     UNPICKLABLE,
     AsyncioBackend,
+    Backend,
     DaskBackend,
     ProcessBackend,
     ProcessPool,
     ThreadBackend,
     get_backend,
+    register_backend,
 )
 
 perf = time.perf_counter
@@ -364,6 +367,34 @@ def test_an_own_dask_cluster_fails_a_crashed_task_at_once() -> None:
     assert backend.client is None
 
 
+def test_an_own_dask_cluster_is_sized_for_the_runs_max_concurrent() -> None:
+    pytest.importorskip("distributed")
+    cores = os.cpu_count() or 1
+    backend = DaskBackend()
+    backend.size_for(10)
+    workers = min(10, cores)
+    options = backend.cluster_options()
+    assert (options["n_workers"], options["threads_per_worker"]) == (workers, -(-10 // workers))
+    given = DaskBackend(n_workers=1)  # the caller's sizes are kept
+    given.size_for(10)
+    sizes = given.cluster_options()
+    assert (sizes["n_workers"], sizes["threads_per_worker"]) == (1, 1)
+    threads: list[int] = []
+    backend = DaskBackend(processes=False)
+
+    def on_event(kind: str, record: object, time: float) -> None:
+        if kind == "run_started":
+            threads.append(sum(backend.client.nthreads().values()))
+
+    dag = ok.DAG("sized", max_concurrent=3)
+    for i in range(6):
+        dag.task(f"s{i}", bt.square, x=i)
+    run = dag.run(backend=backend, on_event=on_event)
+    assert threads == [3]
+    assert [r.result for r in run.records.values()] == [0, 1, 4, 9, 16, 25]
+    assert backend.client is None
+
+
 def test_idle_worker_processes_exit_and_a_shut_down_pool_fails_tasks_clearly() -> None:
     pool = ProcessPool(1, idle_timeout=0.3)
     backend = ProcessBackend(pool=pool)
@@ -407,6 +438,41 @@ def test_names_objects_and_the_request_api_choose_the_backend(
         DaskBackend()
     with pytest.raises(ImportError, match="oktyv_nb"):
         ok.DAG("x").task("a", bt.noop).run(backend="dask")
+
+
+def test_a_backend_subclass_runs_a_dag_by_name_and_must_implement_the_seam() -> None:
+    class Inline(Backend):
+        """Runs each call at once, reporting on the loop's next turn."""
+
+        name = "inline"
+
+        def open(self, loop: asyncio.AbstractEventLoop) -> None:
+            self.loop = loop
+
+        def submit(self, fn: Any, kwargs: dict[str, Any], done: Any) -> None:
+            try:
+                value = fn(**kwargs)
+            except Exception as exc:
+                self.loop.call_soon(done, False, exc, "inline")
+            else:
+                self.loop.call_soon(done, True, value, "inline")
+
+        async def aclose(self) -> None:
+            del self.loop
+
+    register_backend("inline-test", Inline)
+    try:
+        dag = ok.DAG("sub").task("a", bt.square, x=3).task("b", bt.square, x="${a.result}")
+        run = dag.run(backend="inline-test")
+    finally:  # other tests list the registered names
+        backend_names._NAMED.pop("inline-test", None)
+    assert [(r.result, r.worker) for r in run.records.values()] == [(9, "inline"), (81, "inline")]
+
+    class Incomplete(Backend):
+        name = "incomplete"
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete()  # type: ignore[abstract]
 
 
 def _has_distributed() -> bool:

@@ -226,6 +226,9 @@ class Engine:
         if self.done is not None:
             raise RuntimeError("an Engine runs its graph once; make a new Engine to run again")
         loop = self.loop = self.workers.loop = asyncio.get_running_loop()
+        sizer = getattr(self.backend, "size_for", None)  # workers it starts, for this run
+        if sizer is not None:
+            sizer(self.config.max_concurrent)
         opener = getattr(self.backend, "aopen", None)  # e.g. a Dask cluster starting up:
         if opener is not None:  # before the clock starts, without blocking the loop
             await opener(loop)
