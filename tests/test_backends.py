@@ -316,8 +316,9 @@ async def _drive(backend: Any, calls: list[tuple[Any, dict[str, Any]]]) -> list[
     for fn, kwargs in calls:
         fut = loop.create_future()
 
-        def done(ok: bool, value: Any, worker: str | None, fut: Any = fut) -> None:
-            fut.set_result((ok, value, worker, threading.get_ident()))
+        def done(ok: bool, value: Any, worker: str | None, cpu_s: float | None = None, *,
+                 fut: Any = fut) -> None:
+            fut.set_result((ok, value, worker, threading.get_ident(), cpu_s))
 
         backend.submit(fn, kwargs, done)
         futures.append(fut)
@@ -342,6 +343,7 @@ def test_done_is_called_on_the_loop_thread_and_own_clusters_are_closed(which: st
     assert [o[:2] for o in outcomes[:2]] == [(True, 25), (True, 36)]
     assert outcomes[2][0] is False and isinstance(outcomes[2][1], ValueError)
     assert all(isinstance(o[2], str) and o[2] for o in outcomes)
+    assert all(isinstance(o[4], float) and o[4] >= 0 for o in outcomes)  # CPU seconds
     if which == "own-dask-cluster":
         assert outcomes[0][2].startswith("tcp://")
         assert backend.client is None and backend.cluster is None  # closed by aclose()

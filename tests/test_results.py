@@ -362,3 +362,47 @@ def test_results_keep_the_types_the_tools_returned() -> None:
     assert type(col["a"]) is int and col["a"] == 12 and col["b"] is None
     col = ok.DAG().task("c", pair).task("d", pair).run(live=False).df["result"]
     assert col.dtype == object and col["c"] == [1, 2]
+
+
+def burn(n: int) -> int:
+    """Pure-Python work: holds the GIL for its whole call."""
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+
+def _burn_n() -> int:
+    """Loop iterations that take about 0.15 s of CPU here."""
+    t0 = time.thread_time()
+    burn(200_000)
+    per = max(time.thread_time() - t0, 1e-4) / 200_000
+    return int(0.15 / per)
+
+
+def test_cpu_time_is_recorded_and_the_gil_is_named() -> None:
+    n = _burn_n()
+    dag = ok.DAG(max_concurrent=4)
+    for i in range(4):
+        dag.task(f"b{i}", burn, n=n)
+    dag.task("nap", "sleep", seconds=0.05)
+    dag.task("anap", asleep, seconds=0.05)
+    run = dag.run(live=False, backend="threads")
+    df = run.df
+    assert (df.loc[[f"b{i}" for i in range(4)], "cpu_s"] > 0.05).all()
+    assert df.loc["nap", "cpu_s"] < 0.02  # sleeping costs no CPU
+    st = run.stats
+    assert st.cpu_s == pytest.approx(df["cpu_s"].sum())
+    # four GIL-bound threads overlap in time, but one core does the work
+    assert st.speedup >= 1.5 and st.cpu_parallelism <= 1.2, st
+    assert st.cpu_serialised and 'backend="processes"' in str(st)
+    # an async tool on the engine's loop (asyncio backend) has no CPU figure of its own
+    on_loop = ok.DAG().task("anap", asleep, seconds=0.01).run(live=False)
+    assert np.isnan(on_loop.df.loc["anap", "cpu_s"]) and on_loop.stats.cpu_s is None
+    assert not on_loop.stats.cpu_serialised and on_loop.stats.note is None
+
+
+def test_cpu_time_comes_back_from_worker_processes() -> None:
+    run = ok.DAG().task("b", burn, n=_burn_n()).run(live=False, backend="processes")
+    assert run.df.loc["b", "cpu_s"] > 0.05
+    assert run.records["b"].spans[0].cpu_s == run.records["b"].cpu_s

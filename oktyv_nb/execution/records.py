@@ -78,16 +78,21 @@ def error_from_exception(exc: BaseException, code: str | None = None) -> ErrorIn
 
 
 class AttemptSpan:
-    """One attempt of a task: ``start``/``end`` perf-counter seconds, ``outcome`` and
-    where it ran."""
+    """One attempt of a task: ``start``/``end`` perf-counter seconds, ``outcome``, where it
+    ran, and the CPU seconds it used (``cpu_s``; None where the backend cannot tell, as for
+    async tools sharing the loop)."""
 
-    __slots__ = ("end", "outcome", "start", "worker")
+    __slots__ = ("cpu_s", "end", "outcome", "start", "worker")
 
-    def __init__(self, start: float, end: float, outcome: str, worker: str | None) -> None:
+    def __init__(
+        self, start: float, end: float, outcome: str, worker: str | None,
+        cpu_s: float | None = None,
+    ) -> None:
         self.start = start
         self.end = end
         self.outcome = outcome  # "success" | "failed" | "timeout" | "cancelled"
         self.worker = worker
+        self.cpu_s = cpu_s
 
     def __repr__(self) -> str:
         return f"AttemptSpan({self.start:.6f}, {self.end:.6f}, {self.outcome!r})"
@@ -97,7 +102,7 @@ class TaskRecord:
     """The fate of one task. ``start``/``end``/``ready_at`` are perf-counter seconds."""
 
     __slots__ = (
-        "_spans", "attempts", "end", "error", "level", "ready_at", "result", "reused",
+        "_spans", "attempts", "cpu_s", "end", "error", "level", "ready_at", "result", "reused",
         "rollback_error", "rolled_back", "start", "status", "task_id", "tool", "worker",
     )
 
@@ -116,6 +121,7 @@ class TaskRecord:
         self.rollback_error: ErrorInfo | None = None
         self.reused: bool | None = None
         self.worker: str | None = None
+        self.cpu_s: float | None = None  # CPU seconds of the attempts that measured it
         self._spans: list[AttemptSpan] | None = None
 
     @property
@@ -125,7 +131,8 @@ class TaskRecord:
         if self._spans is not None:
             return self._spans
         if self.attempts == 1 and self.status == SUCCESS and self.start is not None:
-            return [AttemptSpan(self.start, self.end or self.start, SUCCESS, self.worker)]
+            return [AttemptSpan(self.start, self.end or self.start, SUCCESS, self.worker,
+                                self.cpu_s)]
         return []
 
     def add_span(self, span: AttemptSpan) -> None:

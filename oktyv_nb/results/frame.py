@@ -78,6 +78,8 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
         "priority": np.fromiter((nodes[r.task_id].priority for r in recs), np.int64, len(recs)),
         "reused": np.fromiter((bool(r.reused) for r in recs), bool, len(recs)),
         "rolled_back": pd.array([r.rolled_back for r in recs], dtype="boolean"),
+        "cpu_s": np.fromiter((nan if r.cpu_s is None else r.cpu_s for r in recs), float,
+                             len(recs)),
     }
     df = pd.DataFrame(data, index=ids)
     for col in ("tool", "error_code", "error_message", "worker"):

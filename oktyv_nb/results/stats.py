@@ -37,6 +37,15 @@ class RunStats:
       durations could finish sooner. ``bound_ratio`` = makespan / lower bound (1.0 is perfect).
     * ``avg_parallelism``: the same as ``speedup`` (busy time over the makespan), kept for
       the name it has in scheduling texts.
+    * ``cpu_s``: the CPU seconds the attempts used, summed over those whose backend measured
+      it (sync tools on threads, processes and Dask; not async tools on the shared loop);
+      None when none did. ``cpu_parallelism`` = cpu_s / makespan: how many cores were busy
+      on average.
+    * ``cpu_serialised``: true when the tasks overlapped in time (speedup >= 1.5) but their
+      CPU time shows one core at work (cpu_parallelism <= 1.2, and CPU busy at least half
+      the makespan): CPU-bound Python on threads, serialised by the GIL. The real gain over
+      a serial run is then about 1, whatever ``speedup`` says; ``backend="processes"``
+      runs such tools in parallel.
     """
 
     makespan_s: float
@@ -53,6 +62,25 @@ class RunStats:
     succeeded: int
     failed: int
     skipped: int
+    cpu_s: float | None = None
+    cpu_parallelism: float | None = None
+
+    @property
+    def cpu_serialised(self) -> bool:
+        c = self.cpu_parallelism
+        return c is not None and self.speedup >= 1.5 and 0.5 <= c <= 1.2
+
+    @property
+    def note(self) -> str | None:
+        """A plain sentence when a figure would mislead, else None."""
+        if not self.cpu_serialised:
+            return None
+        return (
+            f"CPU time shows the tasks ran one at a time ({self.cpu_parallelism or 0:.2f} cores "
+            f"busy on average): the speedup of {self.speedup:.2f}× is time overlapped, not "
+            "work done in parallel; CPU-bound Python tools share one core under the GIL on "
+            'threads: try backend="processes"'
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a dict (``critical_path`` a fresh list)."""
@@ -64,12 +92,16 @@ class RunStats:
             f"{escape(_fmt(v))}{escape(_UNITS.get(k, ''))}</td></tr>"
             for k, v in self.to_dict().items()
         )
-        return f"<table class='oktyv-stats'>{rows}</table>"
+        note = self.note
+        extra = f"<p class='oktyv-note'><b>Note:</b> {escape(note)}</p>" if note else ""
+        return f"<table class='oktyv-stats'>{rows}</table>{extra}"
 
     def __str__(self) -> str:
-        return "\n".join(
-            f"{k:>16}: {_fmt(v)}{_UNITS.get(k, '')}" for k, v in self.to_dict().items()
-        )
+        lines = [f"{k:>16}: {_fmt(v)}{_UNITS.get(k, '')}" for k, v in self.to_dict().items()]
+        note = self.note
+        if note:
+            lines.append(f"{'note':>16}: {note}")
+        return "\n".join(lines)
 
     def __repr__(self) -> str:
         fields = ", ".join(
@@ -84,6 +116,7 @@ class RunStats:
 
 _UNITS = {
     "makespan_s": " s", "work_s": " s", "critical_path_s": " s", "lower_bound_s": " s",
+    "cpu_s": " s",
     "speedup": "×",
 }
 
@@ -104,6 +137,8 @@ def run_stats(outcome: RunOutcome) -> RunStats:
     """Makespan, work, speedup, critical path and bounds of a finished run."""
     recs = outcome.records.values()
     spans = [(s.start, s.end) for r in recs for s in r.spans]
+    cpus = [r.cpu_s for r in recs if r.cpu_s is not None]
+    cpu = sum(cpus) if cpus else None
     durations = {r.task_id: r.duration for r in recs}
     work = sum(e - s for s, e in spans)
     makespan = max(e for _, e in spans) - min(s for s, _ in spans) if spans else 0.0
@@ -129,6 +164,8 @@ def run_stats(outcome: RunOutcome) -> RunStats:
         succeeded=counts[SUCCESS],
         failed=counts[FAILED],
         skipped=counts[SKIPPED],
+        cpu_s=cpu,
+        cpu_parallelism=_div(cpu, makespan) if cpu is not None else None,
     )
 
 

@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 
 __all__ = ["Backend", "Channel", "Done"]
 
-Done = Callable[[bool, Any, "str | None"], None]
-"""``done(ok, value, worker)``: how a backend reports the outcome of one call (see
-:meth:`Backend.submit`)."""
+Done = Callable[..., None]
+"""``done(ok, value, worker, cpu_s=None)``: how a backend reports the outcome of one call
+(see :meth:`Backend.submit`)."""
 
 
 class Backend(abc.ABC):
@@ -51,13 +51,17 @@ class Backend(abc.ABC):
        None), that the engine passes back to :meth:`abandon`; it must not block: queue the
        call and return. An exception raised by ``submit`` itself fails the attempt (and is
        retried like a failure of the tool).
-    3. ``done(ok, value, worker)``, once per submitted call, **on the loop's thread** (from a
+    3. ``done(ok, value, worker, cpu_s=None)``, once per submitted call, **on the loop's
+       thread** (from a
        worker thread use :class:`Channel`, or ``loop.call_soon_threadsafe``). ``ok`` is true
        with the tool's return value as ``value``, false with the exception the tool raised
        (or one standing for why the call could not run) as ``value``; an exception with a
        string ``code`` attribute gives the record that code, any other its class name.
        ``worker`` is a short label of where the call ran (the DataFrame's ``worker``
-       column), or None. ``done`` may be called from inside ``submit``. The time between
+       column), or None. ``cpu_s`` is the CPU time the call used, in seconds, where the
+       backend can measure it (``time.thread_time()`` around the call in the thread that
+       ran it; threads the tool starts itself are not counted), else None. ``done`` may be
+       called from inside ``submit``. The time between
        ``submit`` and ``done`` is the attempt's duration, and counts towards its
        ``timeout`` (seconds), so a backend that queues calls adds that wait to both.
     4. ``abandon(handle)`` when the engine gives up on a call that has not reported yet: a
@@ -114,9 +118,9 @@ class Backend(abc.ABC):
 class Channel:
     """Outcomes from worker threads, handed back to one loop in batches.
 
-    ``put(done, ok, value, worker)`` may be called from any thread; ``done(ok, value,
-    worker)`` then runs on the loop's thread. A worker appends under the lock and wakes the
-    loop only when no wake-up is pending, so a burst of quick tasks costs one
+    ``put(done, ok, value, worker, cpu_s=None)`` may be called from any thread; ``done(ok,
+    value, worker, cpu_s)`` then runs on the loop's thread. A worker appends under the lock
+    and wakes the loop only when no wake-up is pending, so a burst of quick tasks costs one
     ``call_soon_threadsafe`` instead of one per task. Outcomes put after the loop closed are
     dropped (calls the engine already abandoned).
     """
@@ -126,12 +130,13 @@ class Channel:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.lock = threading.Lock()
-        self.out: list[tuple[Done, bool, Any, str | None]] = []
+        self.out: list[tuple[Done, bool, Any, str | None, float | None]] = []
         self.scheduled = False
 
-    def put(self, done: Done, ok: bool, value: Any, worker: str | None) -> None:
+    def put(self, done: Done, ok: bool, value: Any, worker: str | None,
+            cpu_s: float | None = None) -> None:
         with self.lock:
-            self.out.append((done, ok, value, worker))
+            self.out.append((done, ok, value, worker, cpu_s))
             if self.scheduled:
                 return
             self.scheduled = True
@@ -143,5 +148,5 @@ class Channel:
         with self.lock:
             items, self.out = self.out, []
             self.scheduled = False
-        for done, ok, value, worker in items:
-            done(ok, value, worker)
+        for done, ok, value, worker, cpu_s in items:
+            done(ok, value, worker, cpu_s)

@@ -310,6 +310,7 @@ class DaskBackend(Backend):
         worker: str | None = None
         threads: int | None = None
         cancelled = False
+        cpu: float | None = None
         try:
             worker, reply = await client.gather(fut, asynchronous=True)
         except KilledWorker as exc:
@@ -336,13 +337,13 @@ class DaskBackend(Backend):
         except BaseException as exc:  # an error Dask raised itself (e.g. loading the call)
             ok, value = False, exc
         else:
-            ok, value = _decode(reply, job.tool, worker)
-        job.channel.put(functools.partial(self._finished, job, threads), ok, value, worker)
+            ok, value, cpu = _decode(reply, job.tool, worker)
+        job.channel.put(functools.partial(self._finished, job, threads), ok, value, worker, cpu)
         if cancelled:
             raise asyncio.CancelledError
 
     def _finished(self, job: _DaskJob, threads: int | None, ok: bool, value: Any,
-                  worker: str | None) -> None:
+                  worker: str | None, cpu_s: float | None = None) -> None:
         """On the loop: free the call's slot, send waiting calls, report the outcome."""
         self._inflight.pop(job, None)
         job.future = None
@@ -353,7 +354,7 @@ class DaskBackend(Backend):
         if self._channel is not None:
             self._pump()
         if not abandoned:
-            job.done(ok, value, worker)
+            job.done(ok, value, worker, cpu_s)
 
     def _refresh(self) -> None:
         """While calls wait: re-read the cluster's thread count (in a thread)."""

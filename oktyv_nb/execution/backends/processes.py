@@ -438,8 +438,8 @@ class ProcessPool:
         if self._settle(slot, job):  # it replied just as it was killed
             worker.reap()
             slot.worker = None
-        ok, value = _decode(reply, tool, label)
-        channel.put(done, ok, value, label)
+        ok, value, cpu = _decode(reply, tool, label)
+        channel.put(done, ok, value, label, cpu)
 
 
 _shared_process_pool: ProcessPool | None = None

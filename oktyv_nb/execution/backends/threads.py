@@ -21,6 +21,7 @@ import itertools
 import queue
 import threading
 from collections.abc import Callable
+from time import thread_time
 from typing import Any
 
 from oktyv_nb.execution.backends.base import Backend, Channel, Done
@@ -77,12 +78,13 @@ class ThreadPool:
                         return
                 continue
             channel, fn, kwargs, done = item
+            cpu0 = thread_time()
             try:
                 value = call_maybe_async(fn, kwargs)
             except BaseException as exc:  # recorded as the task's error
-                channel.put(done, False, exc, worker)
+                channel.put(done, False, exc, worker, thread_time() - cpu0)
             else:
-                channel.put(done, True, value, worker)
+                channel.put(done, True, value, worker, thread_time() - cpu0)
             item = channel = fn = kwargs = done = value = None  # drop references now
             with self._lock:
                 self._idle += 1

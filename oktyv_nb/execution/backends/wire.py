@@ -27,6 +27,7 @@ import asyncio
 import functools
 import inspect
 import pickle
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -179,12 +180,14 @@ def _run_payload(data: bytes) -> bytes:
         )
     data = b""
     tool = _tool_name(fn)
+    cpu0 = time.thread_time()
     try:
         value = call_maybe_async(fn, kwargs)
     except BaseException as exc:  # the task's error, KeyboardInterrupt and SystemExit included
-        return _error_reply(exc, _format_tb(exc))
+        return _error_reply(exc, _format_tb(exc), time.thread_time() - cpu0)
+    cpu = time.thread_time() - cpu0
     try:
-        return _dumps((True, value, None))
+        return _dumps((True, value, None, cpu))
     except Exception as exc:
         return _error_reply(
             UnpicklableError(
@@ -204,9 +207,9 @@ def _format_tb(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
-def _error_reply(exc: BaseException, tb: str | None) -> bytes:
+def _error_reply(exc: BaseException, tb: str | None, cpu: float | None = None) -> bytes:
     try:
-        blob = _dumps((False, exc, tb))
+        blob = _dumps((False, exc, tb, cpu))
         pickle.loads(blob)  # the parent must be able to rebuild it, not only this side
         return blob
     except Exception as why:
@@ -224,24 +227,25 @@ def _error_reply(exc: BaseException, tb: str | None) -> bytes:
             f"{_why(why)}]",
             cls,
         )
-        return _dumps((False, sub, tb))
+        return _dumps((False, sub, tb, cpu))
 
 
-def _decode(reply: bytes, tool: str, worker: str) -> tuple[bool, Any]:
-    """In the parent: ``(ok, value)`` from a worker's reply."""
+def _decode(reply: bytes, tool: str, worker: str) -> tuple[bool, Any, float | None]:
+    """In the parent: ``(ok, value, cpu_s)`` from a worker's reply; ``cpu_s`` is the CPU
+    seconds the call's thread used in the worker (None when the call did not run)."""
     try:
-        ok, value, tb = pickle.loads(reply)
+        ok, value, tb, cpu = pickle.loads(reply)
     except Exception as exc:
         return False, UnpicklableError(
             f"the outcome of tool {tool} sent back by worker {worker} could not be unpickled "
             f"({_why(exc)})"
-        )
+        ), None
     if not ok and tb and isinstance(value, BaseException):
         # The worker's traceback as text (a traceback pickled along, e.g. by tblib, would
         # show the worker's frames twice).
         value.__traceback__ = None
         value.__cause__ = _RemoteTraceback(f'\n"""\n{tb}"""')
-    return ok, value
+    return ok, value, cpu
 
 
 _OWN_FRAMES = frozenset((_run_payload.__code__, call_maybe_async.__code__))

@@ -64,7 +64,7 @@ async def call_once(
     else:
         fut: asyncio.Future[Any] = loop.create_future()
 
-        def done(ok: bool, value: Any, worker: str | None) -> None:
+        def done(ok: bool, value: Any, worker: str | None, cpu_s: float | None = None) -> None:
             if not fut.done():
                 (fut.set_result if ok else fut.set_exception)(value)
 

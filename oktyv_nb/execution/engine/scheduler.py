@@ -134,11 +134,11 @@ class Attempt:
         self.timer: asyncio.TimerHandle | None = None  # the attempt's timeout
 
     def __call__(
-        self, ok: bool, value: Any, worker: str | None, retryable: bool = True
+        self, ok: bool, value: Any, worker: str | None, cpu_s: float | None = None
     ) -> None:
         """The backend's ``done`` callback: report the call's outcome to the engine."""
         try:
-            self.engine._attempt_done(self, ok, value, worker, retryable)
+            self.engine._attempt_done(self, ok, value, worker, cpu_s=cpu_s)
         except BaseException as exc:
             self.engine._crash(exc)
 
@@ -376,7 +376,8 @@ class Engine:
 
     # ------------------------------------------------------------------ completion
     def _attempt_done(
-        self, att: Attempt, ok: bool, value: Any, worker: str | None, retryable: bool = True
+        self, att: Attempt, ok: bool, value: Any, worker: str | None, retryable: bool = True,
+        cpu_s: float | None = None,
     ) -> None:
         if att.closed:
             return  # a late outcome of an abandoned attempt: dropped
@@ -389,9 +390,11 @@ class Engine:
         node = att.node
         if worker is not None:
             rec.worker = worker
+        if cpu_s is not None:
+            rec.cpu_s = cpu_s if rec.cpu_s is None else rec.cpu_s + cpu_s
         if ok:
             if rec.attempts > 1:  # a first attempt's span is the record itself
-                rec.add_span(AttemptSpan(att.start, now, SUCCESS, worker))
+                rec.add_span(AttemptSpan(att.start, now, SUCCESS, worker, cpu_s))
             rec.result = value
             rec.error = None
             self._succeed(rec, node, now)
@@ -400,7 +403,7 @@ class Engine:
             if self.redactor:  # records never hold a secret: subscribers see them live
                 err = redacted(err, self.redactor)
             outcome = _SPAN_OUTCOME.get(err.code, FAILED)
-            rec.add_span(AttemptSpan(att.start, now, outcome, worker))
+            rec.add_span(AttemptSpan(att.start, now, outcome, worker, cpu_s))
             rec.error = err
             if retryable and rec.attempts < node.retry.max_attempts and self.stopping is None:
                 rec.status = RETRYING
