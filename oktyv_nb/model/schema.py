@@ -96,31 +96,61 @@ class _Model(BaseModel):
 class RetryPolicyModel(_Model):
     """Retry policy; ``initial_delay`` in milliseconds."""
 
-    max_attempts: int = Field(ge=1)
-    backoff: Backoff = "exponential"
-    initial_delay: float = Field(default=1000.0, ge=0, allow_inf_nan=False)
+    max_attempts: int = Field(ge=1, description="Attempts in all, the first included.")
+    backoff: Backoff = Field(
+        default="exponential",
+        description="Delay before retry k (0-based): initialDelay * 2**k (exponential) or "
+        "initialDelay * (k + 1) (linear).",
+    )
+    initial_delay: float = Field(
+        default=1000.0, ge=0, allow_inf_nan=False, description="Milliseconds."
+    )
 
 
 class RollbackSpec(_Model):
     """A compensating call run when ``failureMode`` is ``rollback``."""
 
-    tool: str = Field(min_length=1)
-    params: dict[str, Any] = Field(default_factory=dict)
+    tool: str = Field(min_length=1, description="The name of the compensating tool.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Its params; may reference the task's own result: ${<id>.result...}.",
+    )
 
 
 class TaskSpec(_Model):
     """One task of a request; ``timeout`` in milliseconds per attempt."""
 
-    id: str = Field(min_length=1, max_length=TASK_ID_MAX, pattern=TASK_ID_PATTERN)
-    tool: str = Field(min_length=1)
-    params: dict[str, Any] = Field(default_factory=dict)
-    depends_on: list[str] | None = None
-    priority: int | None = Field(default=None, ge=1, le=10)
-    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    vault: str | None = Field(default=None, min_length=1)
+    id: str = Field(
+        min_length=1, max_length=TASK_ID_MAX, pattern=TASK_ID_PATTERN,
+        description="Unique task id (letters, digits, _ and -).",
+    )
+    tool: str = Field(min_length=1, description="The name of the tool the task calls.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments of the tool. A string '${otherId.result.path.to.x}' "
+        "is replaced by that value of another task's record (and makes it a dependency); "
+        "embedded in a longer string it is formatted into it.",
+    )
+    depends_on: list[str] | None = Field(
+        default=None, description="Ids of tasks that must succeed before this one starts."
+    )
+    priority: int | None = Field(
+        default=None, ge=1, le=10, description="1..10, default 5; higher starts first."
+    )
+    timeout: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="Milliseconds per attempt."
+    )
+    vault: str | None = Field(
+        default=None, min_length=1,
+        description="A secret set passed to the tool as its credentials argument.",
+    )
     retry_policy: RetryPolicyModel | None = None
     rollback: RollbackSpec | None = None
-    run_if: Trigger | None = None
+    run_if: Trigger | None = Field(
+        default=None,
+        description="all_success (default): run when every dependency succeeded; all_done: "
+        "run once they all finished, whatever their outcome.",
+    )
 
     @field_validator("vault")  # runs only when a vault is given, not once per task
     @classmethod
@@ -141,10 +171,19 @@ def _no_credentials_param(vault: str | None, info: ValidationInfo) -> str | None
 class ExecutionConfig(_Model):
     """Run settings; ``timeout`` (whole run) in milliseconds."""
 
-    max_concurrent: int = Field(default=10, ge=1)
-    failure_mode: FailureMode | None = None
-    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    enable_rollback: bool | None = None
+    max_concurrent: int = Field(default=10, ge=1, description="Tasks running at once.")
+    failure_mode: FailureMode | None = Field(
+        default=None,
+        description="continue (default): independent branches go on, dependents of a "
+        "failure are skipped; stop: nothing new starts after a failure; rollback: stop, then "
+        "compensate succeeded tasks that declare a rollback.",
+    )
+    timeout: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="Milliseconds for the whole run."
+    )
+    enable_rollback: bool | None = Field(
+        default=None, description="true selects failureMode rollback."
+    )
 
     @model_validator(mode="after")
     def _rollback_flag(self) -> ExecutionConfig:

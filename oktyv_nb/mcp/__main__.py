@@ -1,0 +1,96 @@
+"""``python -m oktyv_nb.mcp`` / ``oktyv-nb-mcp``: serve oktyv-nb over MCP on stdio.
+
+Options: ``--tools MODULE`` (repeatable) adds the tools of a module (its ``TOOLS`` mapping
+or its ``@ok.tool`` functions); ``--root DIR`` (default: the working directory) is the
+directory the file tools and ``sqlite`` are confined to; ``--allow-shell`` lets requests
+run programs with the ``shell`` tool. A bad option exits with status 2 and the error's
+code and message on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oktyv-nb-mcp",
+        description="Serve oktyv-nb's parallel_execute, validate_request and describe_tools "
+        "over MCP (stdio).",
+    )
+    parser.add_argument(
+        "--tools", action="append", default=[], metavar="MODULE",
+        help="import MODULE and offer its tools (TOOLS mapping or @ok.tool functions); "
+        "repeatable",
+    )
+    parser.add_argument(
+        "--root", default=None, metavar="DIR",
+        help="directory the file tools and sqlite are confined to (default: the working "
+        "directory)",
+    )
+    parser.add_argument(
+        "--allow-shell", action="store_true",
+        help="let requests run programs with the shell tool (refused by default)",
+    )
+    return parser
+
+
+def _drop_writable_paths(root: Path) -> None:
+    """Take the root (where requests write files) and the script directory off
+    ``sys.path``, so a file a request wrote is never imported by a later ``import``."""
+    keep = []
+    for entry in sys.path:
+        if entry == "":
+            continue
+        try:
+            real = Path(os.path.realpath(entry))
+        except (OSError, ValueError):
+            keep.append(entry)
+            continue
+        if real == root or real.is_relative_to(root):
+            continue
+        keep.append(entry)
+    sys.path[:] = keep
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        from oktyv_nb.errors import OktyvException
+        from oktyv_nb.model.sandbox import tools_from_modules
+    except ImportError as exc:  # pragma: no cover - a broken install
+        print(f"oktyv-nb-mcp: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        from oktyv_nb.mcp.server import OktyvMCPServer
+    except ImportError as exc:
+        print(
+            f"oktyv-nb-mcp: error: the MCP SDK is missing ({exc}); install it with "
+            "pip install 'oktyv_nb[mcp]'",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        tools = tools_from_modules(args.tools)
+        server = OktyvMCPServer(tools, root=args.root, allow_shell=args.allow_shell)
+    except OktyvException as exc:
+        print(f"oktyv-nb-mcp: error: {exc.code}: {exc}", file=sys.stderr)
+        return 2
+    assert server.sandbox.root is not None
+    _drop_writable_paths(server.sandbox.root)
+    import anyio
+
+    try:
+        anyio.run(server.run_stdio)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
