@@ -31,7 +31,6 @@ from mcp.server import Server
 from mcp.server.context import ServerRequestContext
 from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
-from pydantic import ValidationError
 
 from oktyv_nb import __version__
 from oktyv_nb.api import aexecute_request
@@ -39,16 +38,14 @@ from oktyv_nb.errors import ToolNotAllowedError
 from oktyv_nb.model.graph import paused_gc, prepare
 from oktyv_nb.model.registry import ToolTable
 from oktyv_nb.model.sandbox import Sandbox
-from oktyv_nb.model.schema import ExecutionRequest, ExecutionResult
+from oktyv_nb.model.schema import ExecutionResult, error_report, request_json_schema
 from oktyv_nb.model.signatures import describe_tool
 from oktyv_nb.model.tools import BUILTIN_TOOLS
 
-__all__ = ["OktyvMCPServer", "error_text", "request_schema"]
+__all__ = ["OktyvMCPServer"]
 
 logger = logging.getLogger("oktyv_nb.mcp")
 
-INVALID_REQUEST = "INVALID_REQUEST"
-INTERNAL_ERROR = "INTERNAL_ERROR"
 
 _PARALLEL_EXECUTE = """\
 Run a DAG of tool calls concurrently and return every task's record.
@@ -76,11 +73,6 @@ _INSTRUCTIONS = """\
 oktyv-nb runs DAGs of tool calls concurrently. Call describe_tools to see the tools and \
 their params, validate_request to check a DAG, parallel_execute to run it. File paths are \
 relative to the server's root directory and cannot leave it."""
-
-
-def request_schema() -> dict[str, Any]:
-    """The request's JSON schema (camelCase), as ``parallel_execute`` takes it."""
-    return ExecutionRequest.model_json_schema(by_alias=True)
 
 
 def _result_schema() -> dict[str, Any]:
@@ -130,27 +122,8 @@ _DESCRIBE_SCHEMA = {
 }
 
 
-def error_text(exc: BaseException) -> tuple[str, str]:
-    """``(code, text)`` of a request's error: the SPEC §4 code and the message
-    (``INVALID_REQUEST`` and the field paths for a pydantic ``ValidationError``)."""
-    if isinstance(exc, ValidationError):
-        errors = exc.errors(include_url=False)
-        parts = [
-            f"{'.'.join(str(x) for x in e['loc']) or '(request)'}: {e['msg']}" for e in errors
-        ]
-        noun = "error" if len(errors) == 1 else "errors"
-        return INVALID_REQUEST, (
-            f"{INVALID_REQUEST}: {len(errors)} validation {noun} in the request: "
-            + "; ".join(parts)
-        )
-    code = getattr(exc, "code", None)
-    if not isinstance(code, str) or not code:
-        code = INVALID_REQUEST if isinstance(exc, ValueError) else INTERNAL_ERROR
-    return code, f"{code}: {exc}"
-
-
 def _error_result(exc: BaseException) -> types.CallToolResult:
-    _, text = error_text(exc)
+    _, text = error_report(exc)
     return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
 
 
@@ -199,7 +172,7 @@ class OktyvMCPServer:
     ) -> None:
         self.sandbox = Sandbox(os.getcwd() if root is None else root, allow_shell=allow_shell)
         self.table = ToolTable(dict(tools or {}), BUILTIN_TOOLS)
-        schema = request_schema()
+        schema = request_json_schema()
         self.tools = [
             types.Tool(
                 name="parallel_execute",
@@ -262,7 +235,8 @@ class OktyvMCPServer:
             return await handler(params.arguments or {}, ctx)
         except Exception as exc:  # a bug of ours: an error answer, never a dead server
             logger.exception("tool %s failed", params.name)
-            return _error_result(exc)
+            text = f"INTERNAL_ERROR: {type(exc).__name__}: {exc}"
+            return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
 
     # ------------------------------------------------------------------ the tools
     async def parallel_execute(

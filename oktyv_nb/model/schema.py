@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     TypeAdapter,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -49,8 +50,10 @@ __all__ = [
     "TaskError",
     "TaskResult",
     "TaskSpec",
+    "error_report",
     "parse_request",
     "parse_request_data",
+    "request_json_schema",
 ]
 
 TASK_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]*$"
@@ -413,3 +416,34 @@ def parse_request_data(request: Mapping[str, Any] | str | bytes) -> RequestData:
 
 
 _request_data = TypeAdapter(RequestData)
+
+
+def request_json_schema() -> dict[str, Any]:
+    """The request's JSON schema (camelCase field names), as the MCP server's
+    ``parallel_execute`` takes it and ``oktyv-nb schema`` prints it."""
+    return ExecutionRequest.model_json_schema(by_alias=True)
+
+
+#: The code :func:`error_report` gives a malformed request (pydantic's ``ValidationError``
+#: has none of its own) and any other ``ValueError`` without a ``code``.
+INVALID_REQUEST = "INVALID_REQUEST"
+
+
+def error_report(exc: BaseException) -> tuple[str, str]:
+    """``(code, text)`` of a request's error for a front end (MCP answer, CLI stderr):
+    the SPEC §4 code and message as ``CODE: message``; for a pydantic ``ValidationError``,
+    ``INVALID_REQUEST`` and each field path (camelCase) with its problem."""
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_url=False)
+        parts = [
+            f"{'.'.join(str(x) for x in e['loc']) or '(request)'}: {e['msg']}" for e in errors
+        ]
+        noun = "error" if len(errors) == 1 else "errors"
+        return INVALID_REQUEST, (
+            f"{INVALID_REQUEST}: {len(errors)} validation {noun} in the request: "
+            + "; ".join(parts)
+        )
+    code = getattr(exc, "code", None)
+    if not isinstance(code, str) or not code:
+        code = INVALID_REQUEST if isinstance(exc, ValueError) else type(exc).__name__
+    return code, f"{code}: {exc}"
