@@ -60,11 +60,16 @@ def _drop_writable_paths(root: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        from oktyv_nb.errors import OktyvException
-        from oktyv_nb.model.sandbox import tools_from_modules
-    except ImportError as exc:  # pragma: no cover - a broken install
-        print(f"oktyv-nb-mcp: error: {exc}", file=sys.stderr)
+    from oktyv_nb.errors import OktyvException
+    from oktyv_nb.model.sandbox import Sandbox, tools_from_modules
+
+    try:  # checked before the SDK loads, so a bad option fails at once
+        sandbox = Sandbox(
+            os.getcwd() if args.root is None else args.root, allow_shell=args.allow_shell
+        )
+        tools = tools_from_modules(args.tools)
+    except OktyvException as exc:
+        print(f"oktyv-nb-mcp: error: {exc.code}: {exc}", file=sys.stderr)
         return 2
     try:
         from oktyv_nb.mcp.server import OktyvMCPServer
@@ -75,14 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        tools = tools_from_modules(args.tools)
-        server = OktyvMCPServer(tools, root=args.root, allow_shell=args.allow_shell)
-    except OktyvException as exc:
-        print(f"oktyv-nb-mcp: error: {exc.code}: {exc}", file=sys.stderr)
-        return 2
-    assert server.sandbox.root is not None
-    _drop_writable_paths(server.sandbox.root)
+    server = OktyvMCPServer(tools, root=sandbox)
+    assert sandbox.root is not None
+    _drop_writable_paths(sandbox.root)
     import anyio
 
     try:

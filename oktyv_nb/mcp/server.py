@@ -157,7 +157,8 @@ class _Progress:
 
 class OktyvMCPServer:
     """The oktyv-nb MCP server: ``tools`` (name -> callable) and the built-ins, under a
-    sandbox of ``root`` (default: the working directory) and ``allow_shell``.
+    sandbox of ``root`` (default: the working directory) and ``allow_shell``; ``root`` may
+    be a :class:`~oktyv_nb.model.sandbox.Sandbox` (then ``allow_shell`` is its own).
 
     :attr:`server` is the SDK's low-level server; :meth:`run_stdio` serves it on stdin and
     stdout.
@@ -167,10 +168,13 @@ class OktyvMCPServer:
         self,
         tools: Mapping[str, Callable[..., Any]] | None = None,
         *,
-        root: str | os.PathLike[str] | None = None,
+        root: str | os.PathLike[str] | Sandbox | None = None,
         allow_shell: bool = False,
     ) -> None:
-        self.sandbox = Sandbox(os.getcwd() if root is None else root, allow_shell=allow_shell)
+        self.sandbox = (
+            root if isinstance(root, Sandbox)
+            else Sandbox(os.getcwd() if root is None else root, allow_shell=allow_shell)
+        )
         self.table = ToolTable(dict(tools or {}), BUILTIN_TOOLS)
         schema = request_json_schema()
         self.tools = [
