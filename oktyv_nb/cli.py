@@ -208,7 +208,9 @@ def _csv_cell(value: Any) -> Any:
     """A cell of the CSV: text on one line as it is, anything else JSON-encoded."""
     from oktyv_nb.model.schema import jsonable
 
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or type(value).__name__ == "NAType" or (
+        isinstance(value, float) and math.isnan(value)
+    ):
         return ""
     if isinstance(value, str):
         return value if "\n" not in value and "\r" not in value else json.dumps(value)
@@ -219,10 +221,13 @@ def _csv_cell(value: Any) -> Any:
 
 def csv_frame(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` ready for CSV: object cells JSON-encoded, so no cell spans lines."""
+    from pandas.api.types import is_object_dtype, is_string_dtype
+
     out = df.copy()
     for column in out.columns:
-        if out[column].dtype == object:
-            out[column] = out[column].map(_csv_cell)
+        values = out[column]
+        if is_object_dtype(values.dtype) or is_string_dtype(values.dtype):
+            out[column] = values.astype(object).map(_csv_cell).astype(object)
     return out
 
 
