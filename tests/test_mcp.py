@@ -322,3 +322,26 @@ def test_param_schemas_from_signatures() -> None:
     assert params_schema(odd)["properties"] == {
         "x": {"description": "a Weird"}, "y": {"default": 3}
     }
+
+
+def test_readme_agent_samples(tmp_path: Path) -> None:
+    """The README's MCP config, sample call and sample answer agree with the server."""
+    import re
+
+    import oktyv_nb as ok
+
+    text = (PROJECT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## For agents: the MCP server", 1)[1].split("\n## ", 1)[0]
+    config, call, answer = (
+        json.loads(b) for b in re.findall(r"^```jsonc\n(.*?)^```", section, flags=re.S | re.M)
+    )
+    server = config["mcpServers"]["oktyv-nb"]
+    assert server["command"] == "oktyv-nb-mcp" and "--root" in server["args"]
+    result = ok.execute_request(call, root=tmp_path)
+    data = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+    assert data["status"] == answer["status"] == "success"
+    assert data["dag"] == answer["dag"]
+    for tid, task in answer["tasks"].items():
+        assert set(data["tasks"][tid]) == set(task)
+        assert data["tasks"][tid]["result"] == task["result"]
+    assert set(data) == set(answer)
