@@ -224,6 +224,8 @@ def test_files_stay_in_the_root_and_shell_is_refused(root: Path) -> None:
 
 def test_allow_shell_and_tools_modules(tmp_path: Path, root: Path) -> None:
     (tmp_path / "my_agent_tools.py").write_text(textwrap.dedent('''
+        import os
+
         import oktyv_nb as ok
 
         @ok.tool
@@ -233,6 +235,8 @@ def test_allow_shell_and_tools_modules(tmp_path: Path, root: Path) -> None:
 
         def shout(text: str) -> str:
             """Upper-case a text."""
+            print("stray output that must not reach the protocol stream")
+            os.write(1, b"and more, straight to fd 1\\n")
             return text.upper()
 
         TOOLS = {"shout": shout}
@@ -266,8 +270,13 @@ def test_allow_shell_and_tools_modules(tmp_path: Path, root: Path) -> None:
             tasks = result.structured_content["tasks"]
             assert tasks["pwd"]["result"]["stdout"].strip() == os.path.realpath(root)
             assert tasks["count"]["result"] == {"words": 2}
+            assert tasks["loud"]["result"] == "HELLO WORLD"
+            again = await session.call_tool("validate_request", {"tasks": []})
+            assert not again.is_error  # the stream is still in step
 
     run(scenario)
+    log = (root.parent / "server.log").read_text()
+    assert "stray output" in log and "straight to fd 1" in log  # it went to stderr
 
 
 def test_bad_options_exit_2_without_a_traceback(tmp_path: Path) -> None:

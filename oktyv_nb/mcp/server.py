@@ -18,10 +18,12 @@ result, the last with ``progress == total``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -322,8 +324,20 @@ class OktyvMCPServer:
 
     # ------------------------------------------------------------------ serving
     async def run_stdio(self) -> None:
-        """Serve MCP on stdin/stdout until the client closes stdin."""
+        """Serve MCP on stdin/stdout until the client closes stdin.
+
+        While it serves, what tools print goes to stderr, never into the protocol stream:
+        the SDK points file descriptor 1 at stderr, and ``sys.stdout`` is ``sys.stderr``
+        (so nothing a tool left in stdout's buffer reaches the client when the server exits).
+        """
         async with stdio_server() as (read_stream, write_stream):
-            await self.server.run(
-                read_stream, write_stream, self.server.create_initialization_options()
-            )
+            stdout = sys.stdout
+            sys.stdout = sys.stderr
+            try:
+                await self.server.run(
+                    read_stream, write_stream, self.server.create_initialization_options()
+                )
+            finally:
+                sys.stdout = stdout
+                with contextlib.suppress(Exception):
+                    stdout.flush()  # still on stderr here: fd 1 is restored after this block
