@@ -33,7 +33,8 @@ async def aexecute_request(
     ``ValueError`` subclasses) are raised before anything runs. ``root`` confines the
     built-in file tools and ``sqlite``'s database to that directory (relative paths resolve
     against it; a path resolving outside fails its task with ``PATH_OUTSIDE_ROOT``), as the
-    MCP server does; a :class:`~oktyv_nb.model.sandbox.Sandbox` gives its finer settings.
+    MCP server does; ``shell`` stays allowed, its ``cwd`` confined to the root, unless
+    ``root`` is a :class:`~oktyv_nb.model.sandbox.Sandbox` with ``allow_shell=False``.
     """
     prepared = prepare(request, tools, keep_specs=False, sandbox=as_sandbox(root))
     return await _arun_prepared(prepared, backend=backend, vault=vault, on_event=on_event)
@@ -68,4 +69,3 @@ async def _arun_prepared(
     )
     with paused_gc():
         return to_result(outcome)
-

@@ -135,7 +135,8 @@ class DAG:
     ``ok.ToolRegistry``, copied); ``vault`` holds the secret sets tasks name (SPEC §8);
     ``root`` confines the built-in file tools and ``sqlite``'s database to a directory
     (relative paths resolve against it; a path resolving outside fails its task with
-    ``PATH_OUTSIDE_ROOT``; SPEC §15), or is a :class:`~oktyv_nb.model.sandbox.Sandbox`.
+    ``PATH_OUTSIDE_ROOT``; SPEC §15; ``shell`` stays allowed, in the root), or is a
+    :class:`~oktyv_nb.model.sandbox.Sandbox` (``allow_shell=False`` refuses ``shell``).
     """
 
     def __init__(
