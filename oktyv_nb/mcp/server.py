@@ -256,6 +256,7 @@ class OktyvMCPServer:
         error: ValueError | None = None
 
         async def pump() -> None:
+            sending = True
             async with receive:
                 async for item in receive:
                     while True:  # several finished meanwhile: send the latest count
@@ -263,7 +264,13 @@ class OktyvMCPServer:
                             item = receive.receive_nowait()
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
-                    await ctx.session.report_progress(*item)  # type: ignore[union-attr]
+                    if not sending:
+                        continue
+                    try:
+                        await ctx.session.report_progress(*item)  # type: ignore[union-attr]
+                    except Exception as exc:  # the client went away: the run goes on
+                        logger.warning("progress notifications stopped: %s", exc)
+                        sending = False
 
         async with anyio.create_task_group() as tg:
             if wants_progress:
