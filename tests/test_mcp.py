@@ -354,3 +354,15 @@ def test_readme_agent_samples(tmp_path: Path) -> None:
         assert set(data["tasks"][tid]) == set(task)
         assert data["tasks"][tid]["result"] == task["result"]
     assert set(data) == set(answer)
+
+
+def test_the_root_leaves_sys_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module a request writes into the root is never found by a later import."""
+    from oktyv_nb.mcp.__main__ import _drop_writable_paths
+
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", ["", str(tmp_path), str(tmp_path / "sub"), *sys.path])
+    _drop_writable_paths(Path(os.path.realpath(tmp_path)))
+    assert "" not in sys.path and str(tmp_path) not in sys.path
+    assert str(tmp_path / "sub") in sys.path  # below the root: the operator's choice

@@ -41,20 +41,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _drop_writable_paths(root: Path) -> None:
-    """Take the root (where requests write files) and the script directory off
-    ``sys.path``, so a file a request wrote is never imported by a later ``import``."""
+    """Take the root itself off ``sys.path`` (``python -m`` puts the working directory, the
+    default root, first), so that a ``.py`` file a request writes there is never imported by
+    a later ``import``. Directories below the root stay: code the server runs does not
+    belong inside the root."""
     keep = []
     for entry in sys.path:
-        if entry == "":
-            continue
         try:
-            real = Path(os.path.realpath(entry))
+            real = Path(os.path.realpath(entry or os.getcwd()))
         except (OSError, ValueError):
             keep.append(entry)
             continue
-        if real == root or real.is_relative_to(root):
-            continue
-        keep.append(entry)
+        if real != root:
+            keep.append(entry)
     sys.path[:] = keep
 
 
@@ -82,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     server = OktyvMCPServer(tools, root=sandbox)
     assert sandbox.root is not None
+    if sandbox.root == Path(sandbox.root.anchor):
+        print(
+            f"oktyv-nb-mcp: warning: the root is {sandbox.root}, so file paths are not "
+            "confined; pass --root DIR (clients often start servers in /)",
+            file=sys.stderr,
+        )
     _drop_writable_paths(sandbox.root)
     import anyio
 
