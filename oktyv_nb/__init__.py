@@ -7,16 +7,19 @@ The package is layered; each layer imports only from itself and the layers above
 this list (see ``docs/architecture.md``):
 
 * :mod:`oktyv_nb.errors`, :mod:`oktyv_nb.units`: the exception tree and the unit rule;
-* :mod:`oktyv_nb.model`: what a DAG is (request schema, references, graph, tools, vault);
+* :mod:`oktyv_nb.model`: what a DAG is (request schema, references, graph, tools, vault,
+  the sandbox for requests from outside);
 * :mod:`oktyv_nb.execution`: running a graph (records, events, engine, backends);
 * :mod:`oktyv_nb.results`: reading a run (JSON result, statistics, DataFrames, pictures,
   :class:`Run`);
 * front ends: the builder (:mod:`oktyv_nb.dag`), :func:`execute_request`
-  (:mod:`oktyv_nb.api`), code export (:mod:`oktyv_nb.codegen`), Jupyter glue, the live view
-  and the widget form.
+  (:mod:`oktyv_nb.api`), code export (:mod:`oktyv_nb.codegen`), Jupyter glue, the live view,
+  the widget form, the command line (:mod:`oktyv_nb.cli`, ``oktyv-nb``) and the MCP server
+  for agents (:mod:`oktyv_nb.mcp`, ``oktyv-nb-mcp``, extra ``oktyv_nb[mcp]``).
 
-``import oktyv_nb`` and :func:`execute_request` load neither pandas, matplotlib nor
-ipywidgets: those load when a DataFrame, a picture or the form is asked for.
+``import oktyv_nb`` and :func:`execute_request` load neither pandas, matplotlib, ipywidgets
+nor the MCP SDK: those load when a DataFrame, a picture, the form or the server is asked
+for.
 """
 
 from oktyv_nb.api import aexecute_request, execute_request
@@ -30,7 +33,9 @@ from oktyv_nb.errors import (
     MissingDependencyError,
     OktyvError,
     OktyvException,
+    PathOutsideRootError,
     RenderError,
+    ToolNotAllowedError,
     ToolNotFoundError,
     VariableResolutionError,
     VaultNotFoundError,
@@ -92,6 +97,7 @@ __all__ = [
     "MissingDependencyError",
     "OktyvError",
     "OktyvException",
+    "PathOutsideRootError",
     "ProcessBackend",
     "RenderError",
     "RetryPolicy",
@@ -99,6 +105,7 @@ __all__ = [
     "Run",
     "RunStats",
     "ThreadBackend",
+    "ToolNotAllowedError",
     "ToolNotFoundError",
     "ToolRegistry",
     "VariableResolutionError",

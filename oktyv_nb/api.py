@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -10,6 +11,7 @@ from oktyv_nb.execution.events import Subscriber
 from oktyv_nb.execution.outcome import RunConfig
 from oktyv_nb.jupyter import run_sync
 from oktyv_nb.model.graph import Graph, paused_gc, prepare
+from oktyv_nb.model.sandbox import Sandbox, as_sandbox
 from oktyv_nb.model.schema import ExecutionConfig, ExecutionResult, RequestLike
 from oktyv_nb.results.result import to_result
 
@@ -23,13 +25,18 @@ async def aexecute_request(
     *,
     backend: Any = None,
     on_event: Subscriber | None = None,
+    root: str | os.PathLike[str] | Sandbox | None = None,
 ) -> ExecutionResult:
     """Validate and run ``request`` on the running loop; returns the SPEC §3 result.
 
     Validation errors (an ``ok.OktyvError`` or a pydantic ``ValidationError``, both
-    ``ValueError`` subclasses) are raised before anything runs.
+    ``ValueError`` subclasses) are raised before anything runs. ``root`` confines the
+    built-in file tools and ``sqlite``'s database to that directory (relative paths resolve
+    against it; a path resolving outside fails its task with ``PATH_OUTSIDE_ROOT``), as the
+    MCP server does; ``shell`` stays allowed, its ``cwd`` confined to the root, unless
+    ``root`` is a :class:`~oktyv_nb.model.sandbox.Sandbox` with ``allow_shell=False``.
     """
-    prepared = prepare(request, tools, keep_specs=False)
+    prepared = prepare(request, tools, keep_specs=False, sandbox=as_sandbox(root))
     return await _arun_prepared(prepared, backend=backend, vault=vault, on_event=on_event)
 
 
@@ -40,13 +47,14 @@ def execute_request(
     *,
     backend: Any = None,
     on_event: Subscriber | None = None,
+    root: str | os.PathLike[str] | Sandbox | None = None,
 ) -> ExecutionResult:
     """Validate and run ``request``; works in scripts and inside Jupyter's running loop.
 
     The request is validated before any event loop is involved, so a bad one raises from
-    the caller's own line.
+    the caller's own line. ``root``: as for :func:`aexecute_request`.
     """
-    prepared = prepare(request, tools, keep_specs=False)
+    prepared = prepare(request, tools, keep_specs=False, sandbox=as_sandbox(root))
     return run_sync(_arun_prepared(prepared, backend=backend, vault=vault, on_event=on_event))
 
 

@@ -23,6 +23,7 @@ import asyncio
 import contextvars
 import dataclasses
 import inspect
+import os
 import re
 import threading
 import time
@@ -30,6 +31,7 @@ import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oktyv_nb.errors import (
@@ -47,6 +49,7 @@ from oktyv_nb.jupyter import in_notebook, run_sync
 from oktyv_nb.model.graph import Graph, RetryPolicy, build_graph
 from oktyv_nb.model.params import check_params
 from oktyv_nb.model.registry import ToolRegistry, default_registry, resolve_tools
+from oktyv_nb.model.sandbox import Sandbox, as_sandbox
 from oktyv_nb.model.schema import (
     TASK_ID_MAX,
     TASK_ID_PATTERN,
@@ -163,7 +166,11 @@ class DAG:
     ``stop`` or ``rollback``; ``timeout`` bounds the whole run (**seconds**); ``strategy`` is
     ``dependencies`` (default) or ``levels``; ``backend`` says where tools run (a name or a
     backend object); ``tools`` maps extra tool names to callables (a dict or an
-    ``ok.ToolRegistry``, copied); ``vault`` holds the secret sets tasks name (SPEC §8).
+    ``ok.ToolRegistry``, copied); ``vault`` holds the secret sets tasks name (SPEC §8);
+    ``root`` confines the built-in file tools and ``sqlite``'s database to a directory
+    (relative paths resolve against it; a path resolving outside fails its task with
+    ``PATH_OUTSIDE_ROOT``; SPEC §15; ``shell`` stays allowed, in the root), or is a
+    :class:`~oktyv_nb.model.sandbox.Sandbox` (``allow_shell=False`` refuses ``shell``).
     """
 
     def __init__(
@@ -177,11 +184,13 @@ class DAG:
         backend: Any = None,
         tools: Mapping[str, Callable[..., Any]] | None = None,
         vault: Mapping[str, Any] | None = None,
+        root: str | os.PathLike[str] | Sandbox | None = None,
     ) -> None:
         self.name = _check_name(name)
         self.config = RunConfig(max_concurrent, failure_mode, timeout, strategy)  # type: ignore[arg-type]
         self.backend = backend
         self.vault = vault
+        self.sandbox = as_sandbox(root)
         self.tools = ToolRegistry(tools)
         self.specs: dict[str, TaskSpec] = {}
         self.last_run: Run | None = None
@@ -597,6 +606,7 @@ class DAG:
             backend=self.backend,
             tools=self.tools,
             vault=self.vault,
+            root=self.sandbox,
         )
         new._timeout_ms = self._timeout_ms
         new._enable_rollback = self._enable_rollback
@@ -626,7 +636,15 @@ class DAG:
 
     def _build(self) -> Graph:
         request = ExecutionRequest.model_construct(tasks=list(self.specs.values()))
-        return build_graph(request, resolve_tools(self.tools))
+        table = resolve_tools(self.tools)
+        if self.sandbox is not None:
+            table = self.sandbox.guard(table)
+        return build_graph(request, table)
+
+    @property
+    def root(self) -> Path | None:
+        """The directory the built-in file tools are confined to (None: not confined)."""
+        return self.sandbox.root if self.sandbox is not None else None
 
     @property
     def task_ids(self) -> list[str]:

@@ -15,7 +15,11 @@ One tree, one root; every class carries a machine-readable ``code`` (the record'
     │   ├── InvalidParamsError              params the tool's signature cannot take
     │   ├── VariableResolutionError         a malformed ${ref}, or (in a record) a path
     │   │                                   that does not exist
-    │   └── VaultNotFoundError              (in a record) a secret set the vault lacks
+    │   ├── VaultNotFoundError              (in a record) a secret set the vault lacks
+    │   ├── ToolNotAllowedError             a tool the sandbox refuses (``shell`` unless
+    │   │                                   allowed; SPEC §15)
+    │   └── PathOutsideRootError            (in a record) a file tool's path, or sqlite's
+    │                                       database, that resolves outside the root
     └── RenderError(RuntimeError)         a picture cannot be made
         └── GraphvizNotFound                the ``dot`` program is missing
 
@@ -42,8 +46,10 @@ __all__ = [
     "CANCELLED",
     "DEPENDENCY_FAILED",
     "EXECUTION_TIMEOUT",
+    "PATH_OUTSIDE_ROOT",
     "RUN_STOPPED",
     "TASK_TIMEOUT",
+    "TOOL_NOT_ALLOWED",
     "UNPICKLABLE",
     "VARIABLE_RESOLUTION_ERROR",
     "VAULT_NOT_FOUND",
@@ -56,8 +62,10 @@ __all__ = [
     "MissingDependencyError",
     "OktyvError",
     "OktyvException",
+    "PathOutsideRootError",
     "RenderError",
     "RunInterrupted",
+    "ToolNotAllowedError",
     "ToolNotFoundError",
     "VariableResolutionError",
     "VaultNotFoundError",
@@ -73,6 +81,9 @@ WORKER_CRASHED = "WORKER_CRASHED"
 DEPENDENCY_FAILED = "DEPENDENCY_FAILED"
 RUN_STOPPED = "RUN_STOPPED"
 UNPICKLABLE = "UNPICKLABLE"
+# Codes of the sandbox for requests from outside (SPEC §15).
+PATH_OUTSIDE_ROOT = "PATH_OUTSIDE_ROOT"
+TOOL_NOT_ALLOWED = "TOOL_NOT_ALLOWED"
 
 
 class OktyvException(Exception):
@@ -218,6 +229,26 @@ class VaultNotFoundError(OktyvError):
     """A task names a secret set the run's vault does not have."""
 
     code = VAULT_NOT_FOUND
+
+
+class ToolNotAllowedError(OktyvError):
+    """A task (or its rollback) names a tool the sandbox refuses (``shell`` unless allowed)."""
+
+    code = TOOL_NOT_ALLOWED
+
+    def __init__(self, message: str, *, task_id: str | None = None, tool: str | None = None):
+        super().__init__(message, task_id=task_id)
+        self.tool = tool
+
+
+class PathOutsideRootError(OktyvError):
+    """A file tool's path (or ``sqlite``'s database) resolves outside the sandbox's root.
+
+    Raised by the confined built-in tools when they are called, so it fails that task (its
+    record's ``error.code`` is ``PATH_OUTSIDE_ROOT``); nothing outside the root is touched.
+    """
+
+    code = PATH_OUTSIDE_ROOT
 
 
 class RenderError(OktyvException, RuntimeError):

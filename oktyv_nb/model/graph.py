@@ -29,6 +29,7 @@ from oktyv_nb.errors import (
 )
 from oktyv_nb.model.params import ToolSignature, check_params, params_fit, signature_of
 from oktyv_nb.model.registry import ToolTable, resolve_tools
+from oktyv_nb.model.sandbox import Sandbox
 from oktyv_nb.model.schema import (
     ExecutionConfig,
     ExecutionRequest,
@@ -426,11 +427,15 @@ def prepare(
     tools: Mapping[str, Callable[..., Any]] | None = None,
     *,
     keep_specs: bool = True,
+    sandbox: Sandbox | None = None,
 ) -> tuple[ExecutionConfig, Graph]:
     """Validate a request (SPEC §4) into its run config and graph; raises before anything
     runs. A dict or JSON text is validated as :data:`~oktyv_nb.model.schema.RequestData`
-    (the models' rules, without making a model per task)."""
+    (the models' rules, without making a model per task). A ``sandbox`` confines the
+    built-in file tools and may refuse ``shell`` (:mod:`oktyv_nb.model.sandbox`)."""
     table = resolve_tools(tools)
+    if sandbox is not None:
+        table = sandbox.guard(table)
     with paused_gc():
         if isinstance(request, ExecutionRequest):
             return request.config, build_graph(request, table, keep_specs=keep_specs)

@@ -123,9 +123,13 @@ class ToolTable(Mapping[str, Tool]):
 
 
 def resolve_tools(tools: Mapping[str, Tool] | None = None) -> ToolTable:
-    """The lookup table of a run given its own ``tools`` (a mapping or a ToolRegistry)."""
+    """The lookup table of a run given its own ``tools`` (a mapping or a ToolRegistry):
+    those, then the default registry, then the built-ins. A :class:`ToolTable` is the
+    table itself (the MCP server's holds the built-ins and its ``--tools`` modules only)."""
     from oktyv_nb.model.tools import BUILTIN_TOOLS
 
+    if isinstance(tools, ToolTable):
+        return tools
     if tools is not None and not isinstance(tools, Mapping):
         raise TypeError(
             f"tools must be a mapping of name -> callable or a ToolRegistry, got "

@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     TypeAdapter,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -49,8 +50,10 @@ __all__ = [
     "TaskError",
     "TaskResult",
     "TaskSpec",
+    "error_report",
     "parse_request",
     "parse_request_data",
+    "request_json_schema",
 ]
 
 TASK_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]*$"
@@ -96,31 +99,61 @@ class _Model(BaseModel):
 class RetryPolicyModel(_Model):
     """Retry policy; ``initial_delay`` in milliseconds."""
 
-    max_attempts: int = Field(ge=1)
-    backoff: Backoff = "exponential"
-    initial_delay: float = Field(default=1000.0, ge=0, allow_inf_nan=False)
+    max_attempts: int = Field(ge=1, description="Attempts in all, the first included.")
+    backoff: Backoff = Field(
+        default="exponential",
+        description="Delay before retry k (0-based): initialDelay * 2**k (exponential) or "
+        "initialDelay * (k + 1) (linear).",
+    )
+    initial_delay: float = Field(
+        default=1000.0, ge=0, allow_inf_nan=False, description="Milliseconds."
+    )
 
 
 class RollbackSpec(_Model):
     """A compensating call run when ``failureMode`` is ``rollback``."""
 
-    tool: str = Field(min_length=1)
-    params: dict[str, Any] = Field(default_factory=dict)
+    tool: str = Field(min_length=1, description="The name of the compensating tool.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Its params; may reference the task's own result: ${<id>.result...}.",
+    )
 
 
 class TaskSpec(_Model):
     """One task of a request; ``timeout`` in milliseconds per attempt."""
 
-    id: str = Field(min_length=1, max_length=TASK_ID_MAX, pattern=TASK_ID_PATTERN)
-    tool: str = Field(min_length=1)
-    params: dict[str, Any] = Field(default_factory=dict)
-    depends_on: list[str] | None = None
-    priority: int | None = Field(default=None, ge=1, le=10)
-    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    vault: str | None = Field(default=None, min_length=1)
+    id: str = Field(
+        min_length=1, max_length=TASK_ID_MAX, pattern=TASK_ID_PATTERN,
+        description="Unique task id (letters, digits, _ and -).",
+    )
+    tool: str = Field(min_length=1, description="The name of the tool the task calls.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments of the tool. A string '${otherId.result.path.to.x}' "
+        "is replaced by that value of another task's record (and makes it a dependency); "
+        "embedded in a longer string it is formatted into it.",
+    )
+    depends_on: list[str] | None = Field(
+        default=None, description="Ids of tasks that must succeed before this one starts."
+    )
+    priority: int | None = Field(
+        default=None, ge=1, le=10, description="1..10, default 5; higher starts first."
+    )
+    timeout: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="Milliseconds per attempt."
+    )
+    vault: str | None = Field(
+        default=None, min_length=1,
+        description="A secret set passed to the tool as its credentials argument.",
+    )
     retry_policy: RetryPolicyModel | None = None
     rollback: RollbackSpec | None = None
-    run_if: Trigger | None = None
+    run_if: Trigger | None = Field(
+        default=None,
+        description="all_success (default): run when every dependency succeeded; all_done: "
+        "run once they all finished, whatever their outcome.",
+    )
 
     @field_validator("vault")  # runs only when a vault is given, not once per task
     @classmethod
@@ -141,10 +174,19 @@ def _no_credentials_param(vault: str | None, info: ValidationInfo) -> str | None
 class ExecutionConfig(_Model):
     """Run settings; ``timeout`` (whole run) in milliseconds."""
 
-    max_concurrent: int = Field(default=10, ge=1)
-    failure_mode: FailureMode | None = None
-    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    enable_rollback: bool | None = None
+    max_concurrent: int = Field(default=10, ge=1, description="Tasks running at once.")
+    failure_mode: FailureMode | None = Field(
+        default=None,
+        description="continue (default): independent branches go on, dependents of a "
+        "failure are skipped; stop: nothing new starts after a failure; rollback: stop, then "
+        "compensate succeeded tasks that declare a rollback.",
+    )
+    timeout: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="Milliseconds for the whole run."
+    )
+    enable_rollback: bool | None = Field(
+        default=None, description="true selects failureMode rollback."
+    )
 
     @model_validator(mode="after")
     def _rollback_flag(self) -> ExecutionConfig:
@@ -374,3 +416,34 @@ def parse_request_data(request: Mapping[str, Any] | str | bytes) -> RequestData:
 
 
 _request_data = TypeAdapter(RequestData)
+
+
+def request_json_schema() -> dict[str, Any]:
+    """The request's JSON schema (camelCase field names), as the MCP server's
+    ``parallel_execute`` takes it and ``oktyv-nb schema`` prints it."""
+    return ExecutionRequest.model_json_schema(by_alias=True)
+
+
+#: The code :func:`error_report` gives a malformed request (pydantic's ``ValidationError``
+#: has none of its own) and any other ``ValueError`` without a ``code``.
+INVALID_REQUEST = "INVALID_REQUEST"
+
+
+def error_report(exc: BaseException) -> tuple[str, str]:
+    """``(code, text)`` of a request's error for a front end (MCP answer, CLI stderr):
+    the SPEC §4 code and message as ``CODE: message``; for a pydantic ``ValidationError``,
+    ``INVALID_REQUEST`` and each field path (camelCase) with its problem."""
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_url=False)
+        parts = [
+            f"{'.'.join(str(x) for x in e['loc']) or '(request)'}: {e['msg']}" for e in errors
+        ]
+        noun = "error" if len(errors) == 1 else "errors"
+        return INVALID_REQUEST, (
+            f"{INVALID_REQUEST}: {len(errors)} validation {noun} in the request: "
+            + "; ".join(parts)
+        )
+    code = getattr(exc, "code", None)
+    if not isinstance(code, str) or not code:
+        code = INVALID_REQUEST if isinstance(exc, ValueError) else type(exc).__name__
+    return code, f"{code}: {exc}"

@@ -544,6 +544,18 @@ def sqlite(
     rows (``SELECT``, ``... RETURNING``, some ``PRAGMA``), else
     ``{"rowcount": int, "lastrowid": int | None}``.
     """
+    return run_sql(database, sql, params)
+
+
+def run_sql(
+    database: Any,
+    sql: Any,
+    params: Any = None,
+    *,
+    configure: Callable[[sqlite3.Connection], None] | None = None,
+) -> list[dict[str, Any]] | dict[str, Any]:
+    """:func:`sqlite`, with ``configure`` called on the connection before the statement runs
+    (the sandbox sets an authorizer there, see :mod:`oktyv_nb.model.sandbox`)."""
     tool = "sqlite"
     if database != ":memory:":
         db_path = _check_path(tool, "database", database)
@@ -576,6 +588,8 @@ def sqlite(
             f"pass [{params!r}]" if isinstance(params, str | int | float) else "pass e.g. [1]",
         )
     with contextlib.closing(sqlite3.connect(target)) as conn:
+        if configure is not None:
+            configure(conn)
         cursor = conn.execute(sql, bound)
         if cursor.description is not None:
             columns = [col[0] for col in cursor.description]
