@@ -21,7 +21,9 @@ Where frames go:
   line per frame. A frame renders its SVG only when asked (:meth:`Frame.svg`);
 * otherwise (outside a notebook, no ``display``) the view does nothing.
 
-Times are seconds.
+Times are seconds. The module is one concern, a subscriber and its frames, and stays whole
+(about 550 lines): the ticker, the budget and the renderer thread share one lock and one
+notion of "the latest frame", which reads best in one place.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ params, results or error messages, so secrets cannot reach a picture.
 :func:`to_svg`, :func:`save_graph` and :func:`mimebundle` run the ``dot`` program; without it
 they raise :class:`~oktyv_nb.errors.GraphvizNotFound` (the notebook bundle falls back to the
 DOT text and the install hint). ``digraph.source`` never needs ``dot``.
+
+The module (about 530 lines) is the one home of the graph picture: the static graph, the
+live template that recolours it, and the labels and legend both share.
 """
 
 from __future__ import annotations
