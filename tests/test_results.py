@@ -406,3 +406,32 @@ def test_cpu_time_comes_back_from_worker_processes() -> None:
     run = ok.DAG().task("b", burn, n=_burn_n()).run(live=False, backend="processes")
     assert run.df.loc["b", "cpu_s"] > 0.05
     assert run.records["b"].spans[0].cpu_s == run.records["b"].cpu_s
+
+
+def test_run_attempts_has_one_row_per_attempt_with_its_own_error() -> None:
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError(f"attempt {len(calls)} fails")
+        return "ok"
+
+    run = (ok.DAG()
+           .task("f", flaky, retry=ok.RetryPolicy(3, "linear", 0.1))
+           .task("g", "sleep", seconds=0.01)
+           .task("h", boom, after="g")
+           .task("s", "sleep", seconds=0.0, after="h")).run(live=False)
+    at = run.attempts
+    assert at["task_id"].tolist() == ["f", "f", "f", "g", "h"]  # s was skipped: no attempt
+    f = at[at["task_id"] == "f"]
+    assert f["attempt"].tolist() == [1, 2, 3]
+    assert f["outcome"].tolist() == ["failed", "failed", "success"]
+    assert f["error_message"].tolist()[:2] == ["attempt 1 fails", "attempt 2 fails"]
+    assert pd.isna(f["error_code"].iloc[2]) and f["error_code"].iloc[0] == "ConnectionError"
+    assert np.isnan(f["backoff_s"].iloc[0])
+    # linear backoff from 0.1 s: 0.1 s, then 0.2 s, each at least that long
+    assert 0.1 <= f["backoff_s"].iloc[1] < 0.1 + SLACK
+    assert 0.2 <= f["backoff_s"].iloc[2] < 0.2 + SLACK
+    assert (at["start_s"] >= 0).all() and (at["end_s"] >= at["start_s"]).all()
+    assert at.loc[at["task_id"] == "h", "error_code"].tolist() == ["BOOM_CODE"]

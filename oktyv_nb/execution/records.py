@@ -79,20 +79,21 @@ def error_from_exception(exc: BaseException, code: str | None = None) -> ErrorIn
 
 class AttemptSpan:
     """One attempt of a task: ``start``/``end`` perf-counter seconds, ``outcome``, where it
-    ran, and the CPU seconds it used (``cpu_s``; None where the backend cannot tell, as for
-    async tools sharing the loop)."""
+    ran, its ``error`` when it failed, and the CPU seconds it used (``cpu_s``; None where
+    the backend cannot tell, as for async tools sharing the loop)."""
 
-    __slots__ = ("cpu_s", "end", "outcome", "start", "worker")
+    __slots__ = ("cpu_s", "end", "error", "outcome", "start", "worker")
 
     def __init__(
         self, start: float, end: float, outcome: str, worker: str | None,
-        cpu_s: float | None = None,
+        cpu_s: float | None = None, error: ErrorInfo | None = None,
     ) -> None:
         self.start = start
         self.end = end
         self.outcome = outcome  # "success" | "failed" | "timeout" | "cancelled"
         self.worker = worker
         self.cpu_s = cpu_s
+        self.error = error  # why this attempt failed (the record keeps only the last)
 
     def __repr__(self) -> str:
         return f"AttemptSpan({self.start:.6f}, {self.end:.6f}, {self.outcome!r})"

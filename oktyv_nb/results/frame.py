@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from oktyv_nb.execution.outcome import RunOutcome
     from oktyv_nb.results.run import Run
 
-__all__ = ["compare", "sweep_frame", "to_dataframe"]
+__all__ = ["attempts_frame", "compare", "sweep_frame", "to_dataframe"]
 
 
 def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
@@ -83,6 +83,45 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
     }
     df = pd.DataFrame(data, index=ids)
     for col in ("tool", "error_code", "error_message", "worker"):
+        df[col] = df[col].astype("string")
+    return df
+
+
+def attempts_frame(outcome: RunOutcome) -> pd.DataFrame:
+    """One row per attempt of every task that ran, in task order then attempt order.
+
+    Columns: ``task_id``, ``attempt`` (1, 2, ...), ``outcome`` (``success``, ``failed``,
+    ``timeout``, ``cancelled``), ``start_s`` and ``end_s`` (seconds since the run started),
+    ``duration_s``, ``backoff_s`` (the wait since the previous attempt ended, the retry's
+    backoff plus any wait for a slot; NaN for a first attempt), ``error_code`` and
+    ``error_message`` (the attempt's own error, secrets scrubbed), ``worker`` and ``cpu_s``
+    (NaN where not measured). Reused and skipped tasks have no attempts here.
+    """
+    redact = outcome.redactor if outcome.redactor else None
+    p0 = outcome.perf_start
+    nan = float("nan")
+    rows: list[tuple[Any, ...]] = []
+    for rec in outcome.records.values():
+        prev_end: float | None = None
+        for k, span in enumerate(rec.spans, 1):
+            err = span.error
+            if err is None and span.outcome != SUCCESS and k == len(rec.spans):
+                err = rec.error  # an attempt the record itself describes
+            message = None
+            if err is not None:
+                message = redact.text(err.message) if redact else err.message
+            rows.append((
+                rec.task_id, k, span.outcome, span.start - p0, span.end - p0,
+                span.end - span.start, nan if prev_end is None else span.start - prev_end,
+                err.code if err is not None else None, message, span.worker,
+                nan if span.cpu_s is None else span.cpu_s,
+            ))
+            prev_end = span.end
+    df = pd.DataFrame(rows, columns=[
+        "task_id", "attempt", "outcome", "start_s", "end_s", "duration_s", "backoff_s",
+        "error_code", "error_message", "worker", "cpu_s",
+    ])
+    for col in ("task_id", "outcome", "error_code", "error_message", "worker"):
         df[col] = df[col].astype("string")
     return df
 

@@ -88,6 +88,15 @@ class Run:
 
         return to_dataframe(self.outcome)
 
+    @cached_property
+    def attempts(self) -> pd.DataFrame:
+        """One row per attempt: outcome, times since the run started, the backoff before
+        it, its own error, worker and CPU time; see
+        :func:`oktyv_nb.results.frame.attempts_frame`."""
+        from oktyv_nb.results.frame import attempts_frame
+
+        return attempts_frame(self.outcome)
+
     def to_dataframe(self) -> pd.DataFrame:
         """A copy of :attr:`df`."""
         return self.df.copy()

@@ -403,7 +403,7 @@ class Engine:
             if self.redactor:  # records never hold a secret: subscribers see them live
                 err = redacted(err, self.redactor)
             outcome = _SPAN_OUTCOME.get(err.code, FAILED)
-            rec.add_span(AttemptSpan(att.start, now, outcome, worker, cpu_s))
+            rec.add_span(AttemptSpan(att.start, now, outcome, worker, cpu_s, err))
             rec.error = err
             if retryable and rec.attempts < node.retry.max_attempts and self.stopping is None:
                 rec.status = RETRYING
@@ -567,9 +567,9 @@ class Engine:
                 att.timer.cancel()
             rec = att.rec
             rec.worker = self._worker_of(att)
-            rec.add_span(AttemptSpan(att.start, now, _SPAN_OUTCOME.get(code, FAILED),
-                                     rec.worker))
             rec.error = ErrorInfo(code, f"Task {rec.task_id}: {why}")
+            rec.add_span(AttemptSpan(att.start, now, _SPAN_OUTCOME.get(code, FAILED),
+                                     rec.worker, error=rec.error))
             self._finish(rec, FAILED, now, propagate=False)
         self._skip_rest(code, why)
         self._maybe_done()
