@@ -50,6 +50,8 @@ def dag_to_code(dag: DAG) -> str:
         dag_args.append(f"timeout={c.timeout!r}")
     if c.strategy != "dependencies":
         dag_args.append(f"strategy={_py(c.strategy)}")
+    if not c.capture:
+        dag_args.append("capture=False")
     if tools.mapping:
         dag_args.append(
             "tools={" + ", ".join(f"{_py(k)}: {v}" for k, v in tools.mapping.items()) + "}"

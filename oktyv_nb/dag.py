@@ -167,6 +167,9 @@ class DAG:
     ``dependencies`` (default) or ``levels``; ``backend`` says where tools run (a name or a
     backend object); ``tools`` maps extra tool names to callables (a dict or an
     ``ok.ToolRegistry``, copied); ``vault`` holds the secret sets tasks name (SPEC §8);
+    ``capture`` (default on) keeps what each task prints to stdout/stderr and logs in its
+    record (``run.df``'s ``stdout``/``stderr``, ``run.logs()``; SPEC §18) instead of letting
+    it reach the notebook.
     ``root`` confines the built-in file tools and ``sqlite``'s database to a directory
     (relative paths resolve against it; a path resolving outside fails its task with
     ``PATH_OUTSIDE_ROOT``; SPEC §15; ``shell`` stays allowed, in the root), or is a
@@ -185,9 +188,10 @@ class DAG:
         tools: Mapping[str, Callable[..., Any]] | None = None,
         vault: Mapping[str, Any] | None = None,
         root: str | os.PathLike[str] | Sandbox | None = None,
+        capture: bool = True,
     ) -> None:
         self.name = _check_name(name)
-        self.config = RunConfig(max_concurrent, failure_mode, timeout, strategy)  # type: ignore[arg-type]
+        self.config = RunConfig(max_concurrent, failure_mode, timeout, strategy, capture)  # type: ignore[arg-type]
         self.backend = backend
         self.vault = vault
         self.sandbox = as_sandbox(root)
@@ -335,6 +339,7 @@ class DAG:
         failure_mode: str = DEFAULT,  # type: ignore[assignment]
         timeout: float | None = DEFAULT,  # type: ignore[assignment]
         strategy: str = DEFAULT,  # type: ignore[assignment]
+        capture: bool = DEFAULT,  # type: ignore[assignment]
     ) -> DAG:
         """Change the DAG's name and its run settings; settings not given stay as they are.
         Returns the DAG.
@@ -345,7 +350,7 @@ class DAG:
         attributes: ``dag.backend = "threads"``.)
         """
         given = _given(name=name, max_concurrent=max_concurrent, failure_mode=failure_mode,
-                       timeout=timeout, strategy=strategy)
+                       timeout=timeout, strategy=strategy, capture=capture)
         config = _configured(self.config, given)
         self.name = _check_name(given.get("name", self.name))
         self.config = config

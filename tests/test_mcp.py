@@ -271,12 +271,16 @@ def test_allow_shell_and_tools_modules(tmp_path: Path, root: Path) -> None:
             assert tasks["pwd"]["result"]["stdout"].strip() == os.path.realpath(root)
             assert tasks["count"]["result"] == {"words": 2}
             assert tasks["loud"]["result"] == "HELLO WORLD"
+            # what the tool printed is captured into its own entry (SPEC §18)
+            assert tasks["loud"]["stdout"] == (
+                "stray output that must not reach the protocol stream\n")
             again = await session.call_tool("validate_request", {"tasks": []})
             assert not again.is_error  # the stream is still in step
 
     run(scenario)
     log = (root.parent / "server.log").read_text()
-    assert "stray output" in log and "straight to fd 1" in log  # it went to stderr
+    assert "straight to fd 1" in log  # below sys.stdout: the server sends it to stderr
+    assert "stray output" not in log
 
 
 def test_bad_options_exit_2_without_a_traceback(tmp_path: Path) -> None:

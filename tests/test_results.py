@@ -426,7 +426,7 @@ def test_run_attempts_has_one_row_per_attempt_with_its_own_error() -> None:
     assert at["task_id"].tolist() == ["f", "f", "f", "g", "h"]  # s was skipped: no attempt
     f = at[at["task_id"] == "f"]
     assert f["attempt"].tolist() == [1, 2, 3]
-    assert f["outcome"].tolist() == ["failed", "failed", "success"]
+    assert f["outcome"].tolist() == ["error", "error", "success"]
     assert f["error_message"].tolist()[:2] == ["attempt 1 fails", "attempt 2 fails"]
     assert pd.isna(f["error_code"].iloc[2]) and f["error_code"].iloc[0] == "ConnectionError"
     assert np.isnan(f["backoff_s"].iloc[0])

@@ -29,7 +29,8 @@ STRATEGIES: tuple[Strategy, ...] = ("dependencies", "levels")
 
 @dataclass(frozen=True, slots=True)
 class RunConfig:
-    """How to run: concurrency bound, failure mode, whole-run ``timeout`` (seconds), strategy.
+    """How to run: concurrency bound, failure mode, whole-run ``timeout`` (seconds), strategy,
+    and whether each call's output is captured.
 
     The one home of the run settings' rules: the builder, the JSON request and the form all
     end up here, so a bad value gets the same :class:`~oktyv_nb.errors.InvalidOptionError`
@@ -40,6 +41,8 @@ class RunConfig:
     failure_mode: FailureMode = "continue"
     timeout: float | None = None
     strategy: Strategy = "dependencies"
+    #: capture what each call prints and logs into its record (SPEC §18)
+    capture: bool = True
 
     def __post_init__(self) -> None:
         mc = self.max_concurrent
@@ -60,6 +63,10 @@ class RunConfig:
                     option="timeout",
                 )
             object.__setattr__(self, "timeout", check_seconds(self.timeout, "run timeout"))
+        if not isinstance(self.capture, bool):
+            raise InvalidOptionError(
+                f"capture must be True or False, got {self.capture!r}", option="capture"
+            )
         if self.strategy not in STRATEGIES:
             raise InvalidOptionError(
                 f"strategy must be 'dependencies' or 'levels', got {self.strategy!r}",

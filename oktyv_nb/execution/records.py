@@ -82,11 +82,12 @@ class AttemptSpan:
     ran, its ``error`` when it failed, and the CPU seconds it used (``cpu_s``; None where
     the backend cannot tell, as for async tools sharing the loop)."""
 
-    __slots__ = ("cpu_s", "end", "error", "outcome", "start", "worker")
+    __slots__ = ("cpu_s", "end", "error", "outcome", "output", "start", "worker")
 
     def __init__(
         self, start: float, end: float, outcome: str, worker: str | None,
         cpu_s: float | None = None, error: ErrorInfo | None = None,
+        output: tuple[str, str] | None = None,
     ) -> None:
         self.start = start
         self.end = end
@@ -94,6 +95,7 @@ class AttemptSpan:
         self.worker = worker
         self.cpu_s = cpu_s
         self.error = error  # why this attempt failed (the record keeps only the last)
+        self.output = output  # (stdout, stderr) it printed, None if nothing or not captured
 
     def __repr__(self) -> str:
         return f"AttemptSpan({self.start:.6f}, {self.end:.6f}, {self.outcome!r})"
@@ -103,7 +105,8 @@ class TaskRecord:
     """The fate of one task. ``start``/``end``/``ready_at`` are perf-counter seconds."""
 
     __slots__ = (
-        "_spans", "attempts", "cpu_s", "end", "error", "level", "ready_at", "result", "reused",
+        "_spans", "attempts", "cpu_s", "end", "error", "level", "output", "ready_at", "result",
+        "reused",
         "rollback_error", "rolled_back", "start", "status", "task_id", "tool", "worker",
     )
 
@@ -123,6 +126,7 @@ class TaskRecord:
         self.reused: bool | None = None
         self.worker: str | None = None
         self.cpu_s: float | None = None  # CPU seconds of the attempts that measured it
+        self.output: tuple[str, str] | None = None  # every attempt's (stdout, stderr), joined
         self._spans: list[AttemptSpan] | None = None
 
     @property
@@ -133,8 +137,28 @@ class TaskRecord:
             return self._spans
         if self.attempts == 1 and self.status == SUCCESS and self.start is not None:
             return [AttemptSpan(self.start, self.end or self.start, SUCCESS, self.worker,
-                                self.cpu_s)]
+                                self.cpu_s, output=self.output)]
         return []
+
+    @property
+    def stdout(self) -> str:
+        """What the task's attempts wrote to stdout, in order ("" if nothing)."""
+        return self.output[0] if self.output is not None else ""
+
+    @property
+    def stderr(self) -> str:
+        """What they wrote to stderr and logged, in order ("" if nothing)."""
+        return self.output[1] if self.output is not None else ""
+
+    def add_output(self, output: tuple[str, str]) -> None:
+        """Append one attempt's ``(stdout, stderr)``; each stream keeps its last 1 MB."""
+        if self.output is None:
+            self.output = output
+        else:
+            from oktyv_nb.execution.capture import join_output
+
+            self.output = (join_output([self.output[0], output[0]]),
+                           join_output([self.output[1], output[1]]))
 
     def add_span(self, span: AttemptSpan) -> None:
         """Record a finished attempt that the record's own fields do not describe."""

@@ -13,13 +13,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from oktyv_nb.execution.records import STATUSES, SUCCESS
+from oktyv_nb.execution.records import FAILED, STATUSES, SUCCESS
 
 if TYPE_CHECKING:
     from oktyv_nb.execution.outcome import RunOutcome
     from oktyv_nb.results.run import Run
 
 __all__ = ["attempts_frame", "compare", "sweep_frame", "to_dataframe"]
+
+
+def _anchor(outcome: RunOutcome) -> pd.Timestamp:
+    """The run's start as a tz-aware UTC timestamp: perf-counter seconds since
+    ``outcome.perf_start`` are added to it."""
+    anchor = pd.Timestamp(outcome.wall_start)
+    if anchor.tzinfo is None:
+        anchor = anchor.tz_localize("UTC")
+    return anchor.tz_convert("UTC")
 
 
 def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
@@ -30,8 +39,10 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
     ``duration_s`` (first start to end, backoff waits included; 0 when skipped),
     ``wait_s`` (ready to first start; NaN when it never started), ``depends_on`` (list of
     ids), ``result`` (None unless it succeeded), ``error_code``, ``error_message``,
-    ``worker`` (where it last ran), ``priority``, ``reused`` (taken from an earlier run) and
-    ``rolled_back``. Seconds throughout; secrets scrubbed.
+    ``worker`` (where it last ran), ``priority``, ``reused`` (taken from an earlier run),
+    ``rolled_back``, ``cpu_s`` (NaN where not measured), ``stdout`` and ``stderr`` (what
+    its attempts printed; "" when nothing or capture is off). Seconds throughout; secrets
+    scrubbed.
     """
     recs = list(outcome.records.values())
     nodes = outcome.graph.nodes
@@ -44,10 +55,7 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
         (nan if r.ready_at is None else r.ready_at for r in recs), float, len(recs)
     )
     first = np.fromiter((r.spans[0].start if r.spans else nan for r in recs), float, len(recs))
-    anchor = pd.Timestamp(outcome.wall_start)
-    if anchor.tzinfo is None:
-        anchor = anchor.tz_localize("UTC")
-    anchor = anchor.tz_convert("UTC")
+    anchor = _anchor(outcome)
 
     def stamps(t: np.ndarray) -> pd.DatetimeIndex:
         return anchor + pd.to_timedelta(t - p0, unit="s")
@@ -80,9 +88,11 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
         "rolled_back": pd.array([r.rolled_back for r in recs], dtype="boolean"),
         "cpu_s": np.fromiter((nan if r.cpu_s is None else r.cpu_s for r in recs), float,
                              len(recs)),
+        "stdout": [r.stdout for r in recs],
+        "stderr": [r.stderr for r in recs],
     }
     df = pd.DataFrame(data, index=ids)
-    for col in ("tool", "error_code", "error_message", "worker"):
+    for col in ("tool", "error_code", "error_message", "worker", "stdout", "stderr"):
         df[col] = df[col].astype("string")
     return df
 
@@ -90,12 +100,14 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
 def attempts_frame(outcome: RunOutcome) -> pd.DataFrame:
     """One row per attempt of every task that ran, in task order then attempt order.
 
-    Columns: ``task_id``, ``attempt`` (1, 2, ...), ``outcome`` (``success``, ``failed``,
-    ``timeout``, ``cancelled``), ``start_s`` and ``end_s`` (seconds since the run started),
-    ``duration_s``, ``backoff_s`` (the wait since the previous attempt ended, the retry's
-    backoff plus any wait for a slot; NaN for a first attempt), ``error_code`` and
-    ``error_message`` (the attempt's own error, secrets scrubbed), ``worker`` and ``cpu_s``
-    (NaN where not measured). Reused and skipped tasks have no attempts here.
+    Columns (SPEC §18): ``task_id``, ``attempt`` (1, 2, ...), ``start`` and ``end``
+    (tz-aware UTC timestamps), ``start_s`` and ``end_s`` (seconds since the run started),
+    ``duration_s``, ``cpu_s`` (NaN where not measured), ``outcome`` (``success``, ``error``,
+    ``timeout``, ``cancelled``), ``error_code`` and ``error_message`` (the attempt's own
+    error, secrets scrubbed), ``worker``, ``backoff_s`` (the wait since the previous attempt
+    ended: the retry's backoff plus any wait for a slot; NaN for a first attempt),
+    ``stdout`` and ``stderr`` (what that attempt printed). Reused and skipped tasks have no
+    attempts here.
     """
     redact = outcome.redactor if outcome.redactor else None
     p0 = outcome.perf_start
@@ -110,18 +122,24 @@ def attempts_frame(outcome: RunOutcome) -> pd.DataFrame:
             message = None
             if err is not None:
                 message = redact.text(err.message) if redact else err.message
+            out = span.output or ("", "")
             rows.append((
-                rec.task_id, k, span.outcome, span.start - p0, span.end - p0,
-                span.end - span.start, nan if prev_end is None else span.start - prev_end,
-                err.code if err is not None else None, message, span.worker,
+                rec.task_id, k, span.start - p0, span.end - p0, span.end - span.start,
                 nan if span.cpu_s is None else span.cpu_s,
+                "error" if span.outcome == FAILED else span.outcome,
+                err.code if err is not None else None, message, span.worker,
+                nan if prev_end is None else span.start - prev_end, out[0], out[1],
             ))
             prev_end = span.end
     df = pd.DataFrame(rows, columns=[
-        "task_id", "attempt", "outcome", "start_s", "end_s", "duration_s", "backoff_s",
-        "error_code", "error_message", "worker", "cpu_s",
+        "task_id", "attempt", "start_s", "end_s", "duration_s", "cpu_s", "outcome",
+        "error_code", "error_message", "worker", "backoff_s", "stdout", "stderr",
     ])
-    for col in ("task_id", "outcome", "error_code", "error_message", "worker"):
+    anchor = _anchor(outcome)
+    df.insert(2, "start", anchor + pd.to_timedelta(df["start_s"], unit="s"))
+    df.insert(3, "end", anchor + pd.to_timedelta(df["end_s"], unit="s"))
+    for col in ("task_id", "outcome", "error_code", "error_message", "worker", "stdout",
+                "stderr"):
         df[col] = df[col].astype("string")
     return df
 

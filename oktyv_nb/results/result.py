@@ -63,6 +63,7 @@ def to_result(outcome: RunOutcome) -> ExecutionResult:
             rec.rolled_back,
             None if rec.rollback_error is None else _error(rec.rollback_error, redact),
             True if rec.reused else None,
+            *_output(rec.output),
         )
     status = "success" if not nfailed else ("partial" if nsuccess else "failure")
     return ExecutionResult.model_construct(
@@ -85,3 +86,11 @@ def to_result(outcome: RunOutcome) -> ExecutionResult:
 def _error(err: ErrorInfo, redact: Any) -> TaskError:
     d = err.to_dict()
     return TaskError.model_validate(redact.value(d) if redact else d)
+
+
+def _output(output: tuple[str, str] | None) -> tuple[str | None, str | None]:
+    """A record's captured ``(stdout, stderr)`` for the result: None where empty (already
+    redacted by the engine)."""
+    if output is None:
+        return None, None
+    return output[0] or None, output[1] or None

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from oktyv_nb.dag import DAG
 
-__all__ = ["Run", "reusable"]
+__all__ = ["LogText", "Run", "reusable"]
 
 
 class Run:
@@ -96,6 +96,21 @@ class Run:
         from oktyv_nb.results.frame import attempts_frame
 
         return attempts_frame(self.outcome)
+
+    def logs(self, task_id: str | None = None) -> LogText:
+        """What the tasks printed and logged (SPEC §18): ``task_id``'s, or every task's that
+        wrote anything, each under a ``== <task> (stdout|stderr) ==`` heading, in task
+        order. A ``str``; in Jupyter it shows as preformatted blocks."""
+        recs = self.records
+        if task_id is not None and task_id not in recs:
+            raise KeyError(f"no task {task_id!r} in this run; tasks: {', '.join(recs)}")
+        chosen = [recs[task_id]] if task_id is not None else list(recs.values())
+        blocks: list[tuple[str, str]] = []
+        for rec in chosen:
+            for stream, text in (("stdout", rec.stdout), ("stderr", rec.stderr)):
+                if text:
+                    blocks.append((f"== {rec.task_id} ({stream}) ==", text))
+        return LogText(blocks)
 
     def to_dataframe(self) -> pd.DataFrame:
         """A copy of :attr:`df`."""
@@ -194,6 +209,31 @@ class Run:
         cols = ["tool", "level", "status", "attempts", "duration_s", "wait_s", "error_code"]
         table = self.df[cols].to_html(max_rows=60, float_format=lambda v: f"{v:.4f}")
         return head + graph_html + table
+
+
+class LogText(str):
+    """The text of :meth:`Run.logs`, with an HTML form for Jupyter."""
+
+    blocks: list[tuple[str, str]]
+
+    def __new__(cls, blocks: list[tuple[str, str]]) -> LogText:
+        text = "\n".join(f"{head}\n{body}" if body.endswith("\n") else f"{head}\n{body}\n"
+                         for head, body in blocks)
+        self = super().__new__(cls, text)
+        self.blocks = blocks
+        return self
+
+    def _repr_html_(self) -> str:
+        if not self.blocks:
+            return "<i>no output</i>"
+        return "".join(
+            f"<div><b>{escape(head.strip('= '))}</b><pre style='margin:2px 0 8px 0'>"
+            f"{escape(body)}</pre></div>"
+            for head, body in self.blocks
+        )
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(str(self) or "(no output)")
 
 
 def reusable(graph: Graph, resume: Run) -> dict[str, TaskRecord]:

@@ -42,7 +42,7 @@ class RunStats:
       None when none did. ``cpu_parallelism`` = cpu_s / makespan: how many cores were busy
       on average.
     * ``cpu_serialised``: true when the tasks overlapped in time (speedup >= 1.5) but their
-      CPU time shows one core at work (cpu_parallelism <= 1.2, and CPU busy at least half
+      CPU time shows one core at work (cpu_parallelism <= 1.2, and CPU busy at least 0.3 of
       the makespan): CPU-bound Python on threads, serialised by the GIL. The real gain over
       a serial run is then about 1, whatever ``speedup`` says; ``backend="processes"``
       runs such tools in parallel.
@@ -68,7 +68,7 @@ class RunStats:
     @property
     def cpu_serialised(self) -> bool:
         c = self.cpu_parallelism
-        return c is not None and self.speedup >= 1.5 and 0.5 <= c <= 1.2
+        return c is not None and self.speedup >= 1.5 and 0.3 <= c <= 1.2
 
     @property
     def note(self) -> str | None:

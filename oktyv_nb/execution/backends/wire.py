@@ -110,6 +110,7 @@ async def _await(aw: Any) -> Any:
 
 def _tool_name(fn: Any) -> str:
     """A readable name of a tool for messages: ``module.qualname`` or the type's name."""
+    fn = getattr(fn, "__wrapped__", fn)  # a captured call names its tool
     target = fn.func if isinstance(fn, functools.partial) else fn
     name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None)
     if not isinstance(name, str):
@@ -189,9 +190,12 @@ def _run_payload(data: bytes) -> bytes:
     try:
         return _dumps((True, value, None, cpu))
     except Exception as exc:
+        from oktyv_nb.execution.capture import WithOutput  # the rare path: import here
+
+        shown = value.value if type(value) is WithOutput else value
         return _error_reply(
             UnpicklableError(
-                f"the result of tool {tool} ({type(value).__name__}) cannot be pickled to "
+                f"the result of tool {tool} ({type(shown).__name__}) cannot be pickled to "
                 f"send it back from the worker ({_why(exc)}); return plain data (numbers, "
                 "strings, lists, dicts) or write it to a file and return the path"
             ),

@@ -121,7 +121,7 @@ class LoopWorkers:
             att.kwargs = None
             retryable = True
             try:
-                value = await att.node.fn(**kwargs)  # type: ignore[arg-type]
+                value = await engine.call_fn(att.node)(**kwargs)  # type: ignore[arg-type]
                 ok = True
             except asyncio.CancelledError:
                 if att.closed or self.closing:  # our timeout or halt: go on with the next

@@ -86,6 +86,7 @@ from oktyv_nb.errors import (
     OktyvException,
 )
 from oktyv_nb.execution.backends import Backend, get_backend
+from oktyv_nb.execution.capture import Captured, CapturedAsync, take_output
 from oktyv_nb.execution.engine.calls import RecordView, call_kwargs, redacted
 from oktyv_nb.execution.engine.loop_workers import CANCEL_GRACE, LOOP_WORKER, LoopWorkers
 from oktyv_nb.execution.engine.rollback import compensate
@@ -215,6 +216,20 @@ class Engine:
         self.done: asyncio.Future[None] | None = None
         self.outcome: RunOutcome | None = None
         self.perf_start = 0.0
+        self.capture = config.capture
+        self._captured: dict[Any, Any] = {}  # tool -> its Captured wrapper, for this run
+
+    def call_fn(self, node: TaskNode) -> Any:
+        """What runs for ``node``'s attempts: its tool, or with capture on the tool wrapped
+        so that its output comes back with its outcome (:mod:`..capture`)."""
+        if not self.capture:
+            return node.fn
+        fn = node.fn
+        wrapped = self._captured.get(fn)
+        if wrapped is None:
+            wrapped = self._captured[fn] = (CapturedAsync if node.is_async and self.on_loop
+                                            else Captured)(fn)
+        return wrapped
 
     # ------------------------------------------------------------------ public
     async def run(self) -> RunOutcome:
@@ -365,7 +380,7 @@ class Engine:
                 att.kwargs = kwargs
                 self.workers.submit(att)
             else:
-                att.handle = self.backend.submit(node.fn, kwargs, att)
+                att.handle = self.backend.submit(self.call_fn(node), kwargs, att)
         except Exception as exc:  # the backend could not start the call
             self._attempt_done(att, False, exc, None)
             return
@@ -392,9 +407,17 @@ class Engine:
             rec.worker = worker
         if cpu_s is not None:
             rec.cpu_s = cpu_s if rec.cpu_s is None else rec.cpu_s + cpu_s
+        output = None
+        if self.capture:
+            value, output = take_output(ok, value)
+            if output is not None:
+                if self.redactor:
+                    output = (self.redactor.text(output[0]), self.redactor.text(output[1]))
+                rec.add_output(output)
         if ok:
             if rec.attempts > 1:  # a first attempt's span is the record itself
-                rec.add_span(AttemptSpan(att.start, now, SUCCESS, worker, cpu_s))
+                rec.add_span(AttemptSpan(att.start, now, SUCCESS, worker, cpu_s,
+                                         output=output))
             rec.result = value
             rec.error = None
             self._succeed(rec, node, now)
@@ -403,7 +426,7 @@ class Engine:
             if self.redactor:  # records never hold a secret: subscribers see them live
                 err = redacted(err, self.redactor)
             outcome = _SPAN_OUTCOME.get(err.code, FAILED)
-            rec.add_span(AttemptSpan(att.start, now, outcome, worker, cpu_s, err))
+            rec.add_span(AttemptSpan(att.start, now, outcome, worker, cpu_s, err, output))
             rec.error = err
             if retryable and rec.attempts < node.retry.max_attempts and self.stopping is None:
                 rec.status = RETRYING
