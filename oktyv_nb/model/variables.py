@@ -3,16 +3,21 @@
 A string that is exactly one reference resolves to the referenced **value**, of any type. A
 reference inside a longer string is formatted into it: ``str()`` for scalars, JSON for dicts
 and lists. The path is walked from the referenced task's record in its JSON form, so the
-first field is one of :data:`RECORD_FIELDS`; later segments walk dict keys, list indices and
-public attributes. Nothing is ever evaluated.
+first field is one of :data:`RECORD_FIELDS`; later segments walk data only: mapping keys,
+list and tuple indices, and the public, non-callable fields of dataclasses, pydantic models
+and named tuples. Never modules, frames, code, generators, tracebacks, classes, functions or
+properties. Nothing is ever evaluated.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+from pydantic import BaseModel
 
 from oktyv_nb.errors import VariableResolutionError
 
@@ -94,10 +99,28 @@ def _walk(ref: Reference, view: Callable[[str], Any]) -> Any:
     return value
 
 
-_MISSING = object()
+def _fields(value: Any) -> tuple[str, ...] | None:
+    """The field names of a plain data object (a dataclass or pydantic model instance, a
+    named tuple); None for anything else, which a path may not walk into."""
+    if isinstance(value, type):  # a class is never data, even a dataclass
+        return None
+    if isinstance(value, tuple):
+        names = getattr(type(value), "_fields", None)  # a named tuple
+        return tuple(names) if isinstance(names, tuple) else None
+    if dataclasses.is_dataclass(value):
+        return tuple(f.name for f in dataclasses.fields(value))
+    if isinstance(value, BaseModel):
+        return tuple(type(value).model_fields)
+    return None
 
 
 def _step(value: Any, seg: str, ref: Reference, walked: list[str]) -> Any:
+    """One segment of a path: a mapping key, a sequence index or a data object's field.
+
+    Nothing else is walked (SPEC §5): no modules, frames, code, generators, tracebacks,
+    classes or functions, no properties (which would run code) and no names starting
+    with ``_``.
+    """
     if isinstance(value, Mapping):
         if seg in value:
             return value[seg]
@@ -107,7 +130,8 @@ def _step(value: Any, seg: str, ref: Reference, walked: list[str]) -> Any:
         raise VariableResolutionError(
             f"${{{ref.text}}}: {'.'.join(walked)} has no key {seg!r} (keys: {keys})"
         )
-    if isinstance(value, (list, tuple)):
+    names = _fields(value)
+    if isinstance(value, (list, tuple)) and (names is None or seg.lstrip("-").isdigit()):
         if seg.lstrip("-").isdigit():
             i = int(seg)
             if -len(value) <= i < len(value):
@@ -116,18 +140,21 @@ def _step(value: Any, seg: str, ref: Reference, walked: list[str]) -> Any:
             f"${{{ref.text}}}: {'.'.join(walked)} is a list of {len(value)} items; "
             f"{seg!r} is not a valid index"
         )
-    if not seg.startswith("_"):
+    if names is not None and seg in names and not seg.startswith("_"):
         try:
-            got = getattr(value, seg, _MISSING)
-        except Exception as exc:  # a property that raises: the path cannot be read
+            got = getattr(value, seg)
+        except Exception as exc:  # a field that cannot be read (a slot left unset)
             raise VariableResolutionError(
                 f"${{{ref.text}}}: reading {seg!r} of {'.'.join(walked)} "
                 f"({type(value).__name__}) raised {type(exc).__name__}: {exc}"
             ) from None
-        if got is not _MISSING and not callable(got):
+        if not callable(got):
             return got
+    what = "has no field" if names is not None else "is not data a path can walk into; no field"
     raise VariableResolutionError(
-        f"${{{ref.text}}}: {'.'.join(walked)} ({type(value).__name__}) has no field {seg!r}"
+        f"${{{ref.text}}}: {'.'.join(walked)} ({type(value).__name__}) {what} {seg!r} "
+        "(paths walk mapping keys, list indices and fields of dataclasses, pydantic models "
+        "and named tuples)"
     )
 
 
