@@ -99,6 +99,7 @@ class _RunPlan:
     vault: Any
     subscribers: list[Subscriber]
     reuse: dict[str, TaskRecord] | None
+    secrets: frozenset[str]
     settings: dict[str, Any]
     view: Any
 
@@ -567,6 +568,8 @@ class DAG:
             graph=graph, config=cfg, backend=settings.get("backend", self.backend),
             vault=settings.get("vault", self.vault), subscribers=subscribers,
             reuse=reusable(graph, resume) if resume is not None else None,
+            # the secrets the earlier run knew: its reused results are scrubbed like new ones
+            secrets=frozenset(resume.outcome.redactor.secrets if resume is not None else ()),
             settings=settings, view=view,
         )
 
@@ -580,7 +583,8 @@ class DAG:
         try:
             outcome = await run_graph(
                 plan.graph, plan.config, backend=plan.backend, vault=plan.vault,
-                subscribers=plan.subscribers, reuse=plan.reuse, started=holder.append,
+                subscribers=plan.subscribers, reuse=plan.reuse, secrets=plan.secrets,
+                started=holder.append,
             )
         except BaseException:
             if holder:

@@ -9,7 +9,9 @@ Constant state (set when the :class:`Engine` is made):
     :mod:`oktyv_nb.execution.backends`. ``on_loop`` is true when async tools run on the
     engine's own loop, in :class:`~oktyv_nb.execution.engine.loop_workers.LoopWorkers`.
 ``vault``, ``reuse``
-    the run's secret sets, and the records of an earlier run to reuse (``resume``).
+    the run's secret sets, and the records of an earlier run to reuse (``resume``); the
+    ``secrets`` that earlier run knew seed the run's :class:`~oktyv_nb.model.vault.Redactor`,
+    so that a reused result is scrubbed like the run's own.
 
 Changing state (all of it touched only on the loop's thread):
 
@@ -73,7 +75,7 @@ import contextlib
 import heapq
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -185,6 +187,7 @@ class Engine:
         vault: Mapping[str, Any] | None = None,
         bus: EventBus | None = None,
         reuse: Mapping[str, TaskRecord] | None = None,
+        secrets: Iterable[str] = (),
     ) -> None:
         self.graph = graph
         self.config = config = config or RunConfig()
@@ -209,7 +212,7 @@ class Engine:
         self.any_failed = False
         self.abandoned: list[asyncio.Task[Any]] = []
         self.workers = LoopWorkers(self)
-        self.redactor = Redactor()
+        self.redactor = Redactor(secrets)  # an earlier run's too: its reused results
         self.view = RecordView(self.records, self.redactor)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.done: asyncio.Future[None] | None = None
