@@ -213,6 +213,8 @@ class Engine:
         self.abandoned: list[asyncio.Task[Any]] = []
         self.workers = LoopWorkers(self)
         self.redactor = Redactor(secrets)  # an earlier run's too: its reused results
+        self.bus.redact = self.redactor.text
+        self.bus.on_interrupt = self._subscriber_interrupt
         self.view = RecordView(self.records, self.redactor)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.done: asyncio.Future[None] | None = None
@@ -255,8 +257,10 @@ class Engine:
             if self.config.timeout is not None and not self.done.done():
                 timer = loop.call_later(self.config.timeout, self._guarded, self._on_run_timeout)
             await asyncio.shield(self.done)
+            self._raise_subscriber_interrupt()
             if self.config.failure_mode == "rollback" and self.any_failed:
                 await compensate(self)
+                self._raise_subscriber_interrupt()
         except GeneratorExit:  # the coroutine is being closed unfinished: nothing may await
             self.interrupt()
             raise
@@ -264,11 +268,16 @@ class Engine:
             try:
                 self.interrupt()
             finally:
-                self._end(timer)
-                await self._cleanup()
+                try:
+                    self._end(timer)
+                finally:
+                    await self._cleanup()
             raise
-        self._end(timer)
-        await self._cleanup()
+        try:
+            self._end(timer)
+        finally:
+            await self._cleanup()  # whatever run_finished's subscribers did
+        self._raise_subscriber_interrupt()
         return self.outcome
 
     def _end(self, timer: asyncio.TimerHandle | None) -> None:
@@ -276,6 +285,18 @@ class Engine:
             timer.cancel()
         self.outcome.perf_end = perf()  # type: ignore[union-attr]
         self._emit("run_finished", self.outcome)
+
+    def _subscriber_interrupt(self, exc: BaseException) -> None:
+        """A subscriber raised KeyboardInterrupt or SystemExit (the bus keeps it): end the
+        run once the engine's current callback is done, as for any interrupt. Called inside
+        an emit, so it changes no record itself."""
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(exc)
+
+    def _raise_subscriber_interrupt(self) -> None:
+        exc = self.bus.interrupt
+        if exc is not None:
+            raise exc
 
     def interrupt(self, code: str = CANCELLED) -> None:
         """Stop now: running tasks fail with ``code``, the others are skipped. Synchronous."""
@@ -314,8 +335,8 @@ class Engine:
         if emit is not None:
             try:
                 emit("task_ready", rec, now - self.perf_start)
-            except Exception as exc:
-                self.bus.drop(emit, exc)
+            except BaseException as exc:
+                self.bus.failed(emit, exc)
 
     def _fill_slots(self) -> None:
         """Start ready tasks while concurrency slots are free and the run is not stopping."""
@@ -347,8 +368,8 @@ class Engine:
         if emit is not None:
             try:
                 emit("task_started", rec, now - self.perf_start)
-            except Exception as exc:
-                self.bus.drop(emit, exc)
+            except BaseException as exc:
+                self.bus.failed(emit, exc)
         try:
             kwargs = (
                 call_kwargs(node, self.view, self.vault, self.redactor)
@@ -458,8 +479,8 @@ class Engine:
         if emit is not None:
             try:
                 emit("task_finished", rec, now - self.perf_start)
-            except Exception as exc:
-                self.bus.drop(emit, exc)
+            except BaseException as exc:
+                self.bus.failed(emit, exc)
         remaining = self.remaining
         records = self.records
         for dep in node.dependents:
