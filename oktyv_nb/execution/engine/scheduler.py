@@ -56,7 +56,8 @@ slots are free. A call gets its params with ``${ref}`` resolved and, when the ta
 be resolved, a missing vault set) is never retried.
 
 Stopping: after a failure in ``stop``/``rollback`` mode running attempts finish, tasks
-waiting out a backoff fail with their last error and the rest are skipped ``RUN_STOPPED``;
+waiting to retry (out a backoff, or ready again and waiting for a slot) fail with their last
+error and the rest are skipped ``RUN_STOPPED``;
 in ``rollback`` mode :func:`~oktyv_nb.execution.engine.rollback.compensate` runs next. A
 whole-run timeout or an interrupt (:meth:`Engine.interrupt`, cancellation of
 :meth:`Engine.run`, ``KeyboardInterrupt``) halts at once: running attempts and tasks waiting
@@ -535,19 +536,21 @@ class Engine:
             self._drop_backoffs(self.stopping, "the run stopped", now)
 
     def _drop_backoffs(self, code: str, why: str, now: float) -> None:
-        """Tasks waiting out a retry backoff when the run stops: they ran, so they fail.
-
-        After a failure (``RUN_STOPPED``) each keeps its last attempt's error; on a run
-        timeout or interrupt the error says so.
-        """
+        """Tasks waiting out a retry backoff when the run stops: they ran, so they fail
+        (:meth:`_fail_waiting`)."""
         waiting = list(self.backoff.items())
         self.backoff.clear()  # first, so that _finish below finds none: no recursion
         for tid, handle in waiting:
             handle.cancel()
-            rec = self.records[tid]
-            if code != RUN_STOPPED:
-                rec.error = ErrorInfo(code, f"Task {tid}: {why} while it waited to retry")
-            self._finish(rec, FAILED, now, propagate=False)
+            self._fail_waiting(self.records[tid], code, why, now)
+
+    def _fail_waiting(self, rec: TaskRecord, code: str, why: str, now: float) -> None:
+        """A task that has run and waits to run again (out a backoff, or ready for a slot
+        after one) when the run stops: it fails. After a failure (``RUN_STOPPED``) it keeps
+        its last attempt's error; on a run timeout or interrupt the error says so."""
+        if code != RUN_STOPPED or rec.error is None:
+            rec.error = ErrorInfo(code, f"Task {rec.task_id}: {why} while it waited to retry")
+        self._finish(rec, FAILED, now, propagate=False)
 
     def _maybe_done(self) -> None:
         """Skip what can no longer start once a stopping run has nothing running; resolve
@@ -559,14 +562,17 @@ class Engine:
                 self.done.set_result(None)
 
     def _skip_rest(self, code: str, why: str) -> None:
-        """Finish every task not finished yet and not running: tasks waiting to retry fail,
-        the others are skipped, all with ``code``."""
+        """Finish every task not finished yet and not running: tasks that ran and wait to
+        run again fail, the others (which never started) are skipped, all with ``code``."""
         now = perf()
         if self.backoff:
             self._drop_backoffs(code, why, now)
         running = {att.rec.task_id for att in self.running}
         for rec in self.records.values():
             if rec.status in FINAL or rec.task_id in running:
+                continue
+            if rec.attempts:  # ready again after its backoff, waiting for a slot
+                self._fail_waiting(rec, code, why, now)
                 continue
             rec.status = SKIPPED
             rec.error = ErrorInfo(code, f"Task {rec.task_id} did not start: {why}")
