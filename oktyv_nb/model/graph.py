@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,9 +74,13 @@ class RetryPolicy:
             )
 
     def delay(self, k: int) -> float:
-        """Seconds to wait before retry ``k`` (0-based)."""
+        """Seconds to wait before retry ``k`` (0-based); ``inf`` once the exponential delay
+        no longer fits a float (``0`` stays ``0`` however many retries)."""
         if self.backoff == "exponential":
-            return self.initial_delay * 2**k
+            try:
+                return math.ldexp(self.initial_delay, k)  # initial_delay * 2**k, exactly
+            except OverflowError:
+                return math.inf
         return self.initial_delay * (k + 1)
 
 
