@@ -442,9 +442,10 @@ def test_f10_one_unprintable_result_does_not_cost_the_whole_result(
     if with_vault:
         dag.task("v", lambda credentials: 1, vault="api")
     run = dag.run(vault={"api": {"token": SECRET}}, live=False)
-    repr(run.df)
-    run.df.to_string()
     json.loads(run.result.to_json())
+    assert len(run.df) == len(dag)  # the frame holds the results themselves
+    repr(run)
+    run._repr_html_()
 
 
 # ---------------------------------------------------------------- F11 secrets in .code
