@@ -320,9 +320,9 @@ class DAG:
     def _check_references(
         params: Mapping[str, Any], task_id: str, allow_self: bool = False
     ) -> None:
-        if not has_references(params):
-            return
         try:
+            if not has_references(params):
+                return
             refs = find_references(params)
         except OktyvError as exc:
             exc.task_id = task_id

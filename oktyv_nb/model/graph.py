@@ -184,9 +184,16 @@ def _dependencies(spec: TaskData, ids: Mapping[str, Any], refs: bool) -> tuple[s
     if refs:
         for target in _targets(spec, spec["params"], "params", ids):
             deps[target] = None
-    if spec["rollback"] is not None and has_references(spec["rollback"].params):
+    if spec["rollback"] is not None and _rollback_references(spec):
         _targets(spec, spec["rollback"].params, "rollback.params", ids)  # checked, not deps
     return tuple(deps)
+
+
+def _rollback_references(spec: TaskData) -> bool:
+    try:
+        return has_references(spec["rollback"].params)
+    except OktyvError as exc:  # params nested too deep
+        raise exc.in_task(spec["id"], "rollback.params") from None
 
 
 def _no_such_dependency(spec: TaskData, missing: str) -> MissingDependencyError:
@@ -210,6 +217,13 @@ def _targets(spec: TaskData, params: Any, where: str, ids: Mapping[str, Any]) ->
             )
         targets.append(ref.task_id)
     return targets
+
+
+def _has_references(spec: TaskData) -> bool:
+    try:
+        return has_references(spec["params"])
+    except OktyvError as exc:  # params nested too deep
+        raise exc.in_task(spec["id"]) from None
 
 
 def _references(spec: TaskData, params: Any, where: str) -> list[Any]:
@@ -248,7 +262,7 @@ def build_graph(
             if spec["id"] in seen:
                 raise DuplicateTaskError(spec["id"])
             seen.add(spec["id"])
-    refs = [bool(spec["params"]) and has_references(spec["params"]) for spec in specs]
+    refs = [bool(spec["params"]) and _has_references(spec) for spec in specs]
     deps: list[tuple[str, ...]] = []
     for spec, r in zip(specs, refs, strict=True):
         dl = spec["depends_on"]

@@ -19,9 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from oktyv_nb.errors import VariableResolutionError
+from oktyv_nb.errors import InvalidOptionError, VariableResolutionError
 
-__all__ = ["REFERENCE", "Reference", "find_references", "has_references", "resolve"]
+__all__ = ["PARAMS_DEPTH", "REFERENCE", "Reference", "find_references", "has_references", "resolve"]
 
 REFERENCE = re.compile(r"\$\{([^{}]*)\}")
 
@@ -54,19 +54,39 @@ class Reference:
         self.path = tuple(parts[1:])
 
 
-def _strings(value: Any) -> Iterator[str]:
+#: How deeply params may nest dicts, lists and tuples: as deep as a JSON request's params
+#: can be (its parser stops at about 200 levels), never near the interpreter's recursion
+#: limit. Deeper params, or params that contain themselves, are refused when validated.
+PARAMS_DEPTH = 200
+
+
+def _too_deep() -> InvalidOptionError:
+    return InvalidOptionError(
+        f"params are nested deeper than {PARAMS_DEPTH} levels of dicts and lists (or hold "
+        "themselves); flatten them, or pass the data as one value from a task's result",
+        option="params",
+    )
+
+
+def _strings(value: Any, depth: int = 0) -> Iterator[str]:
     if isinstance(value, str):
         yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v)
+        return
+    if isinstance(value, dict):
+        values: Any = value.values()
     elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _strings(v)
+        values = value
+    else:
+        return
+    if depth >= PARAMS_DEPTH:
+        raise _too_deep()
+    for v in values:
+        yield from _strings(v, depth + 1)
 
 
-def has_references(params: Any) -> bool:
-    """True when any string inside ``params`` contains ``${``."""
+def has_references(params: Any, _depth: int = 0) -> bool:
+    """True when any string inside ``params`` contains ``${``. Raises InvalidOptionError
+    for params nested deeper than :data:`PARAMS_DEPTH`."""
     if isinstance(params, str):
         return "${" in params
     if isinstance(params, dict):
@@ -75,17 +95,20 @@ def has_references(params: Any) -> bool:
         values = params
     else:
         return False
+    if _depth >= PARAMS_DEPTH:
+        raise _too_deep()
     for v in values:
         if isinstance(v, str):
             if "${" in v:
                 return True
-        elif isinstance(v, (dict, list, tuple)) and has_references(v):
+        elif isinstance(v, (dict, list, tuple)) and has_references(v, _depth + 1):
             return True
     return False
 
 
 def find_references(params: Any) -> list[Reference]:
-    """Every reference in the strings of ``params`` (nested dicts, lists, tuples)."""
+    """Every reference in the strings of ``params`` (nested dicts, lists, tuples). Raises
+    InvalidOptionError for params nested deeper than :data:`PARAMS_DEPTH`."""
     return [Reference(m) for s in _strings(params) if "${" in s for m in REFERENCE.findall(s)]
 
 
