@@ -30,7 +30,7 @@ from oktyv_nb.errors import (
     OktyvError,
 )
 from oktyv_nb.execution.engine import Engine, RunConfig, run_graph
-from oktyv_nb.execution.events import Subscriber
+from oktyv_nb.execution.events import Subscriber, subscribers_of
 from oktyv_nb.execution.records import TaskRecord
 from oktyv_nb.jupyter import in_notebook, run_sync
 from oktyv_nb.model.graph import Graph, RetryPolicy, build_graph
@@ -48,6 +48,7 @@ from oktyv_nb.model.schema import (
 )
 from oktyv_nb.model.tools import BUILTIN_TOOLS
 from oktyv_nb.model.variables import find_references, has_references
+from oktyv_nb.model.vault import check_vault
 from oktyv_nb.results.display import GRAPH_LIMIT
 from oktyv_nb.results.display.theme import STATUS_STYLE
 from oktyv_nb.results.run import reusable
@@ -152,6 +153,7 @@ class DAG:
             )
         self.name = name
         self.config = RunConfig(max_concurrent, failure_mode, timeout, strategy)  # type: ignore[arg-type]
+        check_vault(vault)
         self.backend = backend
         self.vault = vault
         self.tools = ToolRegistry(tools)
@@ -547,9 +549,8 @@ class DAG:
         )
         graph = self._build()  # fresh: tools re-registered in a notebook cell are picked up
         self._graph, self._graph_key = graph, self._version
-        subscribers: list[Subscriber] = []
-        if on_event is not None:
-            subscribers.extend([on_event] if callable(on_event) else on_event)
+        subscribers = subscribers_of(on_event)
+        check_vault(settings.get("vault", self.vault))
         depth = _RUN_DEPTH.get()
         if live is None:
             live = (

@@ -105,7 +105,7 @@ class _Capture(http.server.BaseHTTPRequestHandler):
     seen: list[tuple[str, str | None]]
     location = ""
 
-    def do_GET(self) -> None:  # noqa: N802 - the handler's protocol
+    def do_GET(self) -> None:
         self.seen.append((self.path, self.headers.get("Authorization")))
         if self.path.startswith("/start"):
             self.send_response(302)

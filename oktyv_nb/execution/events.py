@@ -36,7 +36,9 @@ from oktyv_nb.execution.records import TaskRecord
 if TYPE_CHECKING:
     from oktyv_nb.execution.engine import RunOutcome
 
-__all__ = ["KINDS", "Event", "EventBus", "EventKind", "EventLog", "Subscriber"]
+__all__ = [
+    "KINDS", "Event", "EventBus", "EventKind", "EventLog", "Subscriber", "subscribers_of",
+]
 
 EventKind = Literal[
     "run_started",
@@ -200,6 +202,21 @@ class EventBus:
         # warnings turned into errors must not break the run either
         with contextlib.suppress(Exception):
             warnings.warn(text, RuntimeWarning, stacklevel=3)
+
+
+def subscribers_of(on_event: Any) -> list[Subscriber]:
+    """The subscribers an ``on_event`` argument names: None, one callable, or a list or
+    tuple of callables; anything else is an InvalidOptionError (before the run starts)."""
+    if on_event is None:
+        return []
+    fns = [on_event] if callable(on_event) else on_event
+    if not isinstance(fns, (list, tuple)) or not all(callable(fn) for fn in fns):
+        raise InvalidOptionError(
+            "on_event must be a callable fn(kind, record, time) or a list of them, got "
+            f"{_shown(on_event)}",
+            option="on_event",
+        )
+    return list(fns)
 
 
 _SHOWN = 200  # characters of a subscriber's repr in a warning (an EventLog is a long list)

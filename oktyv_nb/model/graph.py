@@ -24,6 +24,7 @@ from typing import Any
 from oktyv_nb.errors import (
     CircularDependencyError,
     DuplicateTaskError,
+    InvalidOptionError,
     MissingDependencyError,
     OktyvError,
     ToolNotFoundError,
@@ -38,6 +39,7 @@ from oktyv_nb.model.schema import (
     task_data,
 )
 from oktyv_nb.model.variables import find_references, has_references
+from oktyv_nb.units import check_seconds
 
 __all__ = [
     "Graph", "RetryPolicy", "TaskNode", "build_graph", "critical_path", "is_async", "paused_gc",
@@ -60,18 +62,19 @@ class RetryPolicy:
     initial_delay: float = 1.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ValueError(
-                f"RetryPolicy.max_attempts must be an int >= 1, got {self.max_attempts!r}"
+        n = self.max_attempts
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidOptionError(
+                f"RetryPolicy.max_attempts must be an int >= 1, got {n!r}", option="max_attempts"
             )
-        if self.backoff not in ("exponential", "linear"):
-            raise ValueError(
-                f"RetryPolicy.backoff must be 'exponential' or 'linear', got {self.backoff!r}"
+        if not isinstance(self.backoff, str) or self.backoff not in ("exponential", "linear"):
+            raise InvalidOptionError(
+                f"RetryPolicy.backoff must be 'exponential' or 'linear', got {self.backoff!r}",
+                option="backoff",
             )
-        if self.initial_delay < 0:
-            raise ValueError(
-                f"RetryPolicy.initial_delay must be >= 0 s, got {self.initial_delay!r}"
-            )
+        object.__setattr__(self, "initial_delay", check_seconds(
+            self.initial_delay, "RetryPolicy.initial_delay", allow_zero=True
+        ))
 
     def delay(self, k: int) -> float:
         """Seconds to wait before retry ``k`` (0-based); ``inf`` once the exponential delay

@@ -11,9 +11,9 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from oktyv_nb.errors import VaultNotFoundError
+from oktyv_nb.errors import InvalidOptionError, VaultNotFoundError
 
-__all__ = ["REDACTED", "EnvVault", "Redactor", "lookup_secrets"]
+__all__ = ["REDACTED", "EnvVault", "Redactor", "check_vault", "lookup_secrets"]
 
 REDACTED = "***"
 MIN_SECRET_LEN = 3  # shorter values would redact ordinary text
@@ -57,6 +57,16 @@ class EnvVault(Mapping[str, dict[str, str]]):
 
     def __repr__(self) -> str:  # never shows values
         return f"EnvVault(prefix={self.prefix!r})"
+
+
+def check_vault(vault: Any) -> None:
+    """Raise InvalidOptionError unless ``vault`` is None or a mapping (never shows it)."""
+    if vault is not None and not isinstance(vault, Mapping):
+        raise InvalidOptionError(
+            f"vault must be a mapping of set name -> dict of secrets, or ok.EnvVault(prefix); "
+            f"got {type(vault).__name__}",
+            option="vault",
+        )
 
 
 def lookup_secrets(vault: Mapping[str, Any] | None, name: str, task_id: str) -> dict[str, Any]:

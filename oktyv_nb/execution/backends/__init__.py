@@ -103,7 +103,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from oktyv_nb.errors import UNPICKLABLE, WORKER_CRASHED
+from oktyv_nb.errors import UNPICKLABLE, WORKER_CRASHED, InvalidOptionError
 
 __all__ = [
     "UNPICKLABLE",
@@ -1207,14 +1207,16 @@ def get_backend(backend: str | Backend | None) -> Backend:
         factory = _NAMED.get(backend)
         if factory is None:
             names = sorted(["asyncio", "threads", *_NAMED])
-            raise ValueError(
-                f"unknown backend {backend!r}; use one of {names} or a backend object"
+            raise InvalidOptionError(
+                f"unknown backend {backend!r}; use one of {names} or a backend object",
+                option="backend",
             )
         return factory()
     for attr in ("submit", "open", "aclose"):
         if not callable(getattr(backend, attr, None)):
-            raise TypeError(
-                f"backend {backend!r} has no {attr}() method; see oktyv_nb.execution.backends"
+            raise InvalidOptionError(
+                f"backend {backend!r} has no {attr}() method; see oktyv_nb.execution.backends",
+                option="backend",
             )
     return backend
 

@@ -34,8 +34,9 @@ async def run_graph(
     """Run a validated graph once and return its outcome.
 
     ``reuse`` holds an earlier run's records to reuse and ``secrets`` the secrets that run
-    knew, so that its reused results are scrubbed from every output. ``started`` is told the engine before it runs, so that a caller that must interrupt it
-    from outside the loop (``dag.run()`` under Jupyter's stop button) can.
+    knew, so that its reused results are scrubbed from every output. ``started`` is told the
+    engine before it runs, so that a caller that must interrupt it from outside the loop
+    (``dag.run()`` under Jupyter's stop button) can.
     """
     engine = Engine(
         graph, config, backend=backend, vault=vault, bus=EventBus(subscribers), reuse=reuse,
