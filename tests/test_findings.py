@@ -218,6 +218,7 @@ def test_f04_an_async_tool_ignoring_cancellation_is_abandoned(where: str) -> Non
                 assert left == 0, left
         took = time.perf_counter() - t0
         rec = run.records["a"]
+        assert ok.DAG().task("x", lambda: 1).run(live=False).status == "success"  # next run
         print(json.dumps({{"status": rec.status, "code": rec.error.code, "took": took,
                            "abandoned": run.outcome.abandoned,
                            "warned": [str(w.message) for w in caught]}}))

@@ -63,8 +63,12 @@ whole-run timeout or an interrupt (:meth:`Engine.interrupt`, cancellation of
 :meth:`Engine.run`, ``KeyboardInterrupt``) halts at once: running attempts and tasks waiting
 to retry fail with ``EXECUTION_TIMEOUT``/``CANCELLED``, everything else is skipped with that
 code. A sync tool's thread cannot be killed: its late outcome is dropped and the run does not
-wait for it. An error inside the engine's own callbacks ends the run the same way and is
-re-raised by :meth:`Engine.run`; it never leaves the run hanging.
+wait for it. An async tool is cancelled; one that ignores the cancellation is given
+:data:`~oktyv_nb.execution.engine.loop_workers.CANCEL_GRACE` seconds (from its timeout, or
+the run's end) and then abandoned: listed in the outcome's ``abandoned``, reported with a
+``RuntimeWarning`` and let go, so that neither the run nor the loop's shutdown waits for it.
+An error inside the engine's own callbacks ends the run the same way and is re-raised by
+:meth:`Engine.run`; it never leaves the run hanging.
 
 Times are ``time.perf_counter()`` seconds; ``timeout`` values are seconds.
 """
@@ -76,6 +80,7 @@ import contextlib
 import heapq
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -90,7 +95,12 @@ from oktyv_nb.errors import (
 )
 from oktyv_nb.execution.backends import Backend, get_backend
 from oktyv_nb.execution.engine.calls import RecordView, call_kwargs, redacted
-from oktyv_nb.execution.engine.loop_workers import CANCEL_GRACE, LOOP_WORKER, LoopWorkers
+from oktyv_nb.execution.engine.loop_workers import (
+    CANCEL_GRACE,
+    LOOP_WORKER,
+    LoopWorkers,
+    let_go,
+)
 from oktyv_nb.execution.engine.rollback import compensate
 from oktyv_nb.execution.events import EventBus, EventKind
 from oktyv_nb.execution.outcome import RunConfig, RunOutcome
@@ -211,7 +221,10 @@ class Engine:
         self.total = len(nodes)
         self.succeeded: list[TaskRecord] = []  # in completion order, for rollback
         self.any_failed = False
-        self.abandoned: list[asyncio.Task[Any]] = []
+        self.abandoned: list[asyncio.Task[Any]] = []  # cancelled tasks to wait for at the end
+        # per cancelled async call's task: the task id it ran and when it was cancelled
+        self.cancelled_at: dict[asyncio.Task[Any], tuple[str, float]] = {}
+        self.deadline: float | None = None  # perf-counter end of the whole-run timeout
         self.workers = LoopWorkers(self)
         self.redactor = Redactor(secrets)  # an earlier run's too: its reused results
         self.bus.redact = self.redactor.text
@@ -232,6 +245,7 @@ class Engine:
         if self.done is not None:
             raise RuntimeError("an Engine runs its graph once; make a new Engine to run again")
         loop = self.loop = self.workers.loop = asyncio.get_running_loop()
+        config = self.config
         opener = getattr(self.backend, "aopen", None)  # e.g. a Dask cluster starting up:
         if opener is not None:  # before the clock starts, without blocking the loop
             await opener(loop)
@@ -239,6 +253,8 @@ class Engine:
             self.backend.open(loop)
         self.done = loop.create_future()
         self.perf_start = perf()
+        if config.timeout is not None:
+            self.deadline = self.perf_start + config.timeout
         self.outcome = self.view.outcome = RunOutcome(
             execution_id=str(uuid.uuid4()),
             graph=self.graph,
@@ -464,7 +480,7 @@ class Engine:
         """Cancel an attempt's async task, or tell the backend to drop its call."""
         with contextlib.suppress(Exception):  # best effort: the loop may be closed
             if att.task is not None:  # a loop worker awaiting the call: it goes on
-                att.task.cancel()
+                self.cancelled(att.task, att.node.id)
             elif att.handle is not None or not self.on_loop:
                 self.backend.abandon(att.handle)
 
@@ -628,22 +644,57 @@ class Engine:
         if self.dispatch[kind] is not None:
             self.bus.emit(kind, rec, (perf() if now is None else now) - self.perf_start)
 
+    def cancelled(self, task: asyncio.Task[Any], task_id: str) -> None:
+        """Cancel ``task``, the async call of ``task_id``; :meth:`_cleanup` lets it go if it
+        is still running :data:`CANCEL_GRACE` seconds later."""
+        self.cancelled_at[task] = (task_id, perf())
+        task.cancel()
+
     async def _cleanup(self) -> None:
         for att in list(self.running):  # only on internal errors: never leave a task behind
             self._abandon(att)
         for handle in self.backoff.values():
             handle.cancel()
         self.abandoned.extend(self.workers.close())
+        self.abandoned.extend(t for t in self.cancelled_at if t not in self.abandoned)
         pending = [t for t in self.abandoned if not t.done()]
-        if pending:
-            # interrupted again while unwinding: leave them cancelled
-            with contextlib.suppress(BaseException):
-                await asyncio.wait(pending, timeout=CANCEL_GRACE)
+        # interrupted again while unwinding: leave them cancelled
+        with contextlib.suppress(BaseException):
+            if pending:
+                await asyncio.sleep(0)  # most unwind at once: idle workers, polite tools
+                pending = [t for t in pending if not t.done()]
+            if pending:  # each has CANCEL_GRACE from its cancellation (or from now)
+                now = perf()
+                since = max(self.cancelled_at.get(t, ("", now))[1] for t in pending)
+                await asyncio.wait(pending, timeout=max(since + CANCEL_GRACE - perf(), 0.01))
+        stuck = [t for t in pending if not t.done()]
+        if stuck:
+            self._let_go(stuck)
         for t in self.abandoned:  # their outcome was recorded: mark it retrieved
             if t.done() and not t.cancelled():
                 t.exception()
         with contextlib.suppress(Exception):
             await self.backend.aclose()
+
+    def _let_go(self, stuck: list[asyncio.Task[Any]]) -> None:
+        """Tasks that ignored cancellation for CANCEL_GRACE seconds: let them go (asyncio
+        no longer waits for them), list their task ids in the outcome and warn."""
+        order = self.graph.nodes
+        ids = {self.cancelled_at[t][0] for t in stuck if t in self.cancelled_at}
+        for t in stuck:
+            let_go(t)
+        ids_in_order = [tid for tid in order if tid in ids]
+        if self.outcome is not None:
+            self.outcome.abandoned.extend(ids_in_order)
+        who = ", ".join(ids_in_order) or "an async call"
+        with contextlib.suppress(Exception):  # warnings turned into errors: the run is over
+            warnings.warn(
+                f"oktyv_nb: {who}: the async tool ignored cancellation for {CANCEL_GRACE:g} s "
+                "and was abandoned; it may go on running on the event loop until that loop "
+                "is closed",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
 
 _SPAN_OUTCOME = {TASK_TIMEOUT: "timeout", CANCELLED: "cancelled", EXECUTION_TIMEOUT: "timeout"}
