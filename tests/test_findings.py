@@ -275,6 +275,35 @@ def test_f05_an_interrupt_raised_by_a_subscriber_at_run_finished_ends_the_run(
     assert got["left"] in (None, 0)
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
+@pytest.mark.parametrize(
+    "kind", ["run_started", "task_ready", "task_started", "task_finished", "task_retrying",
+             "task_rolled_back"],
+)
+def test_f05_an_interrupt_from_a_subscriber_at_any_event_ends_the_run_recorded(
+    exc: type[BaseException], kind: str
+) -> None:
+    def cb(k: str, rec: Any, t: float) -> None:
+        if k == kind:
+            raise exc()
+
+    def fails() -> None:
+        raise RuntimeError("fails")
+
+    dag = (ok.DAG(failure_mode="rollback")
+           .task("a", lambda: 1, rollback=ok.Rollback(lambda: None))
+           .task("b", ok.tools.sleep, seconds=0.01, after=["a"])
+           .task("f", fails, after=["b"], retry=RetryPolicy(max_attempts=2, initial_delay=0.01))
+           .task("c", ok.tools.sleep, seconds=0.01, after=["a"]))
+    with pytest.raises(exc):
+        dag.run(on_event=cb, live=False)
+    recs = dag.last_run.records
+    assert all(r.finished for r in recs.values())
+    assert all((r.status == "skipped") == (r.attempts == 0) for r in recs.values())
+    assert ok.DAG().task("x", lambda: 1).run(live=False).status == "success"
+
+
 # ---------------------------------------------------------------- F6 other BaseExceptions
 
 

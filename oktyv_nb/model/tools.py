@@ -400,7 +400,7 @@ def _auth_headers(tool: str, credentials: Mapping[str, Any] | None) -> dict[str,
 
 
 # Headers that carry credentials: they go only to the origin they were meant for.
-_CREDENTIAL_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie"))
+_CREDENTIAL_HEADERS = frozenset(("authorization", "cookie"))
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
