@@ -7,12 +7,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from oktyv_nb.execution.engine import run_graph
-from oktyv_nb.execution.events import Subscriber
+from oktyv_nb.execution.events import Subscriber, subscribers_of
 from oktyv_nb.execution.outcome import RunConfig
 from oktyv_nb.jupyter import run_sync
 from oktyv_nb.model.graph import Graph, paused_gc, prepare
 from oktyv_nb.model.sandbox import Sandbox, as_sandbox
 from oktyv_nb.model.schema import ExecutionConfig, ExecutionResult, RequestLike
+from oktyv_nb.model.vault import check_vault
 from oktyv_nb.results.result import to_result
 
 __all__ = ["aexecute_request", "execute_request"]
@@ -37,6 +38,7 @@ async def aexecute_request(
     ``root`` is a :class:`~oktyv_nb.model.sandbox.Sandbox` with ``allow_shell=False``.
     """
     prepared = prepare(request, tools, keep_specs=False, sandbox=as_sandbox(root))
+    _check_run(vault, on_event)
     return await _arun_prepared(prepared, backend=backend, vault=vault, on_event=on_event)
 
 
@@ -55,7 +57,13 @@ def execute_request(
     the caller's own line. ``root``: as for :func:`aexecute_request`.
     """
     prepared = prepare(request, tools, keep_specs=False, sandbox=as_sandbox(root))
+    _check_run(vault, on_event)
     return run_sync(_arun_prepared(prepared, backend=backend, vault=vault, on_event=on_event))
+
+
+def _check_run(vault: Any, on_event: Any) -> None:
+    check_vault(vault)
+    subscribers_of(on_event)
 
 
 async def _arun_prepared(
@@ -65,7 +73,7 @@ async def _arun_prepared(
     request_config, graph = prepared
     outcome = await run_graph(
         graph, RunConfig.from_request(request_config), backend=backend, vault=vault,
-        subscribers=[on_event] if on_event is not None else None,
+        subscribers=subscribers_of(on_event),
     )
     with paused_gc():
         return to_result(outcome)

@@ -43,7 +43,7 @@ from oktyv_nb.errors import (
     RunInterrupted,
 )
 from oktyv_nb.execution.engine import Engine, RunConfig, run_graph
-from oktyv_nb.execution.events import Subscriber
+from oktyv_nb.execution.events import Subscriber, subscribers_of
 from oktyv_nb.execution.records import TaskRecord
 from oktyv_nb.jupyter import in_notebook, run_sync
 from oktyv_nb.model.graph import Graph, RetryPolicy, build_graph
@@ -63,6 +63,7 @@ from oktyv_nb.model.schema import (
 )
 from oktyv_nb.model.tools import BUILTIN_TOOLS
 from oktyv_nb.model.variables import find_references, has_references
+from oktyv_nb.model.vault import check_vault
 from oktyv_nb.results.display import GRAPH_LIMIT
 from oktyv_nb.results.display.theme import STATUS_STYLE
 from oktyv_nb.results.run import reusable
@@ -115,6 +116,7 @@ class _RunPlan:
     vault: Any
     subscribers: list[Subscriber]
     reuse: dict[str, TaskRecord] | None
+    secrets: frozenset[str]
     settings: dict[str, Any]
     view: Any
 
@@ -192,6 +194,7 @@ class DAG:
     ) -> None:
         self.name = _check_name(name)
         self.config = RunConfig(max_concurrent, failure_mode, timeout, strategy, capture)  # type: ignore[arg-type]
+        check_vault(vault)
         self.backend = backend
         self.vault = vault
         self.sandbox = as_sandbox(root)
@@ -461,9 +464,9 @@ class DAG:
     def _check_references(
         params: Mapping[str, Any], task_id: str, allow_self: bool = False
     ) -> None:
-        if not has_references(params):
-            return
         try:
+            if not has_references(params):
+                return
             refs = find_references(params)
         except OktyvError as exc:
             exc.task_id = task_id
@@ -692,9 +695,8 @@ class DAG:
         cfg = _configured(self.config, settings)
         graph = self._build()  # fresh: tools re-registered in a notebook cell are picked up
         self._graph, self._graph_key = graph, self._version
-        subscribers: list[Subscriber] = []
-        if on_event is not None:
-            subscribers.extend([on_event] if callable(on_event) else on_event)
+        subscribers = subscribers_of(on_event)
+        check_vault(settings.get("vault", self.vault))
         depth = _RUN_DEPTH.get()
         if live is None:
             live = (
@@ -713,6 +715,8 @@ class DAG:
             graph=graph, config=cfg, backend=settings.get("backend", self.backend),
             vault=settings.get("vault", self.vault), subscribers=subscribers,
             reuse=reusable(graph, resume) if resume is not None else None,
+            # the secrets the earlier run knew: its reused results are scrubbed like new ones
+            secrets=frozenset(resume.outcome.redactor.secrets if resume is not None else ()),
             settings=settings, view=view,
         )
 
@@ -726,7 +730,8 @@ class DAG:
         try:
             outcome = await run_graph(
                 plan.graph, plan.config, backend=plan.backend, vault=plan.vault,
-                subscribers=plan.subscribers, reuse=plan.reuse, started=holder.append,
+                subscribers=plan.subscribers, reuse=plan.reuse, secrets=plan.secrets,
+                started=holder.append,
             )
         except BaseException:
             if holder:

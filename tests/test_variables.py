@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -28,17 +28,25 @@ class Point:
         raise RuntimeError("property blew up")
 
 
+@dataclass
 class Bag:
-    """An object whose values are attributes."""
+    """A data object whose values are fields, one of them private."""
+
+    point: Point = field(default_factory=lambda: Point(3, [4, 5]))
+    _private: str = "hidden"
+
+
+class Plain:
+    """An object that is not a data object: its attributes are not walkable."""
 
     def __init__(self) -> None:
         self.point = Point(3, [4, 5])
-        self._private = "hidden"
 
 
 def make_value() -> dict[str, Any]:
     return {"n": 7, "f": 1.5, "s": "text", "none": None, "flag": True,
             "items": [10, {"deep": "yes"}, [1, 2]], "obj": Bag(), "by_int": {1: "one"},
+            "plain": Plain(),
             "braces": "{0.__class__} ${B.result}"}
 
 
@@ -183,7 +191,8 @@ def test_reference_implies_dependency_and_waits(tracker: Tracker) -> None:
     "path",
     ["${A.result.obj.__class__}", "${A.result.obj._private}", "${A.result.obj.__dict__}",
      "${A.result.obj.point.norm}", "${A.result.__class__}", "${A.result.items.__len__}",
-     "${A.result.obj.point.broken}"],
+     "${A.result.obj.point.broken}", "${A.result.plain.point}", "${A.result.s.upper}",
+     "${A.result.items.1.deep.__class__}"],
 )
 def test_dunder_private_callable_and_raising_attributes_are_refused(path: str) -> None:
     result = run_echo({"x": path})
@@ -270,3 +279,36 @@ def test_referenced_times_equal_the_result_times_exactly() -> None:
         got, a = result.tasks[f"b{i}"].result, result.tasks[f"a{i}"]
         assert datetime.fromisoformat(got["start"]) == a.start_time, i
         assert datetime.fromisoformat(got["end"]) == a.end_time, i
+
+
+def test_named_tuples_and_pydantic_models_are_data() -> None:
+    from typing import NamedTuple
+
+    from pydantic import BaseModel
+
+    class Pair(NamedTuple):
+        left: int
+        right: str
+
+    class Model(BaseModel):
+        size: int
+        tags: list[str]
+
+        @property
+        def computed(self) -> int:
+            return 1
+
+    def make() -> dict[str, Any]:
+        return {"pair": Pair(1, "r"), "model": Model(size=3, tags=["x", "y"]), "cls": Point}
+
+    ok_params = {"l": "${A.result.pair.left}", "i": "${A.result.pair.1}",
+                 "s": "${A.result.model.size}", "t": "${A.result.model.tags.1}"}
+    result = run([{"id": "A", "tool": "make"}, {"id": "B", "tool": "echo", "params": ok_params}],
+                 {"make": make, "echo": echo})
+    assert result.tasks["B"].result == {"l": 1, "i": "r", "s": 3, "t": "y"}
+    for bad in ("${A.result.model.computed}", "${A.result.cls.x}", "${A.result.pair.count}",
+                "${A.result.model.model_fields}"):
+        result = run([{"id": "A", "tool": "make"},
+                      {"id": "B", "tool": "echo", "params": {"x": bad}}],
+                     {"make": make, "echo": echo})
+        assert result.tasks["B"].error.code == "VARIABLE_RESOLUTION_ERROR", bad

@@ -15,22 +15,30 @@ the others cost it nothing. The live view takes only the run events, for instanc
 reads the records on a timer.
 
 Subscribers are called synchronously on the event loop, in subscription order. A subscriber
-that raises an ``Exception`` is reported once with a warning and unsubscribed; the run goes
-on. Emitting costs one lookup when nobody listens to that kind.
+that raises (any exception, ``CancelledError`` and ``GeneratorExit`` included, whether or not
+the exception or the subscriber can be printed) is reported once with a warning, secrets
+scrubbed, and unsubscribed; the run goes on. A ``KeyboardInterrupt`` or ``SystemExit`` raised
+by a subscriber (Ctrl-C landing in it) is not the subscriber's fault: the bus keeps it in
+:attr:`EventBus.interrupt` and tells the engine, which ends the run (every task recorded) and
+then raises it. Emitting costs one lookup when nobody listens to that kind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
+from oktyv_nb.errors import InvalidOptionError
 from oktyv_nb.execution.records import TaskRecord
 
 if TYPE_CHECKING:
     from oktyv_nb.execution.engine import RunOutcome
 
-__all__ = ["KINDS", "Event", "EventBus", "EventKind", "EventLog", "Subscriber"]
+__all__ = [
+    "KINDS", "Event", "EventBus", "EventKind", "EventLog", "Subscriber", "subscribers_of",
+]
 
 EventKind = Literal[
     "run_started",
@@ -93,15 +101,21 @@ class EventBus:
 
     ``dispatch[kind]`` is None when no subscriber wants ``kind``, the subscriber itself when
     one does (no loop, no wrapper: the common case costs one call), else a fan-out. An
-    emitter calls ``dispatch[kind](kind, record, time)`` and, if that raises an
-    ``Exception``, :meth:`drop`\\ s it; :meth:`emit` does both. A fan-out never raises: it
+    emitter calls ``dispatch[kind](kind, record, time)`` and, if that raises anything,
+    hands it to :meth:`failed`; :meth:`emit` does both. A fan-out never raises: it
     drops a failing subscriber itself and goes on with the others. ``dispatch`` is one dict
     for the bus's life, updated in place, so an emitter may keep a reference to it.
     """
 
-    __slots__ = ("_kinds", "dispatch", "subscribers")
+    __slots__ = ("_kinds", "dispatch", "interrupt", "on_interrupt", "redact", "subscribers")
 
     def __init__(self, subscribers: Iterable[Subscriber] | None = None) -> None:
+        #: The first KeyboardInterrupt or SystemExit a subscriber raised, for the run to raise.
+        self.interrupt: BaseException | None = None
+        #: Told that interrupt (the engine ends the run); None: nobody is told.
+        self.on_interrupt: Callable[[BaseException], None] | None = None
+        #: Scrubs secrets from the warning about a dropped subscriber (the run's redactor).
+        self.redact: Callable[[str], str] | None = None
         self.subscribers: list[Subscriber] = []
         self._kinds: list[frozenset[str]] = []
         self.dispatch: dict[str, Subscriber | None] = dict.fromkeys(KINDS)
@@ -120,8 +134,8 @@ class EventBus:
             for fn in fns:
                 try:
                     fn(kind, record, time)
-                except Exception as exc:  # a subscriber must never break the run
-                    self.drop(fn, exc)
+                except BaseException as exc:  # a subscriber must never break the run
+                    self.failed(fn, exc)
 
         return to_all
 
@@ -129,14 +143,17 @@ class EventBus:
         """Add ``fn`` (for the kinds in its ``event_kinds``, if it has that attribute, else
         for all); returns a function that removes it."""
         if not callable(fn):
-            raise TypeError(f"an event subscriber must be callable, got {fn!r}")
+            raise InvalidOptionError(
+                f"an event subscriber must be callable, got {_shown(fn)}", option="on_event"
+            )
         wanted = getattr(fn, "event_kinds", None)
         kinds = frozenset(KINDS if wanted is None else wanted)
         unknown = sorted(kinds.difference(KINDS))
         if unknown:
-            raise ValueError(
-                f"event subscriber {fn!r}: unknown event kinds {unknown}; the kinds are "
-                f"{', '.join(KINDS)}"
+            raise InvalidOptionError(
+                f"event subscriber {_shown(fn)}: unknown event kinds {unknown}; the kinds are "
+                f"{', '.join(KINDS)}",
+                option="on_event",
             )
         self.subscribers = [*self.subscribers, fn]  # copy on write, like unsubscribe
         self._kinds = [*self._kinds, kinds]
@@ -154,19 +171,69 @@ class EventBus:
         return bool(self.subscribers)
 
     def emit(self, kind: EventKind, record: Subject, time: float) -> None:
-        """Call the subscribers of ``kind`` with one event."""
+        """Call the subscribers of ``kind`` with one event; never raises."""
         fn = self.dispatch[kind]
         if fn is not None:
             try:
                 fn(kind, record, time)
-            except Exception as exc:  # a subscriber must never break the run
-                self.drop(fn, exc)
+            except BaseException as exc:  # a subscriber must never break the run
+                self.failed(fn, exc)
 
-    def drop(self, fn: Subscriber, exc: Exception) -> None:
-        """Unsubscribe ``fn``, which raised ``exc``, with a warning."""
+    def failed(self, fn: Subscriber, exc: BaseException) -> None:
+        """``fn`` raised ``exc``: an interrupt is kept and passed on, anything else drops
+        ``fn`` (see the module's docstring). Never raises."""
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            if self.interrupt is None:
+                self.interrupt = exc
+            if self.on_interrupt is not None:
+                self.on_interrupt(exc)
+            return
+        self.drop(fn, exc)
+
+    def drop(self, fn: Subscriber, exc: BaseException) -> None:
+        """Unsubscribe ``fn``, which raised ``exc``, with a warning (secrets scrubbed)."""
         self.unsubscribe(fn)
-        warnings.warn(
-            f"event subscriber {fn!r} raised {type(exc).__name__}: {exc}; it was unsubscribed",
-            RuntimeWarning,
-            stacklevel=3,
+        text = (
+            f"event subscriber {_shown(fn)} raised {type(exc).__name__}: {_told(exc)}; "
+            "it was unsubscribed"
         )
+        if self.redact is not None:
+            text = self.redact(text)
+        # warnings turned into errors must not break the run either
+        with contextlib.suppress(Exception):
+            warnings.warn(text, RuntimeWarning, stacklevel=3)
+
+
+def subscribers_of(on_event: Any) -> list[Subscriber]:
+    """The subscribers an ``on_event`` argument names: None, one callable, or a list or
+    tuple of callables; anything else is an InvalidOptionError (before the run starts)."""
+    if on_event is None:
+        return []
+    fns = [on_event] if callable(on_event) else on_event
+    if not isinstance(fns, (list, tuple)) or not all(callable(fn) for fn in fns):
+        raise InvalidOptionError(
+            "on_event must be a callable fn(kind, record, time) or a list of them, got "
+            f"{_shown(on_event)}",
+            option="on_event",
+        )
+    return list(fns)
+
+
+_SHOWN = 200  # characters of a subscriber's repr in a warning (an EventLog is a long list)
+
+
+def _shown(fn: Any) -> str:
+    """``repr(fn)``, shortened; a stand-in when that repr raises."""
+    try:
+        text = repr(fn)
+    except Exception:
+        return f"<{type(fn).__name__} object>"
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+def _told(exc: BaseException) -> str:
+    """``str(exc)``; a stand-in when that raises."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<str() of the {type(exc).__name__} raised>"

@@ -94,6 +94,9 @@ class RunOutcome:
     ``perf_start``/``perf_end`` are ``time.perf_counter()`` seconds; ``wall_start`` is the
     UTC datetime of ``perf_start``. ``interrupted`` is true for a run that was cancelled or
     interrupted; ``redactor`` knows the run's secrets, so every output can scrub them.
+    ``abandoned`` lists the tasks whose async tool (or rollback) ignored cancellation for
+    :data:`~oktyv_nb.execution.engine.loop_workers.CANCEL_GRACE` seconds and was let go:
+    it may still be running on the loop (each is also reported with a ``RuntimeWarning``).
     """
 
     execution_id: str
@@ -106,6 +109,7 @@ class RunOutcome:
     backend: str = "asyncio"
     interrupted: bool = False
     redactor: Redactor = field(default_factory=Redactor, repr=False)
+    abandoned: list[str] = field(default_factory=list)
 
     @property
     def clock_offset(self) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 from oktyv_nb.errors import (
     CircularDependencyError,
     DuplicateTaskError,
+    InvalidOptionError,
     MissingDependencyError,
     OktyvError,
     ToolNotFoundError,
@@ -39,6 +41,7 @@ from oktyv_nb.model.schema import (
     task_data,
 )
 from oktyv_nb.model.variables import find_references, has_references
+from oktyv_nb.units import check_seconds
 
 __all__ = [
     "Graph", "RetryPolicy", "TaskNode", "build_graph", "critical_path", "is_async", "paused_gc",
@@ -61,23 +64,28 @@ class RetryPolicy:
     initial_delay: float = 1.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ValueError(
-                f"RetryPolicy.max_attempts must be an int >= 1, got {self.max_attempts!r}"
+        n = self.max_attempts
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidOptionError(
+                f"RetryPolicy.max_attempts must be an int >= 1, got {n!r}", option="max_attempts"
             )
-        if self.backoff not in ("exponential", "linear"):
-            raise ValueError(
-                f"RetryPolicy.backoff must be 'exponential' or 'linear', got {self.backoff!r}"
+        if not isinstance(self.backoff, str) or self.backoff not in ("exponential", "linear"):
+            raise InvalidOptionError(
+                f"RetryPolicy.backoff must be 'exponential' or 'linear', got {self.backoff!r}",
+                option="backoff",
             )
-        if self.initial_delay < 0:
-            raise ValueError(
-                f"RetryPolicy.initial_delay must be >= 0 s, got {self.initial_delay!r}"
-            )
+        object.__setattr__(self, "initial_delay", check_seconds(
+            self.initial_delay, "RetryPolicy.initial_delay", allow_zero=True
+        ))
 
     def delay(self, k: int) -> float:
-        """Seconds to wait before retry ``k`` (0-based)."""
+        """Seconds to wait before retry ``k`` (0-based); ``inf`` once the exponential delay
+        no longer fits a float (``0`` stays ``0`` however many retries)."""
         if self.backoff == "exponential":
-            return self.initial_delay * 2**k
+            try:
+                return math.ldexp(self.initial_delay, k)  # initial_delay * 2**k, exactly
+            except OverflowError:
+                return math.inf
         return self.initial_delay * (k + 1)
 
 
@@ -181,9 +189,16 @@ def _dependencies(spec: TaskData, ids: Mapping[str, Any], refs: bool) -> tuple[s
     if refs:
         for target in _targets(spec, spec["params"], "params", ids):
             deps[target] = None
-    if spec["rollback"] is not None and has_references(spec["rollback"].params):
+    if spec["rollback"] is not None and _rollback_references(spec):
         _targets(spec, spec["rollback"].params, "rollback.params", ids)  # checked, not deps
     return tuple(deps)
+
+
+def _rollback_references(spec: TaskData) -> bool:
+    try:
+        return has_references(spec["rollback"].params)
+    except OktyvError as exc:  # params nested too deep
+        raise exc.in_task(spec["id"], "rollback.params") from None
 
 
 def _no_such_dependency(spec: TaskData, missing: str) -> MissingDependencyError:
@@ -207,6 +222,13 @@ def _targets(spec: TaskData, params: Any, where: str, ids: Mapping[str, Any]) ->
             )
         targets.append(ref.task_id)
     return targets
+
+
+def _has_references(spec: TaskData) -> bool:
+    try:
+        return has_references(spec["params"])
+    except OktyvError as exc:  # params nested too deep
+        raise exc.in_task(spec["id"]) from None
 
 
 def _references(spec: TaskData, params: Any, where: str) -> list[Any]:
@@ -245,7 +267,7 @@ def build_graph(
             if spec["id"] in seen:
                 raise DuplicateTaskError(spec["id"])
             seen.add(spec["id"])
-    refs = [bool(spec["params"]) and has_references(spec["params"]) for spec in specs]
+    refs = [bool(spec["params"]) and _has_references(spec) for spec in specs]
     deps: list[tuple[str, ...]] = []
     for spec, r in zip(specs, refs, strict=True):
         dl = spec["depends_on"]

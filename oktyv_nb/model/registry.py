@@ -12,7 +12,7 @@ import difflib
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any, overload
 
-from oktyv_nb.errors import ToolNotFoundError
+from oktyv_nb.errors import InvalidOptionError, ToolNotFoundError
 
 __all__ = ["ToolRegistry", "default_registry", "resolve_tools", "tool"]
 
@@ -32,6 +32,7 @@ class ToolRegistry(MutableMapping[str, Tool]):
 
     def __init__(self, tools: Mapping[str, Tool] | None = None) -> None:
         self._tools: dict[str, Tool] = {}
+        _check_tools(tools)
         for name, fn in (tools or {}).items():
             self[name] = fn
 
@@ -53,9 +54,13 @@ class ToolRegistry(MutableMapping[str, Tool]):
 
     def __setitem__(self, name: str, fn: Tool) -> None:
         if not isinstance(name, str) or not name:
-            raise ValueError(f"a tool name must be a non-empty string, got {name!r}")
+            raise InvalidOptionError(
+                f"a tool name must be a non-empty string, got {name!r}", option="tools"
+            )
         if not callable(fn):
-            raise TypeError(f"tool {name!r} must be callable, got {type(fn).__name__}")
+            raise InvalidOptionError(
+                f"tool {name!r} must be callable, got {type(fn).__name__}", option="tools"
+            )
         self._tools[name] = fn
 
     def __getitem__(self, name: str) -> Tool:
@@ -79,6 +84,15 @@ class ToolRegistry(MutableMapping[str, Tool]):
 
     def __repr__(self) -> str:
         return f"ToolRegistry({sorted(self._tools)})"
+
+
+def _check_tools(tools: Any) -> None:
+    if tools is not None and not isinstance(tools, Mapping):
+        raise InvalidOptionError(
+            f"tools must be a mapping of name -> callable or a ToolRegistry, got "
+            f"{type(tools).__name__}",
+            option="tools",
+        )
 
 
 default_registry = ToolRegistry()
@@ -130,9 +144,5 @@ def resolve_tools(tools: Mapping[str, Tool] | None = None) -> ToolTable:
 
     if isinstance(tools, ToolTable):
         return tools
-    if tools is not None and not isinstance(tools, Mapping):
-        raise TypeError(
-            f"tools must be a mapping of name -> callable or a ToolRegistry, got "
-            f"{type(tools).__name__}"
-        )
+    _check_tools(tools)
     return ToolTable(tools or {}, default_registry, BUILTIN_TOOLS)

@@ -14,6 +14,7 @@ own records, whose values already have the field types, is assembled without a s
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal, NotRequired, Required
@@ -66,25 +67,68 @@ TaskStatus = Literal["success", "failed", "skipped"]
 RunStatus = Literal["success", "partial", "failure"]
 
 
+#: How deep :func:`jsonable` follows nested containers; deeper ones are summarised.
+JSON_DEPTH = 200
+
+
 def jsonable(value: Any) -> Any:
     """Return ``value`` as JSON-compatible data: objects JSON cannot hold become ``repr``,
-    non-finite floats ``"nan"``/``"inf"``/``"-inf"``, sets and tuples lists."""
+    non-finite floats ``"nan"``/``"inf"``/``"-inf"``, sets and tuples lists.
+
+    Total: it never raises. An object whose ``repr`` raises, a container that holds itself
+    and nesting deeper than :data:`JSON_DEPTH` become short placeholder strings, so that one
+    such value never costs the whole result.
+    """
     try:
         json.dumps(value, allow_nan=False)
         return value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         pass
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, float):  # nan / inf
-        return str(value)
+    return _jsonable(value, set(), 0)
+
+
+def _jsonable(value: Any, path: set[int], depth: int) -> Any:
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)  # nan / inf
+    if isinstance(value, (dict, list, tuple, set, frozenset)):
+        if id(value) in path:
+            return "<circular reference>"
+        if depth >= JSON_DEPTH:
+            return f"<nested deeper than {JSON_DEPTH} levels>"
+        path.add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {_key(k): _jsonable(v, path, depth + 1) for k, v in value.items()}
+            return [_jsonable(v, path, depth + 1) for v in value]
+        finally:
+            path.discard(id(value))
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    return repr(value)
+        try:
+            return value.model_dump(mode="json")
+        except Exception:
+            return safe_repr(value)
+    return safe_repr(value)
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    try:
+        return str(key)
+    except Exception:
+        return f"<unprintable {type(key).__name__} key>"
+
+
+def safe_repr(value: Any) -> str:
+    """``repr(value)``, or a placeholder naming its type when that raises."""
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__name__} object>"
 
 
 AnyJson = Annotated[Any, PlainSerializer(jsonable, when_used="json")]

@@ -399,6 +399,41 @@ def _auth_headers(tool: str, credentials: Mapping[str, Any] | None) -> dict[str,
     return {}
 
 
+# Headers that carry credentials: they go only to the origin they were meant for.
+_CREDENTIAL_HEADERS = frozenset(("authorization", "cookie"))
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+class _SameOriginRedirect(urllib.request.HTTPRedirectHandler):
+    """Follows redirects to http(s) URLs only, and drops the credential headers (the
+    vault's bearer token or basic auth, explicit ``Authorization`` or ``Cookie`` headers)
+    when a redirect leaves the origin (scheme, host, port) they were sent to."""
+
+    def redirect_request(  # type: ignore[override]
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
+            return None  # the 3xx response is then reported as an HTTP error
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(new.full_url) != _origin(req.full_url):
+            for name in [h for h in new.headers if h.lower() in _CREDENTIAL_HEADERS]:
+                del new.headers[name]
+        return new
+
+
+_opener = urllib.request.build_opener(_SameOriginRedirect)
+
+
 def http_request(
     url: str,
     method: str = "GET",
@@ -416,7 +451,9 @@ def http_request(
     ``url`` must use ``http`` or ``https``. ``method`` is an HTTP method (case-insensitive).
     ``json``, when not ``None``, is sent as a JSON body with ``Content-Type:
     application/json`` (unless ``headers`` sets one). ``headers`` maps names to string values.
-    ``timeout`` is in seconds (connect and each read). Redirects are followed.
+    ``timeout`` is in seconds (connect and each read). Redirects to http(s) URLs are followed;
+credentials (and ``Authorization``/``Cookie`` headers) are sent only to the original origin
+(scheme, host and port): a redirect to another origin goes without them.
 
     Returns ``{"status": int, "headers": dict, "json": value}`` when the response is JSON (its
     content type mentions ``json``, or its body is a JSON object or array), else
@@ -474,7 +511,7 @@ def http_request(
     shown_url = _redact_url(url)
     status_error: HttpStatusError | None = None
     try:
-        with urllib.request.urlopen(request, timeout=limit) as response:
+        with _opener.open(request, timeout=limit) as response:
             status = response.status
             body = response.read()
             resp_headers = response.headers

@@ -3,20 +3,25 @@
 A string that is exactly one reference resolves to the referenced **value**, of any type. A
 reference inside a longer string is formatted into it: ``str()`` for scalars, JSON for dicts
 and lists. The path is walked from the referenced task's record in its JSON form, so the
-first field is one of :data:`RECORD_FIELDS`; later segments walk dict keys, list indices and
-public attributes. Nothing is ever evaluated.
+first field is one of :data:`RECORD_FIELDS`; later segments walk data only: mapping keys,
+list and tuple indices, and the public, non-callable fields of dataclasses, pydantic models
+and named tuples. Never modules, frames, code, generators, tracebacks, classes, functions or
+properties. Nothing is ever evaluated.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from oktyv_nb.errors import VariableResolutionError
+from pydantic import BaseModel
 
-__all__ = ["REFERENCE", "Reference", "find_references", "has_references", "resolve"]
+from oktyv_nb.errors import InvalidOptionError, VariableResolutionError
+
+__all__ = ["PARAMS_DEPTH", "REFERENCE", "Reference", "find_references", "has_references", "resolve"]
 
 REFERENCE = re.compile(r"\$\{([^{}]*)\}")
 
@@ -49,19 +54,39 @@ class Reference:
         self.path = tuple(parts[1:])
 
 
-def _strings(value: Any) -> Iterator[str]:
+#: How deeply params may nest dicts, lists and tuples: as deep as a JSON request's params
+#: can be (its parser stops at about 200 levels), never near the interpreter's recursion
+#: limit. Deeper params, or params that contain themselves, are refused when validated.
+PARAMS_DEPTH = 200
+
+
+def _too_deep() -> InvalidOptionError:
+    return InvalidOptionError(
+        f"params are nested deeper than {PARAMS_DEPTH} levels of dicts and lists (or hold "
+        "themselves); flatten them, or pass the data as one value from a task's result",
+        option="params",
+    )
+
+
+def _strings(value: Any, depth: int = 0) -> Iterator[str]:
     if isinstance(value, str):
         yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v)
+        return
+    if isinstance(value, dict):
+        values: Any = value.values()
     elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _strings(v)
+        values = value
+    else:
+        return
+    if depth >= PARAMS_DEPTH:
+        raise _too_deep()
+    for v in values:
+        yield from _strings(v, depth + 1)
 
 
-def has_references(params: Any) -> bool:
-    """True when any string inside ``params`` contains ``${``."""
+def has_references(params: Any, _depth: int = 0) -> bool:
+    """True when any string inside ``params`` contains ``${``. Raises InvalidOptionError
+    for params nested deeper than :data:`PARAMS_DEPTH`."""
     if isinstance(params, str):
         return "${" in params
     if isinstance(params, dict):
@@ -70,17 +95,20 @@ def has_references(params: Any) -> bool:
         values = params
     else:
         return False
+    if _depth >= PARAMS_DEPTH:
+        raise _too_deep()
     for v in values:
         if isinstance(v, str):
             if "${" in v:
                 return True
-        elif isinstance(v, (dict, list, tuple)) and has_references(v):
+        elif isinstance(v, (dict, list, tuple)) and has_references(v, _depth + 1):
             return True
     return False
 
 
 def find_references(params: Any) -> list[Reference]:
-    """Every reference in the strings of ``params`` (nested dicts, lists, tuples)."""
+    """Every reference in the strings of ``params`` (nested dicts, lists, tuples). Raises
+    InvalidOptionError for params nested deeper than :data:`PARAMS_DEPTH`."""
     return [Reference(m) for s in _strings(params) if "${" in s for m in REFERENCE.findall(s)]
 
 
@@ -94,10 +122,28 @@ def _walk(ref: Reference, view: Callable[[str], Any]) -> Any:
     return value
 
 
-_MISSING = object()
+def _fields(value: Any) -> tuple[str, ...] | None:
+    """The field names of a plain data object (a dataclass or pydantic model instance, a
+    named tuple); None for anything else, which a path may not walk into."""
+    if isinstance(value, type):  # a class is never data, even a dataclass
+        return None
+    if isinstance(value, tuple):
+        names = getattr(type(value), "_fields", None)  # a named tuple
+        return tuple(names) if isinstance(names, tuple) else None
+    if dataclasses.is_dataclass(value):
+        return tuple(f.name for f in dataclasses.fields(value))
+    if isinstance(value, BaseModel):
+        return tuple(type(value).model_fields)
+    return None
 
 
 def _step(value: Any, seg: str, ref: Reference, walked: list[str]) -> Any:
+    """One segment of a path: a mapping key, a sequence index or a data object's field.
+
+    Nothing else is walked (SPEC §5): no modules, frames, code, generators, tracebacks,
+    classes or functions, no properties (which would run code) and no names starting
+    with ``_``.
+    """
     if isinstance(value, Mapping):
         if seg in value:
             return value[seg]
@@ -107,7 +153,8 @@ def _step(value: Any, seg: str, ref: Reference, walked: list[str]) -> Any:
         raise VariableResolutionError(
             f"${{{ref.text}}}: {'.'.join(walked)} has no key {seg!r} (keys: {keys})"
         )
-    if isinstance(value, (list, tuple)):
+    names = _fields(value)
+    if isinstance(value, (list, tuple)) and (names is None or seg.lstrip("-").isdigit()):
         if seg.lstrip("-").isdigit():
             i = int(seg)
             if -len(value) <= i < len(value):
@@ -116,18 +163,21 @@ def _step(value: Any, seg: str, ref: Reference, walked: list[str]) -> Any:
             f"${{{ref.text}}}: {'.'.join(walked)} is a list of {len(value)} items; "
             f"{seg!r} is not a valid index"
         )
-    if not seg.startswith("_"):
+    if names is not None and seg in names and not seg.startswith("_"):
         try:
-            got = getattr(value, seg, _MISSING)
-        except Exception as exc:  # a property that raises: the path cannot be read
+            got = getattr(value, seg)
+        except Exception as exc:  # a field that cannot be read (a slot left unset)
             raise VariableResolutionError(
                 f"${{{ref.text}}}: reading {seg!r} of {'.'.join(walked)} "
                 f"({type(value).__name__}) raised {type(exc).__name__}: {exc}"
             ) from None
-        if got is not _MISSING and not callable(got):
+        if not callable(got):
             return got
+    what = "has no field" if names is not None else "is not data a path can walk into; no field"
     raise VariableResolutionError(
-        f"${{{ref.text}}}: {'.'.join(walked)} ({type(value).__name__}) has no field {seg!r}"
+        f"${{{ref.text}}}: {'.'.join(walked)} ({type(value).__name__}) {what} {seg!r} "
+        "(paths walk mapping keys, list indices and fields of dataclasses, pydantic models "
+        "and named tuples)"
     )
 
 

@@ -11,12 +11,13 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from oktyv_nb.errors import VaultNotFoundError
+from oktyv_nb.errors import InvalidOptionError, VaultNotFoundError
 
-__all__ = ["REDACTED", "EnvVault", "Redactor", "lookup_secrets"]
+__all__ = ["REDACTED", "EnvVault", "Redactor", "check_vault", "lookup_secrets"]
 
 REDACTED = "***"
 MIN_SECRET_LEN = 3  # shorter values would redact ordinary text
+SCRUB_DEPTH = 200  # how deep Redactor.value follows nested containers
 
 
 class EnvVault(Mapping[str, dict[str, str]]):
@@ -56,6 +57,16 @@ class EnvVault(Mapping[str, dict[str, str]]):
 
     def __repr__(self) -> str:  # never shows values
         return f"EnvVault(prefix={self.prefix!r})"
+
+
+def check_vault(vault: Any) -> None:
+    """Raise InvalidOptionError unless ``vault`` is None or a mapping (never shows it)."""
+    if vault is not None and not isinstance(vault, Mapping):
+        raise InvalidOptionError(
+            f"vault must be a mapping of set name -> dict of secrets, or ok.EnvVault(prefix); "
+            f"got {type(vault).__name__}",
+            option="vault",
+        )
 
 
 def lookup_secrets(vault: Mapping[str, Any] | None, name: str, task_id: str) -> dict[str, Any]:
@@ -109,20 +120,41 @@ class Redactor:
         return s
 
     def value(self, v: Any) -> Any:
-        """``v`` with secrets scrubbed from every string inside it (copies as needed)."""
+        """``v`` with secrets scrubbed from every string inside it (copies as needed).
+
+        Never raises: an object whose ``repr`` raises, a container that holds itself and
+        nesting deeper than :data:`SCRUB_DEPTH` are replaced by short placeholder strings
+        (what cannot be read cannot be shown to hold no secret).
+        """
         if not self.secrets:
             return v
+        return self._value(v, set(), 0)
+
+    def _value(self, v: Any, path: set[int], depth: int) -> Any:
         if isinstance(v, str):
             return self.text(v)
-        if isinstance(v, dict):
-            return {self.value(k): self.value(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [self.value(x) for x in v]
-        if isinstance(v, tuple):
-            return tuple(self.value(x) for x in v)
         if v is None or isinstance(v, bool):
             return v
         if isinstance(v, (int, float)):  # a numeric secret (a PIN) returned as a number
             return REDACTED if str(v) in self.secrets else v
-        r = repr(v)
+        if isinstance(v, (dict, list, tuple)):
+            if id(v) in path:
+                return "<circular reference>"
+            if depth >= SCRUB_DEPTH:
+                return f"<nested deeper than {SCRUB_DEPTH} levels>"
+            path.add(id(v))
+            try:
+                if isinstance(v, dict):
+                    return {
+                        self._value(k, path, depth + 1): self._value(x, path, depth + 1)
+                        for k, x in v.items()
+                    }
+                items = [self._value(x, path, depth + 1) for x in v]
+                return items if isinstance(v, list) else tuple(items)
+            finally:
+                path.discard(id(v))
+        try:
+            r = repr(v)
+        except Exception:
+            return f"<unrepresentable {type(v).__name__} object>"
         return self.text(r) if any(s in r for s in self.secrets) else v

@@ -77,7 +77,10 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
             (redact.value(r.result) if redact else r.result) if r.status == SUCCESS else None
             for r in recs
         ], dtype=object, index=ids),
-        "error_code": [e.code if e is not None else None for e in errors],
+        "error_code": [
+            (redact.text(e.code) if redact else e.code) if e is not None else None
+            for e in errors
+        ],
         "error_message": [
             (redact.text(e.message) if redact else e.message) if e is not None else None
             for e in errors

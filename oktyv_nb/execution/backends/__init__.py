@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from oktyv_nb.errors import UNPICKLABLE
+from oktyv_nb.errors import UNPICKLABLE, InvalidOptionError
 from oktyv_nb.execution.backends.base import Backend, Channel, Done
 from oktyv_nb.execution.backends.dask import DaskBackend
 from oktyv_nb.execution.backends.processes import (
@@ -90,15 +90,17 @@ def get_backend(backend: str | Backend | None) -> Backend:
         factory = _NAMED.get(backend)
         if factory is None:
             names = sorted(["asyncio", "threads", *_NAMED])
-            raise ValueError(
-                f"unknown backend {backend!r}; use one of {names} or a backend object"
+            raise InvalidOptionError(
+                f"unknown backend {backend!r}; use one of {names} or a backend object",
+                option="backend",
             )
         return factory()
     for attr in ("submit", "open", "aclose"):
         if not callable(getattr(backend, attr, None)):
-            raise TypeError(
+            raise InvalidOptionError(
                 f"backend {backend!r} has no {attr}() method; "
-                "see oktyv_nb.execution.backends.Backend"
+                "see oktyv_nb.execution.backends.Backend",
+                option="backend",
             )
     return backend
 

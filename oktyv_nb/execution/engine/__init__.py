@@ -28,15 +28,19 @@ async def run_graph(
     vault: Mapping[str, Any] | None = None,
     subscribers: Iterable[Subscriber] | None = None,
     reuse: Mapping[str, TaskRecord] | None = None,
+    secrets: Iterable[str] = (),
     started: Callable[[Engine], None] | None = None,
 ) -> RunOutcome:
     """Run a validated graph once and return its outcome.
 
-    ``started`` is told the engine before it runs, so that a caller that must interrupt it
-    from outside the loop (``dag.run()`` under Jupyter's stop button) can.
+    ``reuse`` holds an earlier run's records to reuse and ``secrets`` the secrets that run
+    knew, so that its reused results are scrubbed from every output. ``started`` is told the
+    engine before it runs, so that a caller that must interrupt it from outside the loop
+    (``dag.run()`` under Jupyter's stop button) can.
     """
     engine = Engine(
-        graph, config, backend=backend, vault=vault, bus=EventBus(subscribers), reuse=reuse
+        graph, config, backend=backend, vault=vault, bus=EventBus(subscribers), reuse=reuse,
+        secrets=secrets,
     )
     if started is not None:
         started(engine)

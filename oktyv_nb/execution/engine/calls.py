@@ -98,9 +98,11 @@ class RecordView:
 
 
 def redacted(err: ErrorInfo, redactor: Redactor) -> ErrorInfo:
-    """``err`` with the secrets ``redactor`` knows scrubbed from its message and stack."""
+    """``err`` with the secrets ``redactor`` knows scrubbed from its code, message and stack
+    (an exception's ``code`` attribute is whatever the tool put there, a secret included:
+    ``SystemExit(token)``)."""
     text = redactor.text
     return ErrorInfo(
-        err.code, text(err.message), text(err.stack) if err.stack else err.stack, err.cause,
-        err.root,
+        text(err.code), text(err.message), text(err.stack) if err.stack else err.stack,
+        err.cause, err.root,
     )

@@ -21,8 +21,10 @@ State (touched only on the loop's thread):
     set by :meth:`LoopWorkers.aclose`; workers then return.
 
 A timeout or a halt cancels the worker while it awaits the abandoned call; the worker
-withdraws that cancellation and takes up the next job. A worker yields to the loop at least
-every :data:`WORKER_SLICE` seconds. Calls on one worker share its context: a
+withdraws that cancellation and takes up the next job. A tool that swallows the cancellation
+keeps its worker: the run goes on with other workers, and at its end the engine gives it
+:data:`CANCEL_GRACE` seconds and then lets it go (:func:`let_go`). A worker yields to the
+loop at least every :data:`WORKER_SLICE` seconds. Calls on one worker share its context: a
 ``contextvars`` value a tool sets stays visible to later calls on that worker (set them
 inside ``copy_context().run`` to keep them private).
 """
@@ -41,10 +43,12 @@ from oktyv_nb.execution.records import ErrorInfo
 if TYPE_CHECKING:
     from oktyv_nb.execution.engine.scheduler import Attempt, Engine
 
-__all__ = ["CANCEL_GRACE", "LOOP_WORKER", "WORKER_SLICE", "LoopWorkers"]
+__all__ = ["CANCEL_GRACE", "LOOP_WORKER", "WORKER_SLICE", "LoopWorkers", "let_go"]
 
 LOOP_WORKER = "event-loop"  # the ``worker`` of a call run by a loop worker
-CANCEL_GRACE = 1.0  # seconds given to cancelled async tools to unwind at the end of a run
+# Seconds a cancelled async tool is given to unwind, from its cancellation (its timeout, or
+# the run's end); one still running then ignores cancellation and is let go (:func:`let_go`).
+CANCEL_GRACE = 1.0
 WORKER_SLICE = 0.005  # seconds a loop worker may run quick calls before yielding to the loop
 
 perf = time.perf_counter
@@ -167,3 +171,19 @@ def _uncancel(task: asyncio.Task[Any]) -> None:
     """Withdraw the cancellation requests that were meant for one call, not the worker."""
     while task.cancelling():
         task.uncancel()
+
+
+def let_go(task: asyncio.Task[Any]) -> None:
+    """Stop asyncio from waiting for ``task``, which ignores cancellation.
+
+    It leaves the loop's set of tasks, so neither ``asyncio.run()``/``asyncio.Runner`` at
+    shutdown nor anyone gathering ``asyncio.all_tasks()`` waits for it forever; it may go on
+    running on its loop until that loop is closed, and then it is dropped without the
+    "Task was destroyed but it is pending" log.
+    """
+    with contextlib.suppress(AttributeError):
+        task._log_destroy_pending = False  # type: ignore[attr-defined]
+    unregister = getattr(asyncio.tasks, "_unregister_task", None)  # Python 3.11 to 3.13
+    if unregister is not None:
+        with contextlib.suppress(Exception):
+            unregister(task)

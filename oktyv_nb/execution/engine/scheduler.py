@@ -9,7 +9,9 @@ Constant state (set when the :class:`Engine` is made):
     :mod:`oktyv_nb.execution.backends`. ``on_loop`` is true when async tools run on the
     engine's own loop, in :class:`~oktyv_nb.execution.engine.loop_workers.LoopWorkers`.
 ``vault``, ``reuse``
-    the run's secret sets, and the records of an earlier run to reuse (``resume``).
+    the run's secret sets, and the records of an earlier run to reuse (``resume``); the
+    ``secrets`` that earlier run knew seed the run's :class:`~oktyv_nb.model.vault.Redactor`,
+    so that a reused result is scrubbed like the run's own.
 
 Changing state (all of it touched only on the loop's thread):
 
@@ -54,14 +56,19 @@ slots are free. A call gets its params with ``${ref}`` resolved and, when the ta
 be resolved, a missing vault set) is never retried.
 
 Stopping: after a failure in ``stop``/``rollback`` mode running attempts finish, tasks
-waiting out a backoff fail with their last error and the rest are skipped ``RUN_STOPPED``;
+waiting to retry (out a backoff, or ready again and waiting for a slot) fail with their last
+error and the rest are skipped ``RUN_STOPPED``;
 in ``rollback`` mode :func:`~oktyv_nb.execution.engine.rollback.compensate` runs next. A
 whole-run timeout or an interrupt (:meth:`Engine.interrupt`, cancellation of
 :meth:`Engine.run`, ``KeyboardInterrupt``) halts at once: running attempts and tasks waiting
 to retry fail with ``EXECUTION_TIMEOUT``/``CANCELLED``, everything else is skipped with that
 code. A sync tool's thread cannot be killed: its late outcome is dropped and the run does not
-wait for it. An error inside the engine's own callbacks ends the run the same way and is
-re-raised by :meth:`Engine.run`; it never leaves the run hanging.
+wait for it. An async tool is cancelled; one that ignores the cancellation is given
+:data:`~oktyv_nb.execution.engine.loop_workers.CANCEL_GRACE` seconds (from its timeout, or
+the run's end) and then abandoned: listed in the outcome's ``abandoned``, reported with a
+``RuntimeWarning`` and let go, so that neither the run nor the loop's shutdown waits for it.
+An error inside the engine's own callbacks ends the run the same way and is re-raised by
+:meth:`Engine.run`; it never leaves the run hanging.
 
 Times are ``time.perf_counter()`` seconds; ``timeout`` values are seconds.
 """
@@ -73,7 +80,8 @@ import contextlib
 import heapq
 import time
 import uuid
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,7 +96,12 @@ from oktyv_nb.errors import (
 from oktyv_nb.execution.backends import Backend, get_backend
 from oktyv_nb.execution.capture import Captured, CapturedAsync, take_output
 from oktyv_nb.execution.engine.calls import RecordView, call_kwargs, redacted
-from oktyv_nb.execution.engine.loop_workers import CANCEL_GRACE, LOOP_WORKER, LoopWorkers
+from oktyv_nb.execution.engine.loop_workers import (
+    CANCEL_GRACE,
+    LOOP_WORKER,
+    LoopWorkers,
+    let_go,
+)
 from oktyv_nb.execution.engine.rollback import compensate
 from oktyv_nb.execution.events import EventBus, EventKind
 from oktyv_nb.execution.outcome import RunConfig, RunOutcome
@@ -186,6 +199,7 @@ class Engine:
         vault: Mapping[str, Any] | None = None,
         bus: EventBus | None = None,
         reuse: Mapping[str, TaskRecord] | None = None,
+        secrets: Iterable[str] = (),
     ) -> None:
         self.graph = graph
         self.config = config = config or RunConfig()
@@ -208,9 +222,14 @@ class Engine:
         self.total = len(nodes)
         self.succeeded: list[TaskRecord] = []  # in completion order, for rollback
         self.any_failed = False
-        self.abandoned: list[asyncio.Task[Any]] = []
+        self.abandoned: list[asyncio.Task[Any]] = []  # cancelled tasks to wait for at the end
+        # per cancelled async call's task: the task id it ran and when it was cancelled
+        self.cancelled_at: dict[asyncio.Task[Any], tuple[str, float]] = {}
+        self.deadline: float | None = None  # perf-counter end of the whole-run timeout
         self.workers = LoopWorkers(self)
-        self.redactor = Redactor()
+        self.redactor = Redactor(secrets)  # an earlier run's too: its reused results
+        self.bus.redact = self.redactor.text
+        self.bus.on_interrupt = self._subscriber_interrupt
         self.view = RecordView(self.records, self.redactor)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.done: asyncio.Future[None] | None = None
@@ -241,6 +260,7 @@ class Engine:
         if self.done is not None:
             raise RuntimeError("an Engine runs its graph once; make a new Engine to run again")
         loop = self.loop = self.workers.loop = asyncio.get_running_loop()
+        config = self.config
         sizer = getattr(self.backend, "size_for", None)  # workers it starts, for this run
         if sizer is not None:
             sizer(self.config.max_concurrent)
@@ -251,6 +271,8 @@ class Engine:
             self.backend.open(loop)
         self.done = loop.create_future()
         self.perf_start = perf()
+        if config.timeout is not None:
+            self.deadline = self.perf_start + config.timeout
         self.outcome = self.view.outcome = RunOutcome(
             execution_id=str(uuid.uuid4()),
             graph=self.graph,
@@ -270,8 +292,10 @@ class Engine:
             if self.config.timeout is not None and not self.done.done():
                 timer = loop.call_later(self.config.timeout, self._guarded, self._on_run_timeout)
             await asyncio.shield(self.done)
+            self._raise_subscriber_interrupt()
             if self.config.failure_mode == "rollback" and self.any_failed:
                 await compensate(self)
+                self._raise_subscriber_interrupt()
         except GeneratorExit:  # the coroutine is being closed unfinished: nothing may await
             self.interrupt()
             raise
@@ -279,11 +303,16 @@ class Engine:
             try:
                 self.interrupt()
             finally:
-                self._end(timer)
-                await self._cleanup()
+                try:
+                    self._end(timer)
+                finally:
+                    await self._cleanup()
             raise
-        self._end(timer)
-        await self._cleanup()
+        try:
+            self._end(timer)
+        finally:
+            await self._cleanup()  # whatever run_finished's subscribers did
+        self._raise_subscriber_interrupt()
         return self.outcome
 
     def _end(self, timer: asyncio.TimerHandle | None) -> None:
@@ -291,6 +320,18 @@ class Engine:
             timer.cancel()
         self.outcome.perf_end = perf()  # type: ignore[union-attr]
         self._emit("run_finished", self.outcome)
+
+    def _subscriber_interrupt(self, exc: BaseException) -> None:
+        """A subscriber raised KeyboardInterrupt or SystemExit (the bus keeps it): end the
+        run once the engine's current callback is done, as for any interrupt. Called inside
+        an emit, so it changes no record itself."""
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(exc)
+
+    def _raise_subscriber_interrupt(self) -> None:
+        exc = self.bus.interrupt
+        if exc is not None:
+            raise exc
 
     def interrupt(self, code: str = CANCELLED) -> None:
         """Stop now: running tasks fail with ``code``, the others are skipped. Synchronous."""
@@ -329,8 +370,8 @@ class Engine:
         if emit is not None:
             try:
                 emit("task_ready", rec, now - self.perf_start)
-            except Exception as exc:
-                self.bus.drop(emit, exc)
+            except BaseException as exc:
+                self.bus.failed(emit, exc)
 
     def _fill_slots(self) -> None:
         """Start ready tasks while concurrency slots are free and the run is not stopping."""
@@ -362,8 +403,8 @@ class Engine:
         if emit is not None:
             try:
                 emit("task_started", rec, now - self.perf_start)
-            except Exception as exc:
-                self.bus.drop(emit, exc)
+            except BaseException as exc:
+                self.bus.failed(emit, exc)
         try:
             kwargs = (
                 call_kwargs(node, self.view, self.vault, self.redactor)
@@ -468,7 +509,7 @@ class Engine:
         """Cancel an attempt's async task, or tell the backend to drop its call."""
         with contextlib.suppress(Exception):  # best effort: the loop may be closed
             if att.task is not None:  # a loop worker awaiting the call: it goes on
-                att.task.cancel()
+                self.cancelled(att.task, att.node.id)
             elif att.handle is not None or not self.on_loop:
                 self.backend.abandon(att.handle)
 
@@ -484,8 +525,8 @@ class Engine:
         if emit is not None:
             try:
                 emit("task_finished", rec, now - self.perf_start)
-            except Exception as exc:
-                self.bus.drop(emit, exc)
+            except BaseException as exc:
+                self.bus.failed(emit, exc)
         remaining = self.remaining
         records = self.records
         for dep in node.dependents:
@@ -540,19 +581,21 @@ class Engine:
             self._drop_backoffs(self.stopping, "the run stopped", now)
 
     def _drop_backoffs(self, code: str, why: str, now: float) -> None:
-        """Tasks waiting out a retry backoff when the run stops: they ran, so they fail.
-
-        After a failure (``RUN_STOPPED``) each keeps its last attempt's error; on a run
-        timeout or interrupt the error says so.
-        """
+        """Tasks waiting out a retry backoff when the run stops: they ran, so they fail
+        (:meth:`_fail_waiting`)."""
         waiting = list(self.backoff.items())
         self.backoff.clear()  # first, so that _finish below finds none: no recursion
         for tid, handle in waiting:
             handle.cancel()
-            rec = self.records[tid]
-            if code != RUN_STOPPED:
-                rec.error = ErrorInfo(code, f"Task {tid}: {why} while it waited to retry")
-            self._finish(rec, FAILED, now, propagate=False)
+            self._fail_waiting(self.records[tid], code, why, now)
+
+    def _fail_waiting(self, rec: TaskRecord, code: str, why: str, now: float) -> None:
+        """A task that has run and waits to run again (out a backoff, or ready for a slot
+        after one) when the run stops: it fails. After a failure (``RUN_STOPPED``) it keeps
+        its last attempt's error; on a run timeout or interrupt the error says so."""
+        if code != RUN_STOPPED or rec.error is None:
+            rec.error = ErrorInfo(code, f"Task {rec.task_id}: {why} while it waited to retry")
+        self._finish(rec, FAILED, now, propagate=False)
 
     def _maybe_done(self) -> None:
         """Skip what can no longer start once a stopping run has nothing running; resolve
@@ -564,14 +607,17 @@ class Engine:
                 self.done.set_result(None)
 
     def _skip_rest(self, code: str, why: str) -> None:
-        """Finish every task not finished yet and not running: tasks waiting to retry fail,
-        the others are skipped, all with ``code``."""
+        """Finish every task not finished yet and not running: tasks that ran and wait to
+        run again fail, the others (which never started) are skipped, all with ``code``."""
         now = perf()
         if self.backoff:
             self._drop_backoffs(code, why, now)
         running = {att.rec.task_id for att in self.running}
         for rec in self.records.values():
             if rec.status in FINAL or rec.task_id in running:
+                continue
+            if rec.attempts:  # ready again after its backoff, waiting for a slot
+                self._fail_waiting(rec, code, why, now)
                 continue
             rec.status = SKIPPED
             rec.error = ErrorInfo(code, f"Task {rec.task_id} did not start: {why}")
@@ -627,22 +673,57 @@ class Engine:
         if self.dispatch[kind] is not None:
             self.bus.emit(kind, rec, (perf() if now is None else now) - self.perf_start)
 
+    def cancelled(self, task: asyncio.Task[Any], task_id: str) -> None:
+        """Cancel ``task``, the async call of ``task_id``; :meth:`_cleanup` lets it go if it
+        is still running :data:`CANCEL_GRACE` seconds later."""
+        self.cancelled_at[task] = (task_id, perf())
+        task.cancel()
+
     async def _cleanup(self) -> None:
         for att in list(self.running):  # only on internal errors: never leave a task behind
             self._abandon(att)
         for handle in self.backoff.values():
             handle.cancel()
         self.abandoned.extend(self.workers.close())
+        self.abandoned.extend(t for t in self.cancelled_at if t not in self.abandoned)
         pending = [t for t in self.abandoned if not t.done()]
-        if pending:
-            # interrupted again while unwinding: leave them cancelled
-            with contextlib.suppress(BaseException):
-                await asyncio.wait(pending, timeout=CANCEL_GRACE)
+        # interrupted again while unwinding: leave them cancelled
+        with contextlib.suppress(BaseException):
+            if pending:
+                await asyncio.sleep(0)  # most unwind at once: idle workers, polite tools
+                pending = [t for t in pending if not t.done()]
+            if pending:  # each has CANCEL_GRACE from its cancellation (or from now)
+                now = perf()
+                since = max(self.cancelled_at.get(t, ("", now))[1] for t in pending)
+                await asyncio.wait(pending, timeout=max(since + CANCEL_GRACE - perf(), 0.01))
+        stuck = [t for t in pending if not t.done()]
+        if stuck:
+            self._let_go(stuck)
         for t in self.abandoned:  # their outcome was recorded: mark it retrieved
             if t.done() and not t.cancelled():
                 t.exception()
         with contextlib.suppress(Exception):
             await self.backend.aclose()
+
+    def _let_go(self, stuck: list[asyncio.Task[Any]]) -> None:
+        """Tasks that ignored cancellation for CANCEL_GRACE seconds: let them go (asyncio
+        no longer waits for them), list their task ids in the outcome and warn."""
+        order = self.graph.nodes
+        ids = {self.cancelled_at[t][0] for t in stuck if t in self.cancelled_at}
+        for t in stuck:
+            let_go(t)
+        ids_in_order = [tid for tid in order if tid in ids]
+        if self.outcome is not None:
+            self.outcome.abandoned.extend(ids_in_order)
+        who = ", ".join(ids_in_order) or "an async call"
+        with contextlib.suppress(Exception):  # warnings turned into errors: the run is over
+            warnings.warn(
+                f"oktyv_nb: {who}: the async tool ignored cancellation for {CANCEL_GRACE:g} s "
+                "and was abandoned; it may go on running on the event loop until that loop "
+                "is closed",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
 
 _SPAN_OUTCOME = {TASK_TIMEOUT: "timeout", CANCELLED: "cancelled", EXECUTION_TIMEOUT: "timeout"}
