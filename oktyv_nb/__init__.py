@@ -11,6 +11,8 @@ this list (see ``docs/architecture.md``):
 * :mod:`oktyv_nb.execution`: running a graph (records, events, engine, backends);
 * :mod:`oktyv_nb.results`: reading a run (JSON result, statistics, DataFrames, pictures,
   :class:`Run`);
+* :mod:`oktyv_nb.store`: runs kept in SQLite, history, resume after a crash, the result
+  cache (:class:`RunStore`);
 * front ends: the builder (:mod:`oktyv_nb.dag`), :func:`execute_request`
   (:mod:`oktyv_nb.api`), code export, Jupyter glue, the live view and the widget form.
 
@@ -26,9 +28,13 @@ from oktyv_nb.errors import (
     GraphvizNotFound,
     InvalidOptionError,
     MissingDependencyError,
+    NotAStoreError,
     OktyvError,
     OktyvException,
     RenderError,
+    RunNotFoundError,
+    StoreError,
+    StoreVersionError,
     ToolNotFoundError,
     VariableResolutionError,
     VaultNotFoundError,
@@ -41,12 +47,13 @@ from oktyv_nb.execution.backends import (
 )
 from oktyv_nb.execution.events import Event, EventBus, EventLog
 from oktyv_nb.model import tools
-from oktyv_nb.model.graph import RetryPolicy
+from oktyv_nb.model.graph import Cache, RetryPolicy
 from oktyv_nb.model.registry import ToolRegistry, default_registry, tool
 from oktyv_nb.model.schema import ExecutionRequest, ExecutionResult
 from oktyv_nb.model.vault import EnvVault
 from oktyv_nb.results.run import Run
 from oktyv_nb.results.stats import RunStats
+from oktyv_nb.store import RunStore
 
 __version__ = "0.1.0"
 
@@ -75,6 +82,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "DAG",
     "DEFAULT",
+    "Cache",
     "CircularDependencyError",
     "DaskBackend",
     "DuplicateTaskError",
@@ -87,6 +95,7 @@ __all__ = [
     "GraphvizNotFound",
     "InvalidOptionError",
     "MissingDependencyError",
+    "NotAStoreError",
     "OktyvError",
     "OktyvException",
     "ProcessBackend",
@@ -94,7 +103,11 @@ __all__ = [
     "RetryPolicy",
     "Rollback",
     "Run",
+    "RunNotFoundError",
     "RunStats",
+    "RunStore",
+    "StoreError",
+    "StoreVersionError",
     "ThreadBackend",
     "ToolNotFoundError",
     "ToolRegistry",

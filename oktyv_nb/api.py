@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from oktyv_nb.errors import InvalidOptionError
 from oktyv_nb.execution.engine import run_graph
 from oktyv_nb.execution.events import Subscriber
 from oktyv_nb.execution.outcome import RunConfig
@@ -12,6 +13,7 @@ from oktyv_nb.jupyter import run_sync
 from oktyv_nb.model.graph import Graph, paused_gc, prepare
 from oktyv_nb.model.schema import ExecutionConfig, ExecutionResult, RequestLike
 from oktyv_nb.results.result import to_result
+from oktyv_nb.store import RunStore
 
 __all__ = ["aexecute_request", "execute_request"]
 
@@ -23,14 +25,17 @@ async def aexecute_request(
     *,
     backend: Any = None,
     on_event: Subscriber | None = None,
+    store: RunStore | None = None,
 ) -> ExecutionResult:
     """Validate and run ``request`` on the running loop; returns the SPEC §3 result.
 
     Validation errors (an ``ok.OktyvError`` or a pydantic ``ValidationError``, both
-    ``ValueError`` subclasses) are raised before anything runs.
+    ``ValueError`` subclasses) are raised before anything runs. ``store`` (an
+    ``ok.RunStore``) journals the run and serves the cache of tasks with ``"cache"``.
     """
-    prepared = prepare(request, tools, keep_specs=False)
-    return await _arun_prepared(prepared, backend=backend, vault=vault, on_event=on_event)
+    prepared = prepare(request, tools, keep_specs=store is not None)
+    return await _arun_prepared(prepared, backend=backend, vault=vault, on_event=on_event,
+                                store=_check_store(store))
 
 
 def execute_request(
@@ -40,24 +45,42 @@ def execute_request(
     *,
     backend: Any = None,
     on_event: Subscriber | None = None,
+    store: RunStore | None = None,
 ) -> ExecutionResult:
     """Validate and run ``request``; works in scripts and inside Jupyter's running loop.
 
     The request is validated before any event loop is involved, so a bad one raises from
-    the caller's own line.
+    the caller's own line. ``store`` as for :func:`aexecute_request`.
     """
-    prepared = prepare(request, tools, keep_specs=False)
-    return run_sync(_arun_prepared(prepared, backend=backend, vault=vault, on_event=on_event))
+    prepared = prepare(request, tools, keep_specs=store is not None)
+    return run_sync(_arun_prepared(prepared, backend=backend, vault=vault, on_event=on_event,
+                                   store=_check_store(store)))
 
 
 async def _arun_prepared(
     prepared: tuple[ExecutionConfig, Graph], *, backend: Any, vault: Any,
-    on_event: Subscriber | None,
+    on_event: Subscriber | None, store: RunStore | None = None,
 ) -> ExecutionResult:
     request_config, graph = prepared
+    subscribers = [on_event] if on_event is not None else []
+    journal = None
+    if store is not None:
+        journal = store.journal(vault=vault)
+        subscribers = [*journal.subscribers, *subscribers]
     outcome = await run_graph(
         graph, RunConfig.from_request(request_config), backend=backend, vault=vault,
-        subscribers=[on_event] if on_event is not None else None,
+        subscribers=subscribers or None, cache=store,
     )
+    if journal is not None:
+        await journal.wait()
     with paused_gc():
         return to_result(outcome)
+
+
+def _check_store(store: Any) -> RunStore | None:
+    if store is None or isinstance(store, RunStore):
+        return store
+    raise InvalidOptionError(
+        f"store must be an ok.RunStore, got {type(store).__name__}; open one with "
+        "ok.RunStore(path)", option="store",
+    )

@@ -14,10 +14,12 @@ id, a malformed id, a bad priority, timeout or retry setting); what depends on t
 from __future__ import annotations
 
 import contextvars
+import os
 import re
 import threading
 import time
 import types
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
@@ -33,11 +35,12 @@ from oktyv_nb.execution.engine import Engine, RunConfig, run_graph
 from oktyv_nb.execution.events import Subscriber
 from oktyv_nb.execution.records import TaskRecord
 from oktyv_nb.jupyter import in_notebook, run_sync
-from oktyv_nb.model.graph import Graph, RetryPolicy, build_graph
+from oktyv_nb.model.graph import Cache, Graph, RetryPolicy, build_graph
 from oktyv_nb.model.registry import ToolRegistry, default_registry, resolve_tools
 from oktyv_nb.model.schema import (
     TASK_ID_MAX,
     TASK_ID_PATTERN,
+    CacheSpec,
     ExecutionConfig,
     ExecutionRequest,
     RequestLike,
@@ -51,6 +54,7 @@ from oktyv_nb.model.variables import find_references, has_references
 from oktyv_nb.results.display import GRAPH_LIMIT
 from oktyv_nb.results.display.theme import STATUS_STYLE
 from oktyv_nb.results.run import reusable
+from oktyv_nb.store import RunStore
 from oktyv_nb.units import check_seconds, ms_to_seconds, seconds_to_ms
 
 if TYPE_CHECKING:
@@ -101,6 +105,7 @@ class _RunPlan:
     reuse: dict[str, TaskRecord] | None
     settings: dict[str, Any]
     view: Any
+    store: RunStore | None = None
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,9 @@ class DAG:
     ``stop`` or ``rollback``; ``timeout`` bounds the whole run (**seconds**); ``strategy`` is
     ``dependencies`` (default) or ``levels``; ``backend`` says where tools run (a name or a
     backend object); ``tools`` maps extra tool names to callables (a dict or an
-    ``ok.ToolRegistry``, copied); ``vault`` holds the secret sets tasks name (SPEC §8).
+    ``ok.ToolRegistry``, copied); ``vault`` holds the secret sets tasks name (SPEC §8);
+    ``store`` (an ``ok.RunStore`` or its path) journals every run and serves the result cache
+    of tasks with ``cache=`` (SPEC §17).
     """
 
     def __init__(
@@ -144,6 +151,7 @@ class DAG:
         backend: Any = None,
         tools: Mapping[str, Callable[..., Any]] | None = None,
         vault: Mapping[str, Any] | None = None,
+        store: RunStore | str | os.PathLike[str] | None = None,
     ) -> None:
         if name is not None and not isinstance(name, str):
             raise InvalidOptionError(
@@ -153,6 +161,7 @@ class DAG:
         self.config = RunConfig(max_concurrent, failure_mode, timeout, strategy)  # type: ignore[arg-type]
         self.backend = backend
         self.vault = vault
+        self.store = _store(store)
         self.tools = ToolRegistry(tools)
         self.specs: dict[str, TaskSpec] = {}
         self.last_run: Run | None = None
@@ -179,6 +188,7 @@ class DAG:
         rollback: Rollback | tuple[Tool, Mapping[str, Any]] | Mapping[str, Any] | None = None,
         vault: str | None = None,
         trigger: str | None = None,
+        cache: bool | Cache | None = None,
         **kwargs: Any,
     ) -> DAG:
         """Add task ``id`` calling ``tool(**params)``; returns the DAG.
@@ -194,7 +204,9 @@ class DAG:
         exponential backoff from 1 s, ``retry=ok.RetryPolicy(...)`` gives full control;
         ``rollback=ok.Rollback(tool, **params)`` compensates the task in ``rollback`` mode;
         ``vault`` names the secret set passed as ``credentials``; ``trigger`` is
-        ``all_success`` (default) or ``all_done``.
+        ``all_success`` (default) or ``all_done``; ``cache=True`` or
+        ``cache=ok.Cache(expire=seconds)`` takes the result from the run store's cache when
+        the same tool (same source) was called with the same resolved params (SPEC §17).
         """
         task_id = self._check_id(id)
         if params is None:
@@ -267,6 +279,7 @@ class DAG:
             retry_policy=policy,
             rollback=self._rollback(rollback, task_id),
             run_if=trigger,  # type: ignore[arg-type]
+            cache=_cache_spec(cache, task_id),
         )
         self.specs[task_id] = spec
         self._graph = None
@@ -466,6 +479,7 @@ class DAG:
             backend=self.backend,
             tools=self.tools,
             vault=self.vault,
+            store=self.store,
         )
         new._timeout_ms = self._timeout_ms
         new._enable_rollback = self._enable_rollback
@@ -529,12 +543,13 @@ class DAG:
         resume: Run | None = None,
         on_event: Subscriber | Sequence[Subscriber] | None = None,
         live: bool | Callable[..., Any] | None = None,
+        store: Any = DEFAULT,
     ) -> _RunPlan:
         """Everything a run needs, checked before any event loop is involved: a bad setting
         or an invalid DAG raises here, from the caller's own line."""
         given = {
             "max_concurrent": max_concurrent, "failure_mode": failure_mode, "timeout": timeout,
-            "strategy": strategy, "backend": backend, "vault": vault,
+            "strategy": strategy, "backend": backend, "vault": vault, "store": store,
         }
         settings = {k: v for k, v in given.items() if v is not DEFAULT}
         c = self.config
@@ -568,6 +583,7 @@ class DAG:
             vault=settings.get("vault", self.vault), subscribers=subscribers,
             reuse=reusable(graph, resume) if resume is not None else None,
             settings=settings, view=view,
+            store=_store(settings["store"]) if "store" in settings else self.store,
         )
 
     async def _execute(self, plan: _RunPlan, engines: list[Engine] | None = None) -> Run:
@@ -577,11 +593,18 @@ class DAG:
 
         holder: list[Engine] = [] if engines is None else engines
         token = _RUN_DEPTH.set(_RUN_DEPTH.get() + 1)
+        subscribers, journal = plan.subscribers, None
+        if plan.store is not None:
+            journal = plan.store.journal(dag=self.name, vault=plan.vault)
+            subscribers = [*journal.subscribers, *subscribers]
         try:
             outcome = await run_graph(
                 plan.graph, plan.config, backend=plan.backend, vault=plan.vault,
-                subscribers=plan.subscribers, reuse=plan.reuse, started=holder.append,
+                subscribers=subscribers, reuse=plan.reuse, started=holder.append,
+                cache=plan.store,
             )
+            if journal is not None:
+                await journal.wait()  # committed: store.load(run.execution_id) works now
         except BaseException:
             if holder:
                 self._keep_partial(holder[0], plan.settings)
@@ -608,6 +631,7 @@ class DAG:
         resume: Run | None = None,
         on_event: Subscriber | Sequence[Subscriber] | None = None,
         live: bool | Callable[..., Any] | None = None,
+        store: RunStore | str | os.PathLike[str] | None = DEFAULT,  # type: ignore[assignment]
     ) -> Run:
         """Run the DAG on the running loop (``await dag.arun()``) and return its
         :class:`~oktyv_nb.results.run.Run`.
@@ -622,10 +646,12 @@ class DAG:
         (default: on in Jupyter, off elsewhere and in nested runs); ``live=callable`` hands
         it each frame instead (``live=print`` prints a progress line per frame in a script).
         The run is kept as :attr:`last_run`, the partial run too when interrupted (cancelled
-        task, ``KeyboardInterrupt``).
+        task, ``KeyboardInterrupt``). ``store`` (an ``ok.RunStore`` or its path; default the
+        DAG's) journals the run and serves the cache; ``resume`` may be a run loaded from a
+        store (``store.latest(dag)``), in this process or after a crash.
         """
         plan = self._plan(max_concurrent, failure_mode, timeout, strategy, backend, vault,
-                          resume, on_event, live)
+                          resume, on_event, live, store=store)
         return await self._execute(plan)
 
     def _keep_partial(self, engine: Engine, settings: dict[str, Any]) -> None:
@@ -652,6 +678,7 @@ class DAG:
         resume: Run | None = None,
         on_event: Subscriber | Sequence[Subscriber] | None = None,
         live: bool | Callable[..., Any] | None = None,
+        store: RunStore | str | os.PathLike[str] | None = DEFAULT,  # type: ignore[assignment]
     ) -> Run:
         """Run the DAG and return its :class:`~oktyv_nb.results.run.Run`; same settings as
         :meth:`arun`.
@@ -664,7 +691,7 @@ class DAG:
         skipped, the partial run is kept as :attr:`last_run`, and the interrupt propagates.
         """
         plan = self._plan(max_concurrent, failure_mode, timeout, strategy, backend, vault,
-                          resume, on_event, live)
+                          resume, on_event, live, store=store)
         engines: list[Engine] = []
 
         def on_interrupt() -> None:
@@ -785,6 +812,43 @@ class DAG:
                 lines.append(f"    {tid} ({spec.tool}){after}")
                 shown += 1
         return "\n".join(lines)
+
+
+_OPENED: weakref.WeakValueDictionary[str, RunStore] = weakref.WeakValueDictionary()
+
+
+def _store(store: Any) -> RunStore | None:
+    """A ``store=`` setting: a RunStore, a path to open one at, or None."""
+    if store is None or isinstance(store, RunStore):
+        return store
+    if isinstance(store, (str, os.PathLike)):
+        key = os.path.abspath(os.fspath(store)) if os.fspath(store) != ":memory:" else None
+        opened = _OPENED.get(key) if key is not None else None
+        if opened is None:
+            opened = RunStore(store)
+            if key is not None:
+                _OPENED[key] = opened
+        return opened
+    raise InvalidOptionError(
+        f"store must be an ok.RunStore or the path of one, got {type(store).__name__}",
+        option="store",
+    )
+
+
+def _cache_spec(cache: Any, task_id: str) -> bool | CacheSpec | None:
+    """A task's ``cache=`` option as the request's field: True, ``{"expire": s}`` or None."""
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        return True
+    if isinstance(cache, CacheSpec):
+        return cache.model_copy() if cache.expire is not None else True
+    if isinstance(cache, Cache):
+        return True if cache.expire is None else CacheSpec(expire=cache.expire)
+    raise InvalidOptionError(
+        f"Task {task_id}: cache must be True, False or ok.Cache(expire=seconds), got "
+        f"{cache!r}", option="cache",
+    )
 
 
 def _copy(spec: Any) -> Any:

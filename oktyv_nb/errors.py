@@ -15,8 +15,12 @@ One tree, one root; every class carries a machine-readable ``code`` (the record'
     │   ├── VariableResolutionError         a malformed ${ref}, or (in a record) a path
     │   │                                   that does not exist
     │   └── VaultNotFoundError              (in a record) a secret set the vault lacks
-    └── RenderError(RuntimeError)         a picture cannot be made
-        └── GraphvizNotFound                the ``dot`` program is missing
+    ├── RenderError(RuntimeError)         a picture cannot be made
+    │   └── GraphvizNotFound                the ``dot`` program is missing
+    └── StoreError(RuntimeError)          a run store cannot be opened or read (SPEC §17)
+        ├── NotAStoreError                  the file is not an oktyv_nb run store
+        ├── StoreVersionError               a store of another schema version
+        └── RunNotFoundError(LookupError)   no stored run has that execution id
 
 A pydantic ``ValidationError`` (a ``ValueError`` too) reports a malformed request's field
 paths. Errors *inside* a run never escape it: they become the ``error`` of the task's record
@@ -37,6 +41,7 @@ __all__ = [
     "CANCELLED",
     "DEPENDENCY_FAILED",
     "EXECUTION_TIMEOUT",
+    "RUN_ABORTED",
     "RUN_STOPPED",
     "TASK_TIMEOUT",
     "UNPICKLABLE",
@@ -48,9 +53,13 @@ __all__ = [
     "GraphvizNotFound",
     "InvalidOptionError",
     "MissingDependencyError",
+    "NotAStoreError",
     "OktyvError",
     "OktyvException",
     "RenderError",
+    "RunNotFoundError",
+    "StoreError",
+    "StoreVersionError",
     "ToolNotFoundError",
     "VariableResolutionError",
     "VaultNotFoundError",
@@ -66,6 +75,8 @@ WORKER_CRASHED = "WORKER_CRASHED"
 DEPENDENCY_FAILED = "DEPENDENCY_FAILED"
 RUN_STOPPED = "RUN_STOPPED"
 UNPICKLABLE = "UNPICKLABLE"
+#: A stored task that had no final record when its run's process died (SPEC §17).
+RUN_ABORTED = "RUN_ABORTED"
 
 
 class OktyvException(Exception):
@@ -204,3 +215,36 @@ class GraphvizNotFound(RenderError):
             f"rendered (its DOT source is still available as .source). Install it: "
             f"{self.install_command}"
         )
+
+
+class StoreError(OktyvException, RuntimeError):
+    """A run store (:class:`oktyv_nb.RunStore`) cannot be opened, read or written."""
+
+    code = "STORE_ERROR"
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class NotAStoreError(StoreError):
+    """The file exists but is not an oktyv_nb run store (not SQLite, or another database)."""
+
+    code = "NOT_A_STORE"
+
+
+class StoreVersionError(StoreError):
+    """The store was written with another schema version than this oktyv_nb reads."""
+
+    code = "STORE_VERSION"
+
+    def __init__(self, message: str, *, path: str | None = None, found: int, expected: int):
+        super().__init__(message, path=path)
+        self.found = found
+        self.expected = expected
+
+
+class RunNotFoundError(StoreError, LookupError):
+    """No run with that execution id is in the store."""
+
+    code = "RUN_NOT_FOUND"

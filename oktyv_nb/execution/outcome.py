@@ -86,7 +86,8 @@ class RunOutcome:
 
     ``perf_start``/``perf_end`` are ``time.perf_counter()`` seconds; ``wall_start`` is the
     UTC datetime of ``perf_start``. ``interrupted`` is true for a run that was cancelled or
-    interrupted; ``redactor`` knows the run's secrets, so every output can scrub them.
+    interrupted, ``aborted`` for a stored run whose process died before it ended (SPEC §17);
+    ``redactor`` knows the run's secrets, so every output can scrub them.
     """
 
     execution_id: str
@@ -99,6 +100,7 @@ class RunOutcome:
     backend: str = "asyncio"
     interrupted: bool = False
     redactor: Redactor = field(default_factory=Redactor, repr=False)
+    aborted: bool = False
 
     @property
     def clock_offset(self) -> float:

@@ -37,6 +37,7 @@ from typing_extensions import TypedDict
 from oktyv_nb.errors import InvalidOptionError
 
 __all__ = [
+    "CacheSpec",
     "DagEdge",
     "DagInfo",
     "ExecutionConfig",
@@ -108,6 +109,13 @@ class RollbackSpec(_Model):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class CacheSpec(_Model):
+    """The result cache of a task (SPEC §17): ``{"expire": seconds}``; ``"cache": true`` is
+    the same without expiry. ``expire`` is in **seconds**, as SPEC §17 writes it."""
+
+    expire: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+
 class TaskSpec(_Model):
     """One task of a request; ``timeout`` in milliseconds per attempt."""
 
@@ -121,6 +129,7 @@ class TaskSpec(_Model):
     retry_policy: RetryPolicyModel | None = None
     rollback: RollbackSpec | None = None
     run_if: Trigger | None = None
+    cache: bool | CacheSpec | None = None
 
     @field_validator("vault")  # runs only when a vault is given, not once per task
     @classmethod
@@ -251,6 +260,8 @@ class TaskResult(_DumpMixin):
     rolled_back: bool | None = None
     rollback_error: TaskError | None = None
     reused: bool | None = None
+    cached: bool | None = None
+    cache_note: str | None = None
 
 
 class Summary(_Out):
@@ -283,6 +294,8 @@ def trusted_task_result(
     rolled_back: bool | None = None,
     rollback_error: TaskError | None = None,
     reused: bool | None = None,
+    cached: bool | None = None,
+    cache_note: str | None = None,
 ) -> TaskResult:
     """A :class:`TaskResult` of values that already have its field types, not validated
     again (about 0.4 µs instead of 2–4 µs; a 10,000-task result makes 10,000)."""
@@ -298,6 +311,8 @@ def trusted_task_result(
     r.rolled_back = rolled_back
     r.rollback_error = rollback_error
     r.reused = reused
+    r.cached = cached
+    r.cache_note = cache_note
     return r
 
 

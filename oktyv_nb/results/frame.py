@@ -30,8 +30,9 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
     ``duration_s`` (first start to end, backoff waits included; 0 when skipped),
     ``wait_s`` (ready to first start; NaN when it never started), ``depends_on`` (list of
     ids), ``result`` (None unless it succeeded), ``error_code``, ``error_message``,
-    ``worker`` (where it last ran), ``priority``, ``reused`` (taken from an earlier run) and
-    ``rolled_back``. Seconds throughout; secrets scrubbed.
+    ``worker`` (where it last ran), ``priority``, ``reused`` (taken from an earlier run),
+    ``cached`` (taken from the run store's result cache, SPEC §17) and ``rolled_back``.
+    Seconds throughout; secrets scrubbed.
     """
     recs = list(outcome.records.values())
     nodes = outcome.graph.nodes
@@ -75,6 +76,7 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
         "worker": [r.worker for r in recs],
         "priority": np.fromiter((nodes[r.task_id].priority for r in recs), np.int64, len(recs)),
         "reused": np.fromiter((bool(r.reused) for r in recs), bool, len(recs)),
+        "cached": np.fromiter((r.cached is True for r in recs), bool, len(recs)),
         "rolled_back": pd.array([r.rolled_back for r in recs], dtype="boolean"),
     }
     df = pd.DataFrame(data, index=pd.Index([r.task_id for r in recs], name="task_id"))

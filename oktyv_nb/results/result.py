@@ -63,6 +63,8 @@ def to_result(outcome: RunOutcome) -> ExecutionResult:
             rec.rolled_back,
             None if rec.rollback_error is None else _error(rec.rollback_error, redact),
             True if rec.reused else None,
+            rec.cached,
+            rec.cache_note,
         )
     status = "success" if not nfailed else ("partial" if nsuccess else "failure")
     return ExecutionResult.model_construct(

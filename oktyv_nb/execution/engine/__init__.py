@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from oktyv_nb.execution.cache import ResultCache
 from oktyv_nb.execution.engine.scheduler import Engine
 from oktyv_nb.execution.events import EventBus, Subscriber
 from oktyv_nb.execution.outcome import RunConfig, RunOutcome
@@ -29,14 +30,17 @@ async def run_graph(
     subscribers: Iterable[Subscriber] | None = None,
     reuse: Mapping[str, TaskRecord] | None = None,
     started: Callable[[Engine], None] | None = None,
+    cache: ResultCache | None = None,
 ) -> RunOutcome:
     """Run a validated graph once and return its outcome.
 
     ``started`` is told the engine before it runs, so that a caller that must interrupt it
-    from outside the loop (``dag.run()`` under Jupyter's stop button) can.
+    from outside the loop (``dag.run()`` under Jupyter's stop button) can. ``cache`` is the
+    result cache of tasks with a ``cache`` setting (:mod:`oktyv_nb.execution.cache`).
     """
     engine = Engine(
-        graph, config, backend=backend, vault=vault, bus=EventBus(subscribers), reuse=reuse
+        graph, config, backend=backend, vault=vault, bus=EventBus(subscribers), reuse=reuse,
+        cache=cache,
     )
     if started is not None:
         started(engine)

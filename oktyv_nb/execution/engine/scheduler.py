@@ -10,6 +10,10 @@ Constant state (set when the :class:`Engine` is made):
     engine's own loop, in :class:`~oktyv_nb.execution.engine.loop_workers.LoopWorkers`.
 ``vault``, ``reuse``
     the run's secret sets, and the records of an earlier run to reuse (``resume``).
+``cache``
+    the result cache (:mod:`oktyv_nb.execution.cache`; the run store) or None. A task with a
+    ``cache`` setting is looked up before its first attempt: a hit finishes it ``success``
+    with ``cached`` true, no attempt and no call, without taking a concurrency slot.
 
 Changing state (all of it touched only on the loop's thread):
 
@@ -86,6 +90,7 @@ from oktyv_nb.errors import (
     OktyvException,
 )
 from oktyv_nb.execution.backends import Backend, get_backend
+from oktyv_nb.execution.cache import ResultCache, cache_key
 from oktyv_nb.execution.engine.calls import RecordView, call_kwargs, redacted
 from oktyv_nb.execution.engine.loop_workers import CANCEL_GRACE, LOOP_WORKER, LoopWorkers
 from oktyv_nb.execution.engine.rollback import compensate
@@ -185,6 +190,7 @@ class Engine:
         vault: Mapping[str, Any] | None = None,
         bus: EventBus | None = None,
         reuse: Mapping[str, TaskRecord] | None = None,
+        cache: ResultCache | None = None,
     ) -> None:
         self.graph = graph
         self.config = config = config or RunConfig()
@@ -194,6 +200,7 @@ class Engine:
         self.bus = bus if bus is not None else EventBus()
         self.dispatch = self.bus.dispatch  # kind -> subscriber(s) or None, kept up to date
         self.reuse = reuse or {}
+        self.cache = cache
         nodes = graph.nodes
         self.records = {tid: TaskRecord(tid, n.tool, n.level) for tid, n in nodes.items()}
         self.remaining = {tid: len(n.deps) for tid, n in nodes.items()}
@@ -333,6 +340,11 @@ class Engine:
 
     def _start(self, node: TaskNode) -> None:
         rec = self.records[node.id]
+        kwargs: dict[str, Any] | None = None
+        if node.cache is not None and self.cache is not None and not rec.attempts:
+            kwargs = self._from_cache(node, rec)
+            if rec.cached:
+                return
         now = perf()
         rec.status = RUNNING
         rec.attempts += 1
@@ -347,10 +359,11 @@ class Engine:
             except Exception as exc:
                 self.bus.drop(emit, exc)
         try:
-            kwargs = (
-                call_kwargs(node, self.view, self.vault, self.redactor)
-                if node.has_refs or node.vault is not None else node.params
-            )
+            if kwargs is None:
+                kwargs = (
+                    call_kwargs(node, self.view, self.vault, self.redactor)
+                    if node.has_refs or node.vault is not None else node.params
+                )
         except OktyvException as exc:  # bad reference or missing secret: never retried
             self._attempt_done(att, False, exc.in_task(node.id), None, retryable=False)
             return
@@ -370,6 +383,37 @@ class Engine:
             att.timer = self.loop.call_later(  # type: ignore[union-attr]
                 node.timeout, self._guarded, self._on_timeout, att
             )
+
+    def _from_cache(self, node: TaskNode, rec: TaskRecord) -> dict[str, Any] | None:
+        """Look ``node``'s call up in the cache. A hit finishes the task (``rec.cached`` is
+        True); otherwise returns the call's kwargs (None when they cannot be made: the
+        attempt then fails as usual) and ``rec`` says why nothing was found."""
+        try:
+            kwargs = (
+                call_kwargs(node, self.view, self.vault, self.redactor)
+                if node.has_refs or node.vault is not None else node.params
+            )
+        except Exception:
+            return None  # the attempt makes them again and records the error
+        key, note = cache_key(node, kwargs)
+        rec.cached = False
+        rec.cache_note = note
+        if key is None:
+            return kwargs
+        try:
+            hit, value = self.cache.get(key, node.cache.expire)  # type: ignore[union-attr]
+        except Exception as exc:  # an unreadable cache is a miss, never a failed task
+            rec.cache_note = f"not cached: the cache could not be read ({type(exc).__name__})"
+            return kwargs
+        if not hit:
+            rec.cache_key = key
+            return kwargs
+        now = perf()
+        rec.cached = True
+        rec.result = value
+        rec.start = now
+        self._succeed(rec, node, now)
+        return None
 
     # ------------------------------------------------------------------ completion
     def _attempt_done(
