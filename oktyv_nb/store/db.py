@@ -10,23 +10,34 @@ without reading any table.
 Tables (times are Unix seconds, ``REAL``):
 
 ``runs``
-    one row per run: ``execution_id``, ``dag`` (its name), ``request`` (JSON: the tasks as
-    ``to_request()`` gives them, camelCase, and the request's ``config``), ``pickled`` (a
-    cloudpickle of the tasks whose params are not JSON values), ``unstored`` (JSON: the tasks
-    whose params could not be stored, and why), ``config`` (JSON: the run settings, seconds),
-    ``backend``, ``start``, ``end`` (NULL until it ends), ``interrupted``, the writer's
-    ``pid``, ``pid_start`` (when that process started, to tell a reused pid) and ``host``,
-    ``ntasks`` and, once it ended, ``succeeded``/``failed``/``skipped``/``makespan_s``.
-``tasks``
-    one row per task of a run (``run``, ``task_id``): ``final`` (0 while only its start is
-    known), ``status``, ``attempts``, ``ready``/``start``/``end``, ``worker``, ``error``
-    (JSON ``[code, message, stack, cause, root]``), ``extra`` (JSON: attempt spans, rollback,
-    reused, cached, when there are any), and its result as ``kind`` + ``value``: NULL for
-    None, ``json`` (text), ``pickle`` (cloudpickle bytes) or ``not_stored`` (JSON
-    ``{"reason", "text"}``).
+    one row per run: ``execution_id``, ``dag`` (its name); its tasks, in columns (see
+    :func:`~oktyv_nb.store.codec.task_columns`: ``task_ids`` joined by newlines, then JSON
+    lists ``tools``, ``params``, ``depends_on``, the other fields in ``options``, ``pickled``
+    and ``unstored`` for params that are not JSON values) and ``request_config`` (JSON): the
+    request as ``to_request()`` gives it, which :meth:`RunStore.request` puts back together;
+    ``config`` (JSON: the run settings, seconds), ``backend``, ``start``, ``end`` (NULL until
+    it ends), ``interrupted``, the writer's ``pid``, ``pid_start`` (when that process
+    started, to tell a reused pid) and ``host``, ``ntasks`` and, once it ended,
+    ``succeeded``/``failed``/``skipped``/``makespan_s``.
+``records``
+    the journal, append-only: one row per commit of a run, its records in columns: ``seq``,
+    ``run``, ``n``, ``ids`` (the task ids joined by newlines), ``status`` (one byte a task,
+    the index in :data:`~oktyv_nb.execution.records.STATUSES`), ``attempts`` (int64s),
+    ``times`` (three float64s a task: ready, start, end; NaN for none), ``workers`` (JSON
+    list of the worker names used) and ``worker_ix`` (uint16s: 0 for none, else 1 + the
+    index in ``workers``), all little-endian; and ``rare`` (JSON object keyed by position:
+    ``error`` ``[code, message, stack, cause, root]``, the result as ``kind`` + ``result``
+    (``json``: the value; ``pickle``: its ``blobs`` id; ``not_stored``: ``{"reason",
+    "text"}``), ``spans`` of the attempts, ``reused``, ``cached``, ``cache_note``,
+    ``rolled_back``, ``rollback_error``). A task's latest entry is its state; an entry not
+    final (``running``, ``ready``, ``retrying``) says it started. Columns rather than a row
+    per task keep a task's journaling to a few list appends.
+``blobs``
+    pickled results (``id``, ``run``, ``value``: cloudpickle bytes).
 ``cache``
     the result cache: ``key`` (see :mod:`oktyv_nb.execution.cache`), ``tool`` (the task's
-    tool name), ``qualname``, ``created``, ``kind`` + ``value`` as above, and the run and
+    tool name), ``qualname``, ``created``, ``kind`` (``json``: ``value`` is JSON text;
+    ``pickle``: cloudpickle bytes; NULL: the result was None) + ``value``, and the run and
     task that stored it.
 
 Writes go through :meth:`Database.transaction` (``BEGIN IMMEDIATE``: the write lock is taken
@@ -61,9 +72,14 @@ CREATE TABLE runs (
     run INTEGER PRIMARY KEY,
     execution_id TEXT NOT NULL UNIQUE,
     dag TEXT,
-    request TEXT NOT NULL,
+    task_ids TEXT NOT NULL,
+    tools TEXT NOT NULL,
+    params TEXT NOT NULL,
+    depends_on TEXT NOT NULL,
+    options TEXT,
     pickled BLOB,
     unstored TEXT,
+    request_config TEXT NOT NULL,
     config TEXT NOT NULL,
     backend TEXT,
     start REAL NOT NULL,
@@ -80,22 +96,25 @@ CREATE TABLE runs (
 );
 CREATE INDEX runs_by_start ON runs (start);
 CREATE INDEX runs_by_dag ON runs (dag, start);
-CREATE TABLE tasks (
+CREATE TABLE records (
+    seq INTEGER PRIMARY KEY,
     run INTEGER NOT NULL,
-    task_id TEXT NOT NULL,
-    final INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    ready REAL,
-    start REAL,
-    end REAL,
-    worker TEXT,
-    error TEXT,
-    extra TEXT,
-    kind TEXT,
-    value BLOB,
-    PRIMARY KEY (run, task_id)
-) WITHOUT ROWID;
+    n INTEGER NOT NULL,
+    ids TEXT NOT NULL,
+    status BLOB NOT NULL,
+    attempts BLOB NOT NULL,
+    times BLOB NOT NULL,
+    workers TEXT NOT NULL,
+    worker_ix BLOB NOT NULL,
+    rare TEXT
+);
+CREATE INDEX records_by_run ON records (run);
+CREATE TABLE blobs (
+    id INTEGER PRIMARY KEY,
+    run INTEGER NOT NULL,
+    value BLOB NOT NULL
+);
+CREATE INDEX blobs_by_run ON blobs (run);
 CREATE TABLE cache (
     key TEXT PRIMARY KEY,
     tool TEXT NOT NULL,

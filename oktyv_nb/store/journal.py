@@ -3,10 +3,12 @@
 A :class:`Journal` subscribes to the engine's one event stream
 (:mod:`oktyv_nb.execution.events`); the scheduler knows nothing of it. On the event loop it
 only appends the event's live record to a queue (a ``deque``: no lock, no allocation beyond
-the queue's own), and on ``run_started``/``run_finished`` it wakes the writer. Everything
+the queue's own); ``run_started`` hands the journal to the writer and ``run_finished`` wakes
+it. Everything
 else happens on the store's :class:`Writer` thread, every :data:`COMMIT_INTERVAL` seconds:
-it drains the queues, turns the records it finds into rows (a record started and finished
-since the last commit is written once, final), writes them in one transaction and commits.
+it drains the queues, turns the records it finds into one row of columns per run (a record
+started and finished since the last commit is written once, final: see
+:func:`~oktyv_nb.store.codec.batch_columns`), writes them in one transaction and commits.
 So every start and final record is committed within ``COMMIT_INTERVAL`` plus the time the
 lock takes, and a process killed mid-run keeps all of them but the last fraction of a
 second.
@@ -51,10 +53,15 @@ COMMIT_INTERVAL = 0.2
 _GIVE_UP = 5  # failed commits of an ended run before its journal gives up, with a warning
 
 _INSERT_RUN = (
-    "INSERT INTO runs (execution_id, dag, request, pickled, unstored, config, backend, start, "
-    "pid, pid_start, host, ntasks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO runs (execution_id, dag, task_ids, tools, params, depends_on, options, "
+    "pickled, unstored, request_config, config, backend, start, pid, pid_start, host, ntasks) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_TASK = "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_RECORDS = (
+    "INSERT INTO records (run, n, ids, status, attempts, times, workers, worker_ix, rare) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_BLOB = "INSERT INTO blobs (run, value) VALUES (?, ?)"
 _INSERT_CACHE = "INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _END_RUN = (
     "UPDATE runs SET end = ?, interrupted = ?, succeeded = ?, failed = ?, skipped = ?, "
@@ -196,22 +203,24 @@ class Journal:
         run = self.run_key
         if run is None:
             run = self._tentative = self._header(conn, outcome, redactor)
-        if pending:
-            rows = []
+        recs = [r for r in pending.values() if r.start is not None or r.status in FINAL]
+        if recs:  # (a record with no start and not final has nothing to say yet)
+
+            def put_blob(blob: bytes) -> int:
+                return conn.execute(_INSERT_BLOB, (run, blob)).lastrowid
+
+            row, results = codec.batch_columns(recs, offset, redactor, self.allow_pickle,
+                                               put_blob)
+            conn.execute(_INSERT_RECORDS, (run, *row))
             cache_rows = []
-            allow = self.allow_pickle
-            for rec in pending.values():
-                if rec.start is None and rec.status not in FINAL:
-                    continue  # nothing to say yet
-                row, kind, data = codec.record_row(run, rec, offset, redactor, allow)
-                rows.append(row)
-                if rec.cache_key is not None and rec.status == SUCCESS and not rec.cached \
-                        and kind != codec.NOT_STORED:
+            for rec, kind, payload, raw in results:
+                if rec.cache_key is not None and not rec.cached and kind != codec.NOT_STORED:
+                    if kind == codec.JSON and raw is None:
+                        raw = codec.dumps(payload)
                     cache_rows.append((
                         rec.cache_key, rec.tool, self.qualnames.get(rec.task_id, rec.tool),
-                        time.time(), kind, data, outcome.execution_id, rec.task_id,
+                        time.time(), kind, raw, outcome.execution_id, rec.task_id,
                     ))
-            conn.executemany(_INSERT_TASK, rows)
             if cache_rows:
                 conn.executemany(_INSERT_CACHE, cache_rows)
         if ended:
@@ -221,16 +230,15 @@ class Journal:
         graph = outcome.graph
         specs = [n.spec for n in graph.nodes.values()]
         deps = {tid: n.deps for tid, n in graph.nodes.items()}
-        tasks, pickled, unstored = codec.task_entries(specs, deps, redactor, self.allow_pickle)
+        tasks = codec.task_columns(specs, deps, redactor, self.allow_pickle)
         c = outcome.config
-        request = f'{{"tasks":{tasks},"config":{codec._dumps(_request_config(c))}}}'
-        config = codec._dumps({
+        config = codec.dumps({
             "max_concurrent": c.max_concurrent, "failure_mode": c.failure_mode,
             "timeout": c.timeout, "strategy": c.strategy,
         })
         pid = os.getpid()
         cur = conn.execute(_INSERT_RUN, (
-            outcome.execution_id, self.dag, request, pickled, unstored, config,
+            outcome.execution_id, self.dag, *tasks, codec.dumps(_request_config(c)), config,
             outcome.backend, outcome.wall_start.timestamp(), pid, process_start(pid),
             socket.gethostname(), len(graph.nodes),
         ))
@@ -303,8 +311,8 @@ def _summary(outcome: RunOutcome) -> tuple[Any, ...]:
 
 class Writer:
     """A store's writer thread: commits every active journal's queue every
-    :data:`COMMIT_INTERVAL` seconds, and at once when a run starts or ends. Started on first
-    use; sleeps without waking while no run is going on."""
+    :data:`COMMIT_INTERVAL` seconds, and at once when a run ends. Started on first use;
+    sleeps without waking while no run is going on."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -332,8 +340,14 @@ class Writer:
     def _run(self) -> None:
         while True:
             with self._lock:
-                active = bool(self._active)
-            self._wake.wait(COMMIT_INTERVAL if active else None)
+                active = bool(self._active) and not self._stop
+            if not active:  # idle until a run starts (or the store closes)
+                self._wake.wait()
+                self._wake.clear()
+            # A run that just started waits for the next commit like the rest: its header
+            # then shares a transaction with its first records, and a short run is written
+            # once, when it ends, without competing with it for the interpreter.
+            self._wake.wait(COMMIT_INTERVAL)
             self._wake.clear()
             with self._lock:
                 journals = list(self._active)

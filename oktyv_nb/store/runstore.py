@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -26,7 +25,7 @@ from oktyv_nb.execution.records import (
 from oktyv_nb.model.graph import build_graph
 from oktyv_nb.model.schema import TaskSpec
 from oktyv_nb.results.run import Run
-from oktyv_nb.store.codec import decode_value, restore_record
+from oktyv_nb.store.codec import JSON, batch_entries, decode_value, restore_record, task_dicts
 from oktyv_nb.store.db import Database
 from oktyv_nb.store.journal import Journal, Writer, process_start
 
@@ -38,9 +37,10 @@ __all__ = ["RUNNING", "RunStore"]
 ABORTED, RUNNING = "aborted", "running"
 WRITERS = ("thread", "loop")
 _HEAD = (
-    "run, execution_id, dag, request, pickled, unstored, config, backend, start, end, "
-    "interrupted, pid, pid_start, host, ntasks, succeeded, failed, skipped, makespan_s"
+    "run, execution_id, dag, request_config, config, backend, start, end, interrupted, pid, "
+    "pid_start, host, ntasks, succeeded, failed, skipped, makespan_s"
 )
+_TASKS = "task_ids, tools, params, depends_on, options, pickled, unstored"
 _COLUMNS = [
     "execution_id", "dag", "status", "start", "end", "makespan_s", "tasks", "succeeded",
     "failed", "skipped", "backend", "max_concurrent",
@@ -98,7 +98,7 @@ class RunStore:
         created, kind, data = row
         if expire is not None and time.time() - created > expire:
             return False, None
-        value = decode_value(kind, data)
+        value = json.loads(data) if kind == JSON else decode_value(kind, data)
         if isinstance(value, NotStored):  # e.g. its class cannot be imported here
             return False, None
         return True, value
@@ -125,7 +125,8 @@ class RunStore:
             if row is None:
                 raise RunNotFoundError(f"no run {execution_id!r} in {self.path!r}",
                                        path=self.path)
-            c.execute("DELETE FROM tasks WHERE run = ?", row)
+            c.execute("DELETE FROM records WHERE run = ?", row)
+            c.execute("DELETE FROM blobs WHERE run = ?", row)
             c.execute("DELETE FROM runs WHERE run = ?", row)
 
     def flush(self, timeout: float = 10.0) -> None:
@@ -150,7 +151,7 @@ class RunStore:
     # ------------------------------------------------------------------ reading
     def _state(self, head: tuple[Any, ...]) -> str:
         """``running`` or ``aborted`` for a run with no end record."""
-        pid, pid_start, host = head[11], head[12], head[13]
+        pid, pid_start, host = head[9], head[10], head[11]
         if host != self._host or pid is None:
             return RUNNING  # another machine's process: cannot tell
         return RUNNING if _alive(pid, pid_start) else ABORTED
@@ -194,7 +195,7 @@ class RunStore:
         return c.execute(sql, args).fetchall()
 
     def _row(self, c: Any, head: tuple[Any, ...]) -> list[Any]:
-        (run, eid, dag, _req, _pk, _un, config, backend, start, end, _int, _pid, _ps, _host,
+        (run, eid, dag, _rc, config, backend, start, end, _int, _pid, _ps, _host,
          ntasks, succeeded, failed, skipped, makespan) = head
         mc = json.loads(config).get("max_concurrent")
         if end is not None:
@@ -203,14 +204,13 @@ class RunStore:
                     skipped, backend, mc]
         status = self._state(head)
         counts = dict.fromkeys((SUCCESS, FAILED, SKIPPED, "started"), 0)
-        for final, st, n in c.execute(
-            "SELECT final, status, count(*) FROM tasks WHERE run = ? GROUP BY final, status",
-            (run,),
-        ):
-            counts[st if final else "started"] = counts.get(st if final else "started", 0) + n
-        first, last = c.execute(
-            "SELECT min(start), max(end) FROM tasks WHERE run = ? AND final = 1", (run,)
-        ).fetchone()
+        first = last = None
+        for e in _latest_entries(c, run).values():
+            st = e[1]
+            counts[st if st in counts else "started"] += 1
+            if st in counts and e[4] is not None and e[5] is not None:
+                first = e[4] if first is None else min(first, e[4])
+                last = e[5] if last is None else max(last, e[5])
         failed, skipped = counts[FAILED], counts[SKIPPED]
         if status == ABORTED:  # as load() reads it: started -> failed, the rest skipped
             failed += counts["started"]
@@ -218,6 +218,15 @@ class RunStore:
         span = (last - first) if first is not None and last is not None else 0.0
         return [eid, dag, status, start, None, span, ntasks, counts[SUCCESS], failed, skipped,
                 backend, mc]
+
+    def request(self, execution_id: str) -> dict[str, Any]:
+        """The request of a stored run, as ``to_request()`` gave it (camelCase dict, absent
+        fields left out); params the store did not keep are a :class:`NotStored`."""
+        with self.db.reading() as c:
+            head = self._find(c, execution_id)
+            columns = c.execute(f"SELECT {_TASKS} FROM runs WHERE run = ?",
+                                (head[0],)).fetchone()
+        return {"tasks": task_dicts(*columns), "config": json.loads(head[3])}
 
     def latest(self, dag: Any = None) -> Run | None:
         """The newest stored run (of ``dag``, a name or a DAG, when given), loaded; None when
@@ -235,38 +244,41 @@ class RunStore:
         no final record are ``failed`` (they had started) or ``skipped`` with code
         ``RUN_ABORTED``, and ``run.complete`` is False."""
         with self.db.reading() as c:
-            head = c.execute(f"SELECT {_HEAD} FROM runs WHERE execution_id = ?",
-                             (execution_id,)).fetchone()
-            if head is None and isinstance(execution_id, str) and len(execution_id) >= 4:
-                found = c.execute(
-                    f"SELECT {_HEAD} FROM runs WHERE substr(execution_id, 1, ?) = ? LIMIT 2",
-                    (len(execution_id), execution_id),
-                ).fetchall()
-                head = found[0] if len(found) == 1 else None
-            if head is None:
-                raise RunNotFoundError(
-                    f"no run {execution_id!r} in the store {self.path!r}; store.runs() "
-                    "lists them", path=self.path,
-                )
-            return self._load(c, head)
+            return self._load(c, self._find(c, execution_id))
+
+    def _find(self, c: Any, execution_id: str) -> tuple[Any, ...]:
+        head = c.execute(f"SELECT {_HEAD} FROM runs WHERE execution_id = ?",
+                         (execution_id,)).fetchone()
+        if head is None and isinstance(execution_id, str) and len(execution_id) >= 4:
+            found = c.execute(
+                f"SELECT {_HEAD} FROM runs WHERE substr(execution_id, 1, ?) = ? LIMIT 2",
+                (len(execution_id), execution_id),
+            ).fetchall()
+            head = found[0] if len(found) == 1 else None
+        if head is None:
+            raise RunNotFoundError(
+                f"no run {execution_id!r} in the store {self.path!r}; store.runs() lists "
+                "them", path=self.path,
+            )
+        return head
 
     def _load(self, c: Any, head: tuple[Any, ...]) -> Run:
-        run_key, eid, dag, request, pickled, unstored, config = head[:7]
-        backend, start, end, interrupted, pid, _ps, host = head[7:14]
-        graph = build_graph(_specs(request, pickled, unstored), _STORED_TOOLS)
-        rows = c.execute(
-            "SELECT task_id, final, status, attempts, ready, start, end, worker, error, "
-            "extra, kind, value FROM tasks WHERE run = ?", (run_key,),
-        ).fetchall()
+        run_key, eid, dag, _rc, config, backend, start, end, interrupted, pid, _ps, host = \
+            head[:12]
+        columns = c.execute(f"SELECT {_TASKS} FROM runs WHERE run = ?", (run_key,)).fetchone()
+        specs = [TaskSpec.model_validate(t).__dict__ for t in task_dicts(*columns)]
+        graph = build_graph(specs, _STORED_TOOLS)
+        entries = _latest_entries(c, run_key)
+        blobs = dict(c.execute("SELECT id, value FROM blobs WHERE run = ?", (run_key,)))
         records = {tid: TaskRecord(tid, n.tool, n.level) for tid, n in graph.nodes.items()}
         final: set[str] = set()
         last = start
-        for row in rows:
-            rec = records.get(row[0])
+        for tid, entry in entries.items():
+            rec = records.get(tid)
             if rec is None:
                 continue
-            if restore_record(rec, row[1:]):
-                final.add(rec.task_id)
+            if restore_record(rec, entry, blobs):
+                final.add(tid)
             for t in (rec.start, rec.end):
                 if t is not None and t > last:
                     last = t
@@ -284,6 +296,18 @@ class RunStore:
             interrupted=bool(interrupted), aborted=aborted,
         )
         return Run(outcome, name=dag, label=eid[:8])
+
+
+def _latest_entries(c: Any, run: int) -> dict[str, tuple[Any, ...]]:
+    """Each task's latest journal entry in run ``run``."""
+    latest: dict[str, tuple[Any, ...]] = {}
+    for row in c.execute(
+        "SELECT n, ids, status, attempts, times, workers, worker_ix, rare FROM records "
+        "WHERE run = ? ORDER BY seq", (run,),
+    ):
+        for e in batch_entries(row):
+            latest[e[0]] = e
+    return latest
 
 
 def _abort(rec: TaskRecord, last: float, who: str) -> None:
@@ -306,34 +330,6 @@ def _abort(rec: TaskRecord, last: float, who: str) -> None:
             RUN_ABORTED, f"Task {rec.task_id} did not start: its run's process ({who}) died"
         )
     rec.result = None
-
-
-def _specs(request: str, pickled: bytes | None, unstored: str | None) -> list[dict[str, Any]]:
-    """The stored tasks as ``TaskData`` dicts (the shape ``build_graph`` takes)."""
-    tasks = json.loads(request)["tasks"]
-    kept: dict[str, Any] = {}
-    if pickled:
-        try:
-            kept = pickle.loads(pickled)
-        except Exception as exc:
-            kept = {}
-            why = f"its params could not be unpickled here: {type(exc).__name__}"
-            lost = {t["id"]: why for t in tasks if "params" not in t}
-        else:
-            lost = {}
-    else:
-        lost = {}
-    lost.update(json.loads(unstored) if unstored else {})
-    specs = []
-    for t in tasks:
-        tid = t["id"]
-        if tid in kept:
-            t = kept[tid]
-        elif tid in lost or "params" not in t:
-            t = {"id": tid, "tool": t["tool"], "dependsOn": t.get("dependsOn") or None,
-                 "params": {"params": NotStored(lost.get(tid, "its params were not stored"))}}
-        specs.append(TaskSpec.model_validate(t).__dict__)
-    return specs
 
 
 class _StoredTools:
