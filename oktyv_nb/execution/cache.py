@@ -3,7 +3,8 @@
 A task with a ``cache`` setting, run with a cache (a :class:`ResultCache`: the run store), is
 looked up before its first attempt: the key (:func:`cache_key`) is made of
 
-* the tool's qualified name (``module.qualname``),
+* the tool's qualified name (``module.qualname``) and the name the task calls it by (two
+  callable objects of one class, registered under two names, are two tools),
 * a hash of its source code (``inspect.getsource``; of its marshalled bytecode when Python
   cannot find the source, for code typed into ``exec``), so that changing the tool misses,
 * the name of the task's vault set (never the secrets), and
@@ -104,5 +105,5 @@ def cache_key(node: TaskNode, kwargs: dict[str, Any]) -> tuple[str | None, str |
     if not faithful:
         return None, "not cached: its params are not JSON values"
     name, digest = tool_identity(node.fn)
-    raw = f"{name}\0{digest}\0{node.vault or ''}\0{text}"
+    raw = f"{name}\0{node.tool}\0{digest}\0{node.vault or ''}\0{text}"
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest(), None

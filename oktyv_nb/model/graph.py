@@ -88,8 +88,9 @@ class Cache:
     (the same as ``cache=True``) or ``ok.Cache(expire=seconds)``; a stored result older than
     ``expire`` **seconds** is not used.
 
-    The key is the tool's qualified name, a hash of its source code (of its bytecode when
-    Python cannot find the source) and its resolved params as canonical JSON; a call whose
+    The key is the tool's qualified name (and the name the task uses), a hash of its source
+    code (of its bytecode when Python cannot find the source) and its resolved params as
+    canonical JSON; a call whose
     params are not JSON values is not cached (its record says so). A hit is a ``success``
     record with ``cached`` true, no attempt and no call. Without a store nothing is cached.
     """

@@ -145,8 +145,9 @@ class Run:
     def _resume_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         if self.dag is None:
             raise RuntimeError(
-                "this run has no DAG to rerun; build one with ok.DAG.from_request(request, "
-                "tools) and call dag.run(resume=run)"
+                "this run has no DAG to rerun (a run loaded from a store keeps no tools); "
+                "build the DAG, or ok.DAG.from_request(request, tools), and call "
+                "dag.run(resume=run)"
             )
         return {**self.settings, **kwargs, "resume": self}
 
@@ -154,11 +155,13 @@ class Run:
         """Run the DAG again, re-running only the tasks that failed or were skipped (and
         those that depend on them, and tasks changed since); the others' results are reused
         and their records say ``reused``. Same settings as this run unless given."""
-        return self.dag.run(**self._resume_args(kwargs))  # type: ignore[union-attr]
+        args = self._resume_args(kwargs)  # first: it says why when there is no DAG
+        return self.dag.run(**args)  # type: ignore[union-attr]
 
     async def arerun_failed(self, **kwargs: Any) -> Run:
         """:meth:`rerun_failed` on the running loop."""
-        return await self.dag.arun(**self._resume_args(kwargs))  # type: ignore[union-attr]
+        args = self._resume_args(kwargs)
+        return await self.dag.arun(**args)  # type: ignore[union-attr]
 
     def _summary(self) -> str:
         s = self.result.summary

@@ -295,9 +295,9 @@ def batch_columns(
     put_blob: Callable[[bytes], int],
 ) -> tuple[tuple[Any, ...], list[tuple[TaskRecord, str | None, Any, Any]]]:
     """The journal row of one commit of a run: ``n, ids, status, attempts, times, workers,
-    worker_ix, rare`` (see :mod:`oktyv_nb.store.db`; times shifted by ``offset`` to Unix
-    seconds; pickled results handed to ``put_blob``, which gives their ids), and ``(record,
-    kind, payload, raw)`` of every result stored (see :func:`encode_value`).
+    worker_ix, rare`` (see :mod:`oktyv_nb.store.db`; times shifted by ``offset``, to seconds
+    since the run started; pickled results handed to ``put_blob``, which gives their ids),
+    and ``(record, kind, payload, raw)`` of every result stored (see :func:`encode_value`).
 
     The common record (a first-attempt success returning None) costs a few comprehension
     steps; only records with an error, a result, retries or a flag get a ``rare`` entry.

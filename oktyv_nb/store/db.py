@@ -7,7 +7,8 @@ lost only if the machine itself loses power). A store is recognised by its heade
 (:data:`SCHEMA_VERSION`), so an empty or foreign file is told apart from an old store
 without reading any table.
 
-Tables (times are Unix seconds, ``REAL``):
+Tables (a run's ``start``/``end`` and the cache's ``created`` are Unix seconds; task times
+are seconds since their run's ``start``, which keeps them precise to the nanosecond):
 
 ``runs``
     one row per run: ``execution_id``, ``dag`` (its name); its tasks, in columns (see

@@ -199,7 +199,7 @@ class Journal:
         if secrets and not secrets <= self.redactor.secrets:
             self.redactor.add(frozenset(secrets))  # a copy: the loop may be adding to it
         redactor = self.redactor if self.redactor else None
-        offset = outcome.clock_offset
+        offset = -outcome.perf_start  # task times: seconds since the run started
         run = self.run_key
         if run is None:
             run = self._tentative = self._header(conn, outcome, redactor)

@@ -272,7 +272,7 @@ class RunStore:
         blobs = dict(c.execute("SELECT id, value FROM blobs WHERE run = ?", (run_key,)))
         records = {tid: TaskRecord(tid, n.tool, n.level) for tid, n in graph.nodes.items()}
         final: set[str] = set()
-        last = start
+        last = 0.0  # seconds since the run started
         for tid, entry in entries.items():
             rec = records.get(tid)
             if rec is None:
@@ -289,10 +289,10 @@ class RunStore:
                 if tid not in final:
                     _abort(rec, last, who)
         cfg = json.loads(config)
-        outcome = RunOutcome(
+        outcome = RunOutcome(  # its clock: seconds since the run started
             execution_id=eid, graph=graph, config=RunConfig(**cfg), records=records,
-            perf_start=start, wall_start=utc_datetime(start),
-            perf_end=end if end is not None else last, backend=backend or "asyncio",
+            perf_start=0.0, wall_start=utc_datetime(start),
+            perf_end=end - start if end is not None else last, backend=backend or "asyncio",
             interrupted=bool(interrupted), aborted=aborted,
         )
         return Run(outcome, name=dag, label=eid[:8])
