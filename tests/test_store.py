@@ -436,3 +436,28 @@ def test_resume_from_a_stored_run_in_the_same_process(store: ok.RunStore) -> Non
     assert sorted(rerun.reused) == ["a", "c", "p"] and CALLS == [2]
     with pytest.raises(RuntimeError, match="no DAG"):
         stored.rerun_failed()
+
+
+def test_rollback_and_reuse_flags_are_kept(store: ok.RunStore) -> None:
+    undone: list[str] = []
+
+    def undo(what: str) -> None:
+        undone.append(what)
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    dag = (
+        ok.DAG("rb", failure_mode="rollback", max_concurrent=1)
+        .task("made", double, x=5, rollback=ok.Rollback(undo, what="${made.result}"))
+        .task("boom", boom, after=["made"])
+    )
+    run = dag.run(store=store, live=False)
+    assert undone == [10]
+    loaded = store.load(run.execution_id)
+    assert loaded.records["made"].rolled_back is True
+    assert loaded.df.loc["made", "rolled_back"]
+    ok_dag = ok.DAG("re").task("a", double, x=1).task("b", double, x=2)
+    first = ok_dag.run(store=store, live=False)
+    second = ok_dag.run(resume=first, store=store, live=False)
+    assert store.load(second.execution_id).reused == ["a", "b"]

@@ -325,7 +325,8 @@ class Writer:
 
     def attach(self, journal: Journal) -> None:
         with self._lock:
-            self._active.append(journal)
+            if journal not in self._active:
+                self._active.append(journal)
             if self._thread is None or not self._thread.is_alive():
                 self._stop = False
                 self._thread = threading.Thread(
@@ -340,55 +341,58 @@ class Writer:
     def _run(self) -> None:
         while True:
             with self._lock:
-                active = bool(self._active) and not self._stop
+                active = bool(self._active)
+                if not active and self._stop:
+                    self._thread = None
+                    return
             if not active:  # idle until a run starts (or the store closes)
                 self._wake.wait()
                 self._wake.clear()
+                continue
             # A run that just started waits for the next commit like the rest: its header
             # then shares a transaction with its first records, and a short run is written
             # once, when it ends, without competing with it for the interpreter.
             self._wake.wait(COMMIT_INTERVAL)
             self._wake.clear()
-            with self._lock:
-                journals = list(self._active)
-                stop = self._stop
-            if journals:
-                self._commit(journals)
-            if stop:
-                with self._lock:
-                    if not self._active:
-                        self._thread = None
-                        return
+            self.flush()
 
     def _commit(self, journals: list[Journal]) -> None:
-        try:
-            with self.db.transaction() as conn:
-                for j in journals:
-                    j.write(conn)
-        except Exception as exc:
-            gone = [j for j in journals if j.failed(exc)]
-        else:
-            gone = [j for j in journals if j.committed()]
+        """One transaction for ``journals``; their bookkeeping under the same lock, so that
+        a flush from another thread never sees a write half accounted for."""
+        with self.db.lock:
+            try:
+                with self.db.transaction() as conn:
+                    for j in journals:
+                        j.write(conn)
+            except Exception as exc:
+                gone = [j for j in journals if j.failed(exc)]
+            else:
+                gone = [j for j in journals if j.committed()]
         if gone:
             with self._lock:
                 self._active = [j for j in self._active if j not in gone]
+
+    def flush(self) -> None:
+        """Commit every active journal's queue now, on the calling thread."""
+        with self._lock:
+            journals = list(self._active)
+        if journals:
+            self._commit(journals)
 
     def flush_now(self, journal: Journal) -> None:
         """Commit ``journal``'s queue on the calling thread (``writer="loop"``)."""
         self._commit([journal])
 
     def close(self, timeout: float = 10.0) -> None:
-        """Commit what is queued and stop the thread (waits at most ``timeout`` s)."""
+        """Commit what is queued and stop the thread once no run is going on (waits at most
+        ``timeout`` s for it)."""
         with self._lock:
             self._stop = True
             thread = self._thread
         self._wake.set()
+        self.flush()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
-        with self._lock:  # a run that never ended (the process exits mid-run): write it all
-            left = list(self._active)
-        if left:
-            self._commit(left)
 
 
 _WRITERS: weakref.WeakSet[Writer] = weakref.WeakSet()
@@ -396,7 +400,8 @@ _WRITERS: weakref.WeakSet[Writer] = weakref.WeakSet()
 
 @atexit.register
 def _flush_all() -> None:
-    """At interpreter exit, commit what every store's writer still holds."""
+    """At interpreter exit, commit what every store's writer still holds (a run still going
+    on in a daemon thread is written as far as it got)."""
     for w in list(_WRITERS):
         with contextlib.suppress(Exception):
-            w.close(timeout=5.0)
+            w.flush()

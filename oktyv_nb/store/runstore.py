@@ -129,9 +129,10 @@ class RunStore:
             c.execute("DELETE FROM blobs WHERE run = ?", row)
             c.execute("DELETE FROM runs WHERE run = ?", row)
 
-    def flush(self, timeout: float = 10.0) -> None:
-        """Commit everything queued now (waits at most ``timeout`` s)."""
-        self._writer.close(timeout)
+    def flush(self) -> None:
+        """Commit everything queued now (runs commit on their own within
+        ``COMMIT_INTERVAL`` seconds, and ``dag.run()`` returns once its run is committed)."""
+        self._writer.flush()
 
     def close(self) -> None:
         """Commit what is queued, then close the file."""
