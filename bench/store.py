@@ -6,9 +6,12 @@ Prints two markdown tables:
   tools, store=...)`` (validation, run, the journal committed at the end, the full result),
   without a store, with a store whose writer is a thread (the default) and with one that
   commits batches on the event loop (``writer="loop"``). The overhead is the median over
-  rounds of (with - without) / N, in µs a task. Target: ≤ 5 µs a task.
+  rounds of (with - without) / N, in µs a task, of the wall time (the target: ≤ 5 µs a
+  task) and of the process's CPU time (every thread's; less sensitive to other processes on
+  a shared machine).
 * **10 ms tasks**: ``M`` tasks sleeping 10 ms each (``maxConcurrent`` 10); the relative cost
-  is the median of per-round ratios with / without - 1. Target: ≤ 1%.
+  is the median of per-round ratios with / without - 1 (target: ≤ 1%), and the CPU time the
+  store added as a share of the run's wall time.
 
 Each figure is the median over ``--rounds`` rounds (``--quick``: 3) in which the variants run
 interleaved (the first variant rotating), after one untimed warm-up run each, as in
@@ -20,11 +23,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import platform
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,7 +38,7 @@ if __package__ in (None, ""):  # run as a script: python bench/store.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import oktyv_nb as ok
-from bench.run import interleaved
+from bench.run import LoadMonitor
 from bench.workloads import async_noop, independent, layered, request_of
 
 NOOP_TARGET_US = 5.0
@@ -53,6 +58,32 @@ def _variants(
     }
 
 
+def interleaved(
+    peers: dict[str, Callable[[], Any]], repeats: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and CPU seconds per run of each variant, as :func:`bench.run.interleaved` runs
+    them: one warm-up each, then ``repeats`` rounds, the first variant rotating."""
+    names = list(peers)
+    for name in names:
+        peers[name]()
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            gc.collect()
+            c0, t0 = time.process_time(), time.perf_counter()
+            peers[name]()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return wall, cpu
+
+
+def _per_task(t: dict[str, list[float]], name: str, n: int) -> float:
+    """Median over rounds of (with - without) / n, in µs."""
+    return statistics.median((a - b) / n * 1e6 for a, b in zip(t[name], t["none"], strict=True))
+
+
 def _check(store: ok.RunStore, n: int) -> None:
     """The last run was journaled whole: its header, its end and every record."""
     runs = store.runs(limit=1)
@@ -68,17 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noop", type=int, nargs="+", default=None,
                         help="numbers of no-op tasks (default 1000 10000)")
     parser.add_argument("--sleep-tasks", type=int, default=None,
-                        help="number of 10 ms tasks (default 300)")
+                        help="number of 10 ms tasks (default 500)")
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 7)
     sizes = args.noop or ([500] if args.quick else [1000, 10_000])
-    m = args.sleep_tasks or (50 if args.quick else 300)
+    m = args.sleep_tasks or (50 if args.quick else 500)
     out: list[str] = [
         f"# Journaling cost: {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"SQLite {__import__('sqlite3').sqlite_version}, {rounds} rounds"
         + (" (quick: not a measurement)" if args.quick else ""),
     ]
-    with tempfile.TemporaryDirectory(prefix="oktyv-bench-store-") as tmp:
+    with LoadMonitor() as load, tempfile.TemporaryDirectory(prefix="oktyv-bench-store-") as tmp:
         stores = {
             "none": None,
             "thread": ok.RunStore(Path(tmp) / "thread.sqlite"),
@@ -90,39 +121,48 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             print(f"no-op N={n}", file=sys.stderr, flush=True)
             request = request_of(layered(n), "noop", 10)
-            t = interleaved(_variants(request, tools, stores), rounds)
+            t, cpu = interleaved(_variants(request, tools, stores), rounds)
             for name in ("thread", "loop"):
                 _check(stores[name], n)  # type: ignore[arg-type]
             base = statistics.median(t["none"])
             cells = [f"{n:,}", f"{base * 1e3:.1f}"]
             for name in ("thread", "loop"):
-                per = statistics.median(
-                    (a - b) / n * 1e6 for a, b in zip(t[name], t["none"], strict=True)
-                )
-                cells += [f"{statistics.median(t[name]) * 1e3:.1f}", f"{per:+.2f}"]
+                per = _per_task(t, name, n)
+                cells += [f"{statistics.median(t[name]) * 1e3:.1f}", f"{per:+.2f}",
+                          f"{_per_task(cpu, name, n):+.2f}"]
                 verdict[(n, name)] = per
             rows.append("| " + " | ".join(cells) + " |")
         out.append(
             "\n## No-op tasks (layered, async)\n\n"
-            "| N | no store ms | thread writer ms | thread µs/task | loop writer ms "
-            "| loop µs/task |\n|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows)
+            "| N | no store ms | thread writer ms | thread µs/task | thread CPU µs/task "
+            "| loop writer ms | loop µs/task | loop CPU µs/task |\n"
+            "|---:|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows)
         )
         print(f"10 ms tasks M={m}", file=sys.stderr, flush=True)
         tools = {"sleep10": sleep_10ms}
         request = request_of(independent(m), "sleep10", 10)
-        t = interleaved(_variants(request, tools, stores), rounds)
+        t, cpu = interleaved(_variants(request, tools, stores), max(rounds, 11))
         base = statistics.median(t["none"])
         rel = {
             name: statistics.median(a / b - 1 for a, b in zip(t[name], t["none"], strict=True))
             for name in ("thread", "loop")
         }
+        rel_cpu = {  # the CPU the store added, as a share of the run's wall time
+            name: statistics.median(
+                (a - b) / w for a, b, w in zip(cpu[name], cpu["none"], t["none"], strict=True)
+            )
+            for name in ("thread", "loop")
+        }
         out.append(
             f"\n## {m} tasks of 10 ms (maxConcurrent 10)\n\n"
-            "| no store ms | thread writer ms | thread cost | loop writer ms | loop cost |\n"
-            "|---:|---:|---:|---:|---:|\n"
+            "*cost* = median per-round wall time with / without - 1; *CPU* = the CPU time the "
+            "store added / the run's wall time without it.\n\n"
+            "| no store ms | thread writer ms | thread cost | thread CPU | loop writer ms "
+            "| loop cost | loop CPU |\n|---:|---:|---:|---:|---:|---:|---:|\n"
             f"| {base * 1e3:.1f} | {statistics.median(t['thread']) * 1e3:.1f} | "
-            f"{rel['thread']:+.2%} | {statistics.median(t['loop']) * 1e3:.1f} | "
-            f"{rel['loop']:+.2%} |"
+            f"{rel['thread']:+.2%} | {rel_cpu['thread']:+.2%} | "
+            f"{statistics.median(t['loop']) * 1e3:.1f} | {rel['loop']:+.2%} | "
+            f"{rel_cpu['loop']:+.2%} |"
         )
         for s in stores.values():
             if s is not None:
@@ -139,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     cheaper = "thread" if verdict[(big, "thread")] <= verdict[(big, "loop")] else "loop"
     out.append(f"\nCheaper writer on no-op tasks (N={big:,}): **{cheaper}**.")
+    busy = load.verdict()
+    if busy:
+        out.append("\n" + busy)
     print("\n".join(out))
     return 0
 

@@ -9,7 +9,7 @@ run's redactor first, and a pickle that still holds a secret's bytes is not stor
 
 Journaling must cost a task a few microseconds, so the common cases take shortcuts: a None,
 string, int or bool result needs no check; the records of a commit are written in columns
-(:func:`batch_columns`: ids joined, statuses as bytes, times as an array of doubles) with
+(:func:`prepare_batch`: ids joined, statuses as bytes, times as an array of doubles) with
 only the rarer fields in JSON; a task whose params are scalars is written as it is.
 
 Reading a pickle runs code, as any pickle does: open only stores you trust.
@@ -37,8 +37,9 @@ from oktyv_nb.execution.records import (
 from oktyv_nb.model.vault import Redactor
 
 __all__ = [
-    "JSON", "NOT_STORED", "PICKLE", "batch_columns", "batch_entries", "decode_value", "dumps",
-    "encode_value", "faithful_json", "restore_record", "task_columns", "task_dicts",
+    "JSON", "NOT_STORED", "PICKLE", "Prepared", "batch_entries", "decode_value", "dumps",
+    "encode_value", "faithful_json", "pickle_value", "prepare_batch", "restore_record",
+    "task_columns", "task_dicts",
 ]
 
 JSON, PICKLE, NOT_STORED = "json", "pickle", "not_stored"
@@ -80,8 +81,9 @@ def encode_value(
     value: Any, redactor: Redactor | None, allow_pickle: bool,
 ) -> tuple[str | None, Any, str | bytes | None]:
     """``(kind, payload, raw)`` of a value: ``(None, None, None)`` for None; ``("json",
-    value, text)``; ``("pickle", None, bytes)``; ``("not_stored", {"reason", "text"}, None)``.
-    ``redactor`` knows the run's secrets."""
+    value, text)`` (``text`` when it was made); ``("pickle", value, None)`` for a value to
+    pickle (:func:`pickle_value`, on the writer thread); ``("not_stored", {"reason",
+    "text"}, None)``. ``redactor`` knows the run's secrets; the value is scrubbed first."""
     if value is None:
         return None, None, None
     if redactor:
@@ -97,6 +99,14 @@ def encode_value(
             return JSON, value, text
     if not allow_pickle:
         return _not_stored("pickle=False", _safe_repr(value, redactor))
+    return PICKLE, value, None
+
+
+def pickle_value(
+    value: Any, secrets: frozenset[str] | set[str], redactor: Redactor | None = None,
+) -> tuple[str, Any, bytes | None]:
+    """``("pickle", None, bytes)`` of a value, or ``("not_stored", note, None)`` when it
+    cannot be pickled or its pickle would carry one of ``secrets``."""
     try:
         import cloudpickle
 
@@ -104,7 +114,7 @@ def encode_value(
     except Exception as exc:
         return _not_stored(f"it could not be pickled: {type(exc).__name__}",
                            _safe_repr(value, redactor))
-    if redactor and any(s.encode("utf-8", "surrogatepass") in blob for s in redactor.secrets):
+    if any(s.encode("utf-8", "surrogatepass") in blob for s in secrets):
         return _not_stored("it holds a secret", None)
     return PICKLE, None, blob
 
@@ -290,17 +300,57 @@ def _error(err: ErrorInfo | None, redactor: Redactor | None) -> list[Any] | None
     return [err.code, message, stack, err.cause, err.root]
 
 
-def batch_columns(
+class Prepared:
+    """The journal row of one commit of a run, made on the event loop (see
+    :func:`prepare_batch`); :meth:`finish` pickles what must be pickled and gives the row,
+    on the writer thread. It can be finished again after a failed transaction."""
+
+    __slots__ = ("columns", "pickles", "rare", "results", "secrets")
+
+    def __init__(
+        self, columns: tuple[Any, ...], rare: dict[str, dict[str, Any]],
+        pickles: list[tuple[int, Any]], results: list[tuple[int, TaskRecord, Any, Any, Any]],
+        secrets: frozenset[str],
+    ) -> None:
+        self.columns = columns  # n, ids, status, attempts, times, workers, worker_ix
+        self.rare = rare
+        self.pickles = pickles  # (position, value to pickle)
+        self.results = results  # (position, record, kind, payload, raw) of stored results
+        self.secrets = secrets
+
+    def finish(
+        self, put_blob: Callable[[bytes], int],
+    ) -> tuple[tuple[Any, ...], list[tuple[TaskRecord, str | None, Any, Any]]]:
+        """The row (``rare`` last), and ``(record, kind, payload, raw)`` of every stored
+        result; pickles are handed to ``put_blob``, which gives their ids."""
+        rare = self.rare
+        done: dict[int, tuple[str, Any, Any]] = {}
+        if self.pickles:
+            rare = dict(rare)
+            for i, value in self.pickles:
+                kind, payload, raw = pickle_value(value, self.secrets)
+                if kind == PICKLE:
+                    payload = put_blob(raw)  # type: ignore[arg-type]
+                rare[str(i)] = {**rare[str(i)], "kind": kind, "result": payload}
+                done[i] = (kind, payload, raw)
+        results = []
+        for i, rec, kind, payload, raw in self.results:
+            if i in done:
+                kind, payload, raw = done[i]
+            results.append((rec, kind, payload, raw))
+        return (*self.columns, _rare_text(rare) if rare else None), results
+
+
+def prepare_batch(
     recs: list[TaskRecord], offset: float, redactor: Redactor | None, allow_pickle: bool,
-    put_blob: Callable[[bytes], int],
-) -> tuple[tuple[Any, ...], list[tuple[TaskRecord, str | None, Any, Any]]]:
+) -> Prepared:
     """The journal row of one commit of a run: ``n, ids, status, attempts, times, workers,
     worker_ix, rare`` (see :mod:`oktyv_nb.store.db`; times shifted by ``offset``, to seconds
-    since the run started; pickled results handed to ``put_blob``, which gives their ids),
-    and ``(record, kind, payload, raw)`` of every result stored (see :func:`encode_value`).
+    since the run started).
 
     The common record (a first-attempt success returning None) costs a few comprehension
     steps; only records with an error, a result, retries or a flag get a ``rare`` entry.
+    Values to pickle are left to :meth:`Prepared.finish`.
     """
     nan = _NAN
     codes = STATUS_CODES
@@ -312,12 +362,13 @@ def batch_columns(
     attempts = array("l", [r.attempts for r in recs])
     status = bytes([codes[r.status] for r in recs])
     rare: dict[str, dict[str, Any]] = {}
-    results: list[tuple[TaskRecord, str | None, Any, Any]] = []
+    pickles: list[tuple[int, Any]] = []
+    results: list[tuple[int, TaskRecord, Any, Any, Any]] = []
     for i, r in enumerate(recs):
         if r.status == SUCCESS and r.attempts == 1 and r.result is None and not r.reused \
                 and r.cached is None and r.rolled_back is None and r.rollback_error is None:
             continue
-        entry = _rare(r, offset, redactor, allow_pickle, put_blob, results)
+        entry = _rare(i, r, offset, redactor, allow_pickle, pickles, results)
         if entry:
             rare[str(i)] = entry
     names = [""] * len(workers)
@@ -327,28 +378,29 @@ def batch_columns(
     if _BIG_ENDIAN:  # pragma: no cover - the file is little-endian everywhere
         for a in arrays:
             a.byteswap()
-    row = (
+    columns = (
         len(recs), "\n".join([r.task_id for r in recs]), status, arrays[0].tobytes(),
         arrays[1].tobytes(), dumps(names[1:]), arrays[2].tobytes(),
-        _rare_text(rare) if rare else None,
     )
-    return row, results
+    secrets = frozenset(redactor.secrets) if redactor else frozenset()
+    return Prepared(columns, rare, pickles, results, secrets)
 
 
 def _rare(
-    rec: TaskRecord, offset: float, redactor: Redactor | None, allow_pickle: bool,
-    put_blob: Callable[[bytes], int], results: list[tuple[TaskRecord, str | None, Any, Any]],
+    i: int, rec: TaskRecord, offset: float, redactor: Redactor | None, allow_pickle: bool,
+    pickles: list[tuple[int, Any]], results: list[tuple[int, TaskRecord, Any, Any, Any]],
 ) -> dict[str, Any]:
     rare: dict[str, Any] = {}
     attempts = rec.attempts
     if rec.status == SUCCESS:
         kind, payload, raw = encode_value(rec.result, redactor, allow_pickle)
         if kind == PICKLE:
-            payload = put_blob(raw)  # type: ignore[arg-type]
+            pickles.append((i, payload))
+            payload = None
         if kind is not None:
             rare["kind"] = kind
             rare["result"] = payload
-        results.append((rec, kind, payload, raw))
+        results.append((i, rec, kind, payload, raw))
     elif rec.error is not None:
         rare["error"] = _error(rec.error, redactor)
     if attempts and not (attempts == 1 and rec.status == SUCCESS):

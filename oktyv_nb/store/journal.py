@@ -1,24 +1,24 @@
 """The journal: one run written into a store as it goes, by a subscriber of its events.
 
 A :class:`Journal` subscribes to the engine's one event stream
-(:mod:`oktyv_nb.execution.events`); the scheduler knows nothing of it. On the event loop it
-only appends the event's live record to a queue (a ``deque``: no lock, no allocation beyond
-the queue's own); ``run_started`` hands the journal to the writer and ``run_finished`` wakes
-it. Everything
-else happens on the store's :class:`Writer` thread, every :data:`COMMIT_INTERVAL` seconds:
-it drains the queues, turns the records it finds into one row of columns per run (a record
-started and finished since the last commit is written once, final: see
-:func:`~oktyv_nb.store.codec.batch_columns`), writes them in one transaction and commits.
+(:mod:`oktyv_nb.execution.events`); the scheduler knows nothing of it. Per event it only
+appends the event's live record to a queue (a ``deque``) and, for the first event after a
+batch, arms a timer. Every :data:`COMMIT_INTERVAL` seconds, and when the run ends, the timer
+turns the queue into one batch of columns (a record started and finished since the last
+batch is written once, final: see :func:`~oktyv_nb.store.codec.prepare_batch`): a few
+microseconds a task of pure computation on the loop. The store's :class:`Writer` thread does
+the rest, where waiting happens: it pickles the results that are not JSON values, writes the
+batches in one transaction (waiting for another process's lock if need be) and commits. The
+event loop never waits for the disk or for a lock.
+
+Why batches are made on the loop and not on the thread: both threads would need the
+interpreter lock for that work, and two threads taking turns at it cost far more than the
+work itself (measured with ``bench/store.py``: about 9 µs a task instead of 2–3 µs on no-op
+tasks); the thread keeps what releases that lock (SQLite) and what may take long (pickles).
+
 So every start and final record is committed within ``COMMIT_INTERVAL`` plus the time the
-lock takes, and a process killed mid-run keeps all of them but the last fraction of a
-second.
-
-A record read on the writer thread may be changing on the loop; that is harmless, because
-the engine pushes a record again after its last change (``task_finished``, then
-``task_rolled_back``), and a row is always written from the record's state at write time.
-
-``writer="loop"`` (for measurement, see ``bench/store.py``) commits the same batches on the
-event loop instead, from a timer, blocking it while SQLite writes.
+commit takes, and a process killed mid-run keeps all of them but the last fraction of a
+second. ``writer="loop"`` (for measurement) also commits on the loop, from the timer.
 """
 
 from __future__ import annotations
@@ -80,11 +80,26 @@ def process_start(pid: int) -> str | None:
         return None
 
 
+_PROCESS: tuple[int, str | None, str] | None = None
+
+
+def _this_process() -> tuple[int, str | None, str]:
+    """``(pid, start, host)`` of this process, read once (again after a fork)."""
+    global _PROCESS
+    pid = os.getpid()
+    if _PROCESS is None or _PROCESS[0] != pid:
+        _PROCESS = (pid, process_start(pid), socket.gethostname())
+    return _PROCESS
+
+
 class Journal:
     """Writes one run into a store; subscribe :attr:`subscribers` to its event stream.
 
-    ``done`` resolves once the run's end is committed (:meth:`wait` awaits it without
-    blocking the loop).
+    On the loop: events queue records; every :data:`COMMIT_INTERVAL` seconds (a timer armed
+    by the first event after the last batch) and when the run ends, :meth:`_prepare` turns
+    the queue into a :class:`~oktyv_nb.store.codec.Prepared` batch for the writer. On the
+    writer thread: :meth:`write`. ``done`` resolves once the run's end is committed
+    (:meth:`wait` awaits it without blocking the loop).
     """
 
     def __init__(
@@ -95,32 +110,30 @@ class Journal:
         self.dag = dag
         self.vault = vault
         self.allow_pickle = allow_pickle
+        self.mode = mode
         self.qualnames: dict[str, str] = {}  # task id -> its tool's qualified name (cache)
-        self.queue: deque[TaskRecord] = deque()
+        self.queue: deque[TaskRecord] = deque()  # records, from the events (loop)
+        self.ready: deque[codec.Prepared] = deque()  # batches, loop -> writer
         self.outcome: RunOutcome | None = None
         self.redactor = Redactor()
+        self.header: tuple[Any, ...] | None = None
+        self.summary: tuple[Any, ...] | None = None
         self.run_key: int | None = None
         self.ended = False
         self.failures = 0
         self.error: BaseException | None = None
         self.done: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._pending: dict[str, TaskRecord] = {}
+        self._inflight: list[codec.Prepared] = []
         self._tentative: int | None = None
         self._closing = False
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.mode = mode
         push = self.queue.append
-        if mode == "loop":
-            def on_task(kind: str, rec: TaskRecord, time: float) -> None:
-                push(rec)
-                if self._timer is None:
-                    self._timer = self._loop.call_later(  # type: ignore[union-attr]
-                        COMMIT_INTERVAL, self._flush_on_loop
-                    )
-        else:
-            def on_task(kind: str, rec: TaskRecord, time: float) -> None:
-                push(rec)
+
+        def on_task(kind: str, rec: TaskRecord, time: float) -> None:
+            push(rec)
+            if self._timer is None:
+                self._arm()
 
         on_task.event_kinds = ("task_started", "task_finished", "task_rolled_back")  # type: ignore[attr-defined]
         self.on_task = on_task
@@ -137,31 +150,63 @@ class Journal:
     def _on_run(self, kind: str, outcome: RunOutcome) -> None:
         if kind == "run_started":
             self.outcome = outcome
+            self._loop = asyncio.get_running_loop()
             self._learn_secrets(outcome)
             self.qualnames = {
                 tid: tool_identity(n.fn)[0]
                 for tid, n in outcome.graph.nodes.items() if n.cache is not None
             }
-            if self.mode == "loop":
-                self._loop = asyncio.get_running_loop()
-                self.writer.flush_now(self)
-            else:
+            if self.mode != "loop":
                 self.writer.attach(self)
+            self._arm()  # the header goes with the first batch, or alone if none comes
             return
-        self.ended = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._prepare()
+        self.summary = _summary(outcome)
+        self.ended = True  # after the last batch: the writer reads it first
+        self._hand_over()
+
+    def _arm(self) -> None:
+        self._timer = self._loop.call_later(  # type: ignore[union-attr]
+            COMMIT_INTERVAL, self._tick
+        )
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._prepare()
+        self._hand_over()
+
+    def _hand_over(self) -> None:
         if self.mode == "loop":
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
             self.writer.flush_now(self)
-            if not self.done.done():  # the commit failed: the writer thread retries it
+            if self.ended and not self.done.done():  # that commit failed: the thread retries
                 self.writer.attach(self)
         else:
             self.writer.wake()
 
-    def _flush_on_loop(self) -> None:
-        self._timer = None
-        self.writer.flush_now(self)
+    def _prepare(self) -> None:
+        """Turn what the events queued into a batch for the writer (on the loop: the
+        records change only here, so they are read whole)."""
+        outcome = self.outcome
+        if outcome is None:
+            return
+        secrets = outcome.redactor.secrets
+        if secrets and not secrets <= self.redactor.secrets:
+            self.redactor.add(secrets)
+        redactor = self.redactor if self.redactor else None
+        if self.header is None:
+            self.header = self._header(outcome, redactor)
+        queue = self.queue
+        pending: dict[str, TaskRecord] = {}
+        while queue:
+            rec = queue.popleft()
+            pending[rec.task_id] = rec
+        recs = [r for r in pending.values() if r.start is not None or r.status in FINAL]
+        if recs:  # (a record with no start and not final has nothing to say yet)
+            offset = -outcome.perf_start  # task times: seconds since the run started
+            self.ready.append(codec.prepare_batch(recs, offset, redactor, self.allow_pickle))
 
     def _learn_secrets(self, outcome: RunOutcome) -> None:
         """Every secret the run may use, known before anything is written: the sets its
@@ -173,6 +218,23 @@ class Journal:
             with contextlib.suppress(Exception):
                 self.redactor.add(lookup_secrets(self.vault, name, "").values())
 
+    def _header(self, outcome: RunOutcome, redactor: Redactor | None) -> tuple[Any, ...]:
+        graph = outcome.graph
+        specs = [n.spec if n.spec is not None else _spec_of(n) for n in graph.nodes.values()]
+        deps = {tid: n.deps for tid, n in graph.nodes.items()}
+        tasks = codec.task_columns(specs, deps, redactor, self.allow_pickle)
+        c = outcome.config
+        config = codec.dumps({
+            "max_concurrent": c.max_concurrent, "failure_mode": c.failure_mode,
+            "timeout": c.timeout, "strategy": c.strategy,
+        })
+        pid, started, host = _this_process()
+        return (
+            outcome.execution_id, self.dag, *tasks, codec.dumps(_request_config(c)), config,
+            outcome.backend, outcome.wall_start.timestamp(), pid, started, host,
+            len(graph.nodes),
+        )
+
     async def wait(self) -> None:
         """Wait (without blocking the loop) until the run's end is committed; a store that
         could not be written is reported as a warning, never as the run's error."""
@@ -183,34 +245,32 @@ class Journal:
                           RuntimeWarning, stacklevel=2)
 
     # ------------------------------------------------------------------ on the writer
+    def has_work(self) -> bool:
+        """Whether :meth:`write` has anything to write."""
+        return self.header is not None and (
+            self.run_key is None or bool(self.ready) or bool(self._inflight)
+            or (self.ended and not self.done.done())
+        )
+
     def write(self, conn: Any) -> None:
-        """Write what is queued (in the caller's transaction)."""
-        outcome = self.outcome
-        if outcome is None:
-            return
-        ended = self.ended  # read first: when set, every record was queued before it
-        self._closing = ended
-        queue = self.queue
-        pending = self._pending
-        while queue:
-            rec = queue.popleft()
-            pending[rec.task_id] = rec
-        secrets = outcome.redactor.secrets
-        if secrets and not secrets <= self.redactor.secrets:
-            self.redactor.add(frozenset(secrets))  # a copy: the loop may be adding to it
-        redactor = self.redactor if self.redactor else None
-        offset = -outcome.perf_start  # task times: seconds since the run started
+        """Write the batches made so far (in the caller's transaction)."""
+        ended = self.ended  # read first: when set, every batch was made before it
+        header = self.header
+        if header is None:
+            return  # not even the first batch yet
         run = self.run_key
         if run is None:
-            run = self._tentative = self._header(conn, outcome, redactor)
-        recs = [r for r in pending.values() if r.start is not None or r.status in FINAL]
-        if recs:  # (a record with no start and not final has nothing to say yet)
+            run = self._tentative = conn.execute(_INSERT_RUN, header).lastrowid
+        ready = self.ready
+        while ready:
+            self._inflight.append(ready.popleft())
 
-            def put_blob(blob: bytes) -> int:
-                return conn.execute(_INSERT_BLOB, (run, blob)).lastrowid
+        def put_blob(blob: bytes) -> int:
+            return conn.execute(_INSERT_BLOB, (run, blob)).lastrowid
 
-            row, results = codec.batch_columns(recs, offset, redactor, self.allow_pickle,
-                                               put_blob)
+        outcome = self.outcome
+        for batch in self._inflight:
+            row, results = batch.finish(put_blob)
             conn.execute(_INSERT_RECORDS, (run, *row))
             cache_rows = []
             for rec, kind, payload, raw in results:
@@ -219,46 +279,32 @@ class Journal:
                         raw = codec.dumps(payload)
                     cache_rows.append((
                         rec.cache_key, rec.tool, self.qualnames.get(rec.task_id, rec.tool),
-                        time.time(), kind, raw, outcome.execution_id, rec.task_id,
+                        time.time(), kind, raw, outcome.execution_id,  # type: ignore[union-attr]
+                        rec.task_id,
                     ))
             if cache_rows:
                 conn.executemany(_INSERT_CACHE, cache_rows)
-        if ended:
-            conn.execute(_END_RUN, (*_summary(outcome), run))
-
-    def _header(self, conn: Any, outcome: RunOutcome, redactor: Redactor | None) -> int:
-        graph = outcome.graph
-        specs = [n.spec for n in graph.nodes.values()]
-        deps = {tid: n.deps for tid, n in graph.nodes.items()}
-        tasks = codec.task_columns(specs, deps, redactor, self.allow_pickle)
-        c = outcome.config
-        config = codec.dumps({
-            "max_concurrent": c.max_concurrent, "failure_mode": c.failure_mode,
-            "timeout": c.timeout, "strategy": c.strategy,
-        })
-        pid = os.getpid()
-        cur = conn.execute(_INSERT_RUN, (
-            outcome.execution_id, self.dag, *tasks, codec.dumps(_request_config(c)), config,
-            outcome.backend, outcome.wall_start.timestamp(), pid, process_start(pid),
-            socket.gethostname(), len(graph.nodes),
-        ))
-        return cur.lastrowid
+        if ended and not ready:
+            conn.execute(_END_RUN, (*self.summary, run))  # type: ignore[misc]
+            self._closing = True
 
     def committed(self) -> bool:
         """The last :meth:`write` was committed; returns True when the run is all written."""
         if self._tentative is not None:
             self.run_key, self._tentative = self._tentative, None
-        self._pending.clear()
+        self._inflight.clear()
         self.failures = 0
-        if self._closing and not self.queue:
+        if self._closing:
             if not self.done.done():
                 self.done.set_result(None)
             return True
         return False
 
     def failed(self, exc: BaseException) -> bool:
-        """The last :meth:`write` was rolled back; returns True when the journal gives up."""
+        """The last :meth:`write` was rolled back (its batches are written again next
+        time); returns True when the journal gives up."""
         self._tentative = None
+        self._closing = False
         self.failures += 1
         self.error = exc
         if self.failures == 1:
@@ -271,6 +317,16 @@ class Journal:
                 self.done.set_exception(exc)
             return True
         return False
+
+
+def _spec_of(node: Any) -> dict[str, Any]:
+    """The fields a node keeps of a spec it was built without (``keep_specs=False``)."""
+    return {
+        "id": node.id, "tool": node.tool, "params": node.params,
+        "depends_on": list(node.deps) or None, "priority": None, "timeout": None,
+        "vault": node.vault, "retry_policy": None, "rollback": None, "run_if": None,
+        "cache": None,
+    }
 
 
 def _request_config(c: Any) -> dict[str, Any]:
@@ -345,14 +401,9 @@ class Writer:
                 if not active and self._stop:
                     self._thread = None
                     return
-            if not active:  # idle until a run starts (or the store closes)
-                self._wake.wait()
-                self._wake.clear()
-                continue
-            # A run that just started waits for the next commit like the rest: its header
-            # then shares a transaction with its first records, and a short run is written
-            # once, when it ends, without competing with it for the interpreter.
-            self._wake.wait(COMMIT_INTERVAL)
+            # Woken by a journal handing over a batch; the timeout only retries a write
+            # that failed. Cleared before the flush, so a wake-up is never lost.
+            self._wake.wait(COMMIT_INTERVAL if active else None)
             self._wake.clear()
             self.flush()
 
@@ -373,9 +424,9 @@ class Writer:
                 self._active = [j for j in self._active if j not in gone]
 
     def flush(self) -> None:
-        """Commit every active journal's queue now, on the calling thread."""
+        """Commit every active journal's batches now, on the calling thread."""
         with self._lock:
-            journals = list(self._active)
+            journals = [j for j in self._active if j.has_work()]
         if journals:
             self._commit(journals)
 
