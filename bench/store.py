@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"10 ms tasks M={m}", file=sys.stderr, flush=True)
         tools = {"sleep10": sleep_10ms}
         request = request_of(independent(m), "sleep10", 10)
-        t, cpu = interleaved(_variants(request, tools, stores), max(rounds, 11))
+        t, cpu = interleaved(_variants(request, tools, stores),
+                             rounds if args.quick else max(rounds, 11))
         base = statistics.median(t["none"])
         rel = {
             name: statistics.median(a / b - 1 for a, b in zip(t[name], t["none"], strict=True))
