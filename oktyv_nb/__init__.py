@@ -12,6 +12,8 @@ this list (see ``docs/architecture.md``):
 * :mod:`oktyv_nb.execution`: running a graph (records, events, engine, backends);
 * :mod:`oktyv_nb.results`: reading a run (JSON result, statistics, DataFrames, pictures,
   :class:`Run`);
+* :mod:`oktyv_nb.store`: runs kept in SQLite, history, resume after a crash, the result
+  cache (:class:`RunStore`);
 * front ends: the builder (:mod:`oktyv_nb.dag`), :func:`execute_request`
   (:mod:`oktyv_nb.api`), code export (:mod:`oktyv_nb.codegen`), Jupyter glue, the live view,
   the widget form, the command line (:mod:`oktyv_nb.cli`, ``oktyv-nb``) and the MCP server
@@ -31,10 +33,14 @@ from oktyv_nb.errors import (
     InvalidOptionError,
     InvalidParamsError,
     MissingDependencyError,
+    NotAStoreError,
     OktyvError,
     OktyvException,
     PathOutsideRootError,
     RenderError,
+    RunNotFoundError,
+    StoreError,
+    StoreVersionError,
     ToolNotAllowedError,
     ToolNotFoundError,
     VariableResolutionError,
@@ -48,12 +54,13 @@ from oktyv_nb.execution.backends import (
 )
 from oktyv_nb.execution.events import Event, EventBus, EventLog
 from oktyv_nb.model import tools
-from oktyv_nb.model.graph import RetryPolicy
+from oktyv_nb.model.graph import Cache, RetryPolicy
 from oktyv_nb.model.registry import ToolRegistry, default_registry, tool
 from oktyv_nb.model.schema import ExecutionRequest, ExecutionResult
 from oktyv_nb.model.vault import EnvVault
 from oktyv_nb.results.run import Run
 from oktyv_nb.results.stats import RunStats
+from oktyv_nb.store import RunStore
 
 __version__ = "0.1.0"
 
@@ -82,6 +89,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "DAG",
     "DEFAULT",
+    "Cache",
     "CircularDependencyError",
     "DaskBackend",
     "DuplicateTaskError",
@@ -95,6 +103,7 @@ __all__ = [
     "InvalidOptionError",
     "InvalidParamsError",
     "MissingDependencyError",
+    "NotAStoreError",
     "OktyvError",
     "OktyvException",
     "PathOutsideRootError",
@@ -103,7 +112,11 @@ __all__ = [
     "RetryPolicy",
     "Rollback",
     "Run",
+    "RunNotFoundError",
     "RunStats",
+    "RunStore",
+    "StoreError",
+    "StoreVersionError",
     "ThreadBackend",
     "ToolNotAllowedError",
     "ToolNotFoundError",

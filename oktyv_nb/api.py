@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from oktyv_nb.errors import InvalidOptionError
 from oktyv_nb.execution.engine import run_graph
 from oktyv_nb.execution.events import Subscriber, subscribers_of
 from oktyv_nb.execution.outcome import RunConfig
@@ -15,6 +16,7 @@ from oktyv_nb.model.sandbox import Sandbox, as_sandbox
 from oktyv_nb.model.schema import ExecutionConfig, ExecutionResult, RequestLike
 from oktyv_nb.model.vault import check_vault
 from oktyv_nb.results.result import to_result
+from oktyv_nb.store import RunStore
 
 __all__ = ["aexecute_request", "execute_request"]
 
@@ -27,6 +29,7 @@ async def aexecute_request(
     backend: Any = None,
     on_event: Subscriber | None = None,
     root: str | os.PathLike[str] | Sandbox | None = None,
+    store: RunStore | None = None,
 ) -> ExecutionResult:
     """Validate and run ``request`` on the running loop; returns the SPEC §3 result.
 
@@ -36,10 +39,13 @@ async def aexecute_request(
     against it; a path resolving outside fails its task with ``PATH_OUTSIDE_ROOT``), as the
     MCP server does; ``shell`` stays allowed, its ``cwd`` confined to the root, unless
     ``root`` is a :class:`~oktyv_nb.model.sandbox.Sandbox` with ``allow_shell=False``.
+    ``store`` (an ``ok.RunStore``) journals the run and serves the cache of tasks with
+    ``"cache"``.
     """
-    prepared = prepare(request, tools, keep_specs=False, sandbox=as_sandbox(root))
+    prepared = prepare(request, tools, keep_specs=store is not None, sandbox=as_sandbox(root))
     _check_run(vault, on_event)
-    return await _arun_prepared(prepared, backend=backend, vault=vault, on_event=on_event)
+    return await _arun_prepared(prepared, backend=backend, vault=vault, on_event=on_event,
+                                store=_check_store(store))
 
 
 def execute_request(
@@ -50,15 +56,17 @@ def execute_request(
     backend: Any = None,
     on_event: Subscriber | None = None,
     root: str | os.PathLike[str] | Sandbox | None = None,
+    store: RunStore | None = None,
 ) -> ExecutionResult:
     """Validate and run ``request``; works in scripts and inside Jupyter's running loop.
 
     The request is validated before any event loop is involved, so a bad one raises from
-    the caller's own line. ``root``: as for :func:`aexecute_request`.
+    the caller's own line. ``root`` and ``store``: as for :func:`aexecute_request`.
     """
-    prepared = prepare(request, tools, keep_specs=False, sandbox=as_sandbox(root))
+    prepared = prepare(request, tools, keep_specs=store is not None, sandbox=as_sandbox(root))
     _check_run(vault, on_event)
-    return run_sync(_arun_prepared(prepared, backend=backend, vault=vault, on_event=on_event))
+    return run_sync(_arun_prepared(prepared, backend=backend, vault=vault, on_event=on_event,
+                                   store=_check_store(store)))
 
 
 def _check_run(vault: Any, on_event: Any) -> None:
@@ -68,12 +76,28 @@ def _check_run(vault: Any, on_event: Any) -> None:
 
 async def _arun_prepared(
     prepared: tuple[ExecutionConfig, Graph], *, backend: Any, vault: Any,
-    on_event: Subscriber | None,
+    on_event: Subscriber | None, store: RunStore | None = None,
 ) -> ExecutionResult:
     request_config, graph = prepared
+    subscribers = subscribers_of(on_event)
+    journal = None
+    if store is not None:
+        journal = store.journal(vault=vault)
+        subscribers = [*journal.subscribers, *subscribers]
     outcome = await run_graph(
         graph, RunConfig.from_request(request_config), backend=backend, vault=vault,
-        subscribers=subscribers_of(on_event),
+        subscribers=subscribers, cache=store,
     )
+    if journal is not None:
+        await journal.wait()
     with paused_gc():
         return to_result(outcome)
+
+
+def _check_store(store: Any) -> RunStore | None:
+    if store is None or isinstance(store, RunStore):
+        return store
+    raise InvalidOptionError(
+        f"store must be an ok.RunStore, got {type(store).__name__}; open one with "
+        "ok.RunStore(path)", option="store",
+    )

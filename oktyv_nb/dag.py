@@ -28,6 +28,7 @@ import re
 import threading
 import time
 import types
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
@@ -46,13 +47,14 @@ from oktyv_nb.execution.engine import Engine, RunConfig, run_graph
 from oktyv_nb.execution.events import Subscriber, subscribers_of
 from oktyv_nb.execution.records import TaskRecord
 from oktyv_nb.jupyter import in_notebook, run_sync
-from oktyv_nb.model.graph import Graph, RetryPolicy, build_graph
+from oktyv_nb.model.graph import Cache, Graph, RetryPolicy, build_graph
 from oktyv_nb.model.params import check_params
 from oktyv_nb.model.registry import ToolRegistry, default_registry, resolve_tools
 from oktyv_nb.model.sandbox import Sandbox, as_sandbox
 from oktyv_nb.model.schema import (
     TASK_ID_MAX,
     TASK_ID_PATTERN,
+    CacheSpec,
     ExecutionConfig,
     ExecutionRequest,
     RequestLike,
@@ -67,6 +69,7 @@ from oktyv_nb.model.vault import check_vault
 from oktyv_nb.results.display import GRAPH_LIMIT
 from oktyv_nb.results.display.theme import STATUS_STYLE
 from oktyv_nb.results.run import reusable
+from oktyv_nb.store import RunStore
 from oktyv_nb.units import check_seconds, format_seconds, ms_to_seconds, seconds_to_ms
 
 if TYPE_CHECKING:
@@ -119,6 +122,7 @@ class _RunPlan:
     secrets: frozenset[str]
     settings: dict[str, Any]
     view: Any
+    store: RunStore | None = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,8 @@ class DAG:
     (relative paths resolve against it; a path resolving outside fails its task with
     ``PATH_OUTSIDE_ROOT``; SPEC §15; ``shell`` stays allowed, in the root), or is a
     :class:`~oktyv_nb.model.sandbox.Sandbox` (``allow_shell=False`` refuses ``shell``).
+    ``store`` (an ``ok.RunStore`` or its path) journals every run and serves the result cache
+    of tasks with ``cache=`` (SPEC §17).
     """
 
     def __init__(
@@ -191,6 +197,7 @@ class DAG:
         vault: Mapping[str, Any] | None = None,
         root: str | os.PathLike[str] | Sandbox | None = None,
         capture: bool = True,
+        store: RunStore | str | os.PathLike[str] | None = None,
     ) -> None:
         self.name = _check_name(name)
         self.config = RunConfig(max_concurrent, failure_mode, timeout, strategy, capture)  # type: ignore[arg-type]
@@ -198,6 +205,7 @@ class DAG:
         self.backend = backend
         self.vault = vault
         self.sandbox = as_sandbox(root)
+        self.store = _store(store)
         self.tools = ToolRegistry(tools)
         self.specs: dict[str, TaskSpec] = {}
         self.last_run: Run | None = None
@@ -224,6 +232,7 @@ class DAG:
         rollback: Rollback | tuple[Tool, Mapping[str, Any]] | Mapping[str, Any] | None = None,
         vault: str | None = None,
         trigger: str | None = None,
+        cache: bool | Cache | None = None,
         **kwargs: Any,
     ) -> DAG:
         """Add task ``id`` calling ``tool(**params)``; returns the DAG.
@@ -239,7 +248,9 @@ class DAG:
         exponential backoff from 1 s, ``retry=ok.RetryPolicy(...)`` gives full control;
         ``rollback=ok.Rollback(tool, **params)`` compensates the task in ``rollback`` mode;
         ``vault`` names the secret set passed as ``credentials``; ``trigger`` is
-        ``all_success`` (default) or ``all_done``.
+        ``all_success`` (default) or ``all_done``; ``cache=True`` or
+        ``cache=ok.Cache(expire=seconds)`` takes the result from the run store's cache when
+        the same tool (same source) was called with the same resolved params (SPEC §17).
         """
         task_id = self._check_id(id)
         if params is None:
@@ -279,7 +290,7 @@ class DAG:
         )
         return self._add(
             task_id, tool, params, after=after, priority=priority, timeout_ms=timeout_ms,
-            policy=policy, rollback=rollback, vault=vault, trigger=trigger,
+            policy=policy, rollback=rollback, vault=vault, trigger=trigger, cache=cache,
         )
 
     def add_spec(self, spec: TaskSpec) -> DAG:
@@ -307,7 +318,7 @@ class DAG:
             policy=self._retry_policy(spec.retry_policy, task_id)
             if spec.retry_policy is not None else None,
             rollback=(rollback.tool, rollback.params) if rollback is not None else None,
-            vault=spec.vault, trigger=spec.run_if,
+            vault=spec.vault, trigger=spec.run_if, cache=spec.cache,
         )
 
     def replace_tasks(self, specs: Iterable[TaskSpec]) -> DAG:
@@ -372,6 +383,7 @@ class DAG:
         rollback: Any,
         vault: Any,
         trigger: Any,
+        cache: Any = None,
     ) -> DAG:
         """The checks :meth:`task` and :meth:`add_spec` share; adds the task."""
         if priority is not None and (
@@ -412,6 +424,7 @@ class DAG:
             retry_policy=policy,
             rollback=self._rollback(rollback, task_id),
             run_if=trigger,  # type: ignore[arg-type]
+            cache=_cache_spec(cache, task_id),
         )
         self.specs[task_id] = spec
         self._graph = None
@@ -615,6 +628,7 @@ class DAG:
             tools=self.tools,
             vault=self.vault,
             root=self.sandbox,
+            store=self.store,
         )
         new._timeout_ms = self._timeout_ms
         new._enable_rollback = self._enable_rollback
@@ -685,12 +699,13 @@ class DAG:
         resume: Run | None = None,
         on_event: Subscriber | Sequence[Subscriber] | None = None,
         live: bool | Callable[..., Any] | None = None,
+        store: Any = DEFAULT,
     ) -> _RunPlan:
         """Everything a run needs, checked before any event loop is involved: a bad setting
         or an invalid DAG raises here, from the caller's own line."""
         settings = _given(
             max_concurrent=max_concurrent, failure_mode=failure_mode, timeout=timeout,
-            strategy=strategy, backend=backend, vault=vault,
+            strategy=strategy, backend=backend, vault=vault, store=store,
         )
         cfg = _configured(self.config, settings)
         graph = self._build()  # fresh: tools re-registered in a notebook cell are picked up
@@ -718,6 +733,7 @@ class DAG:
             # the secrets the earlier run knew: its reused results are scrubbed like new ones
             secrets=frozenset(resume.outcome.redactor.secrets if resume is not None else ()),
             settings=settings, view=view,
+            store=_store(settings["store"]) if "store" in settings else self.store,
         )
 
     async def _execute(self, plan: _RunPlan, engines: list[Engine] | None = None) -> Run:
@@ -727,12 +743,18 @@ class DAG:
 
         holder: list[Engine] = [] if engines is None else engines
         token = _RUN_DEPTH.set(_RUN_DEPTH.get() + 1)
+        subscribers, journal = plan.subscribers, None
+        if plan.store is not None:
+            journal = plan.store.journal(dag=self.name, vault=plan.vault)
+            subscribers = [*journal.subscribers, *subscribers]
         try:
             outcome = await run_graph(
                 plan.graph, plan.config, backend=plan.backend, vault=plan.vault,
-                subscribers=plan.subscribers, reuse=plan.reuse, secrets=plan.secrets,
-                started=holder.append,
+                subscribers=subscribers, reuse=plan.reuse, secrets=plan.secrets,
+                started=holder.append, cache=plan.store,
             )
+            if journal is not None:
+                await journal.wait()  # committed: store.load(run.execution_id) works now
         except BaseException:
             if holder:
                 self._keep_partial(holder[0], plan.settings)
@@ -759,6 +781,7 @@ class DAG:
         resume: Run | None = None,
         on_event: Subscriber | Sequence[Subscriber] | None = None,
         live: bool | Callable[..., Any] | None = None,
+        store: RunStore | str | os.PathLike[str] | None = DEFAULT,  # type: ignore[assignment]
     ) -> Run:
         """Run the DAG on the running loop (``await dag.arun()``) and return its
         :class:`~oktyv_nb.results.run.Run`.
@@ -773,10 +796,12 @@ class DAG:
         (default: on in Jupyter, off elsewhere and in nested runs); ``live=callable`` hands
         it each frame instead (``live=print`` prints a progress line per frame in a script).
         The run is kept as :attr:`last_run`, the partial run too when interrupted (cancelled
-        task, ``KeyboardInterrupt``).
+        task, ``KeyboardInterrupt``). ``store`` (an ``ok.RunStore`` or its path; default the
+        DAG's) journals the run and serves the cache; ``resume`` may be a run loaded from a
+        store (``store.latest(dag)``), in this process or after a crash.
         """
         plan = self._plan(max_concurrent, failure_mode, timeout, strategy, backend, vault,
-                          resume, on_event, live)
+                          resume, on_event, live, store=store)
         engines: list[Engine] = []
         try:
             return await self._execute(plan, engines)
@@ -821,6 +846,7 @@ class DAG:
         resume: Run | None = None,
         on_event: Subscriber | Sequence[Subscriber] | None = None,
         live: bool | Callable[..., Any] | None = None,
+        store: RunStore | str | os.PathLike[str] | None = DEFAULT,  # type: ignore[assignment]
     ) -> Run:
         """Run the DAG and return its :class:`~oktyv_nb.results.run.Run`; same settings as
         :meth:`arun`.
@@ -833,7 +859,7 @@ class DAG:
         skipped, the partial run is kept as :attr:`last_run`, and the interrupt propagates.
         """
         plan = self._plan(max_concurrent, failure_mode, timeout, strategy, backend, vault,
-                          resume, on_event, live)
+                          resume, on_event, live, store=store)
         engines: list[Engine] = []
 
         def on_interrupt() -> None:
@@ -988,6 +1014,41 @@ def interrupted_note(records: Iterable[TaskRecord], elapsed_s: float) -> str:
     parts = [f"{counts[k]} {w}" for k, w in words.items() if counts.get(k)]
     return (f"run interrupted after {format_seconds(elapsed_s)}: {', '.join(parts)} of "
             f"{total} tasks; the partial run is dag.last_run")
+_OPENED: weakref.WeakValueDictionary[str, RunStore] = weakref.WeakValueDictionary()
+
+
+def _store(store: Any) -> RunStore | None:
+    """A ``store=`` setting: a RunStore, a path to open one at, or None."""
+    if store is None or isinstance(store, RunStore):
+        return store
+    if isinstance(store, (str, os.PathLike)):
+        key = os.path.abspath(os.fspath(store)) if os.fspath(store) != ":memory:" else None
+        opened = _OPENED.get(key) if key is not None else None
+        if opened is None:
+            opened = RunStore(store)
+            if key is not None:
+                _OPENED[key] = opened
+        return opened
+    raise InvalidOptionError(
+        f"store must be an ok.RunStore or the path of one, got {type(store).__name__}",
+        option="store",
+    )
+
+
+def _cache_spec(cache: Any, task_id: str) -> bool | CacheSpec | None:
+    """A task's ``cache=`` option as the request's field: True, ``{"expire": s}`` or None."""
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        return True
+    if isinstance(cache, CacheSpec):
+        return cache.model_copy() if cache.expire is not None else True
+    if isinstance(cache, Cache):
+        return True if cache.expire is None else CacheSpec(expire=cache.expire)
+    raise InvalidOptionError(
+        f"Task {task_id}: cache must be True, False or ok.Cache(expire=seconds), got "
+        f"{cache!r}", option="cache",
+    )
 
 
 def _copy(spec: Any) -> Any:

@@ -20,8 +20,12 @@ One tree, one root; every class carries a machine-readable ``code`` (the record'
     │   │                                   allowed; SPEC §15)
     │   └── PathOutsideRootError            (in a record) a file tool's path, or sqlite's
     │                                       database, that resolves outside the root
-    └── RenderError(RuntimeError)         a picture cannot be made
-        └── GraphvizNotFound                the ``dot`` program is missing
+    ├── RenderError(RuntimeError)         a picture cannot be made
+    │   └── GraphvizNotFound                the ``dot`` program is missing
+    └── StoreError(RuntimeError)          a run store cannot be opened or read (SPEC §17)
+        ├── NotAStoreError                  the file is not an oktyv_nb run store
+        ├── StoreVersionError               a store of another schema version
+        └── RunNotFoundError(LookupError)   no stored run has that execution id
 
     RunInterrupted(KeyboardInterrupt)     Ctrl-C / Jupyter's stop button during ``dag.run()``:
                                           one line naming ``dag.last_run``; outside the tree
@@ -47,6 +51,7 @@ __all__ = [
     "DEPENDENCY_FAILED",
     "EXECUTION_TIMEOUT",
     "PATH_OUTSIDE_ROOT",
+    "RUN_ABORTED",
     "RUN_STOPPED",
     "TASK_TIMEOUT",
     "TOOL_NOT_ALLOWED",
@@ -60,11 +65,15 @@ __all__ = [
     "InvalidOptionError",
     "InvalidParamsError",
     "MissingDependencyError",
+    "NotAStoreError",
     "OktyvError",
     "OktyvException",
     "PathOutsideRootError",
     "RenderError",
     "RunInterrupted",
+    "RunNotFoundError",
+    "StoreError",
+    "StoreVersionError",
     "ToolNotAllowedError",
     "ToolNotFoundError",
     "VariableResolutionError",
@@ -84,6 +93,8 @@ UNPICKLABLE = "UNPICKLABLE"
 # Codes of the sandbox for requests from outside (SPEC §15).
 PATH_OUTSIDE_ROOT = "PATH_OUTSIDE_ROOT"
 TOOL_NOT_ALLOWED = "TOOL_NOT_ALLOWED"
+#: A stored task that had no final record when its run's process died (SPEC §17).
+RUN_ABORTED = "RUN_ABORTED"
 
 
 class OktyvException(Exception):
@@ -285,3 +296,36 @@ class RunInterrupted(KeyboardInterrupt):
     and where it is kept. A ``KeyboardInterrupt``, so it propagates as the kernel expects."""
 
     code = "RUN_INTERRUPTED"
+
+
+class StoreError(OktyvException, RuntimeError):
+    """A run store (:class:`oktyv_nb.RunStore`) cannot be opened, read or written."""
+
+    code = "STORE_ERROR"
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class NotAStoreError(StoreError):
+    """The file exists but is not an oktyv_nb run store (not SQLite, or another database)."""
+
+    code = "NOT_A_STORE"
+
+
+class StoreVersionError(StoreError):
+    """The store was written with another schema version than this oktyv_nb reads."""
+
+    code = "STORE_VERSION"
+
+    def __init__(self, message: str, *, path: str | None = None, found: int, expected: int):
+        super().__init__(message, path=path)
+        self.found = found
+        self.expected = expected
+
+
+class RunNotFoundError(StoreError, LookupError):
+    """No run with that execution id is in the store."""
+
+    code = "RUN_NOT_FOUND"

@@ -116,3 +116,15 @@ def test_interleaving_rotates_and_ratio_pairs_rounds() -> None:
     assert order == list("abc") + list("abc") + list("bca") + list("cab")  # warm-ups first
     assert all(len(v) == 3 for v in times.values())
     assert ratio({"x": [2.0, 4.0, 9.0], "y": [1.0, 1.0, 3.0]}, "x", "y") == 3.0
+
+
+def test_store_bench_runs_and_reports_both_targets() -> None:
+    proc = subprocess.run(
+        [sys.executable, "bench/store.py", "--quick", "--noop", "200", "--sleep-tasks", "20"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "| no-op tasks, N=200: journaling per task |" in out
+    assert "| 20 tasks of 10 ms: journaling cost |" in out
+    assert "Cheaper writer on no-op tasks" in out

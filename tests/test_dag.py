@@ -54,6 +54,7 @@ def test_task_signature_is_the_specs() -> None:
     keyword_only = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
     assert keyword_only == [
         "after", "priority", "timeout", "retries", "retry", "rollback", "vault", "trigger",
+        "cache",
     ]
     assert all(sig.parameters[n].default is None for n in keyword_only)
     assert params[-1].kind is inspect.Parameter.VAR_KEYWORD

@@ -24,6 +24,7 @@ EXPECTED = [
     "03_timing_analysis.ipynb",
     "04_teaching.ipynb",
     "05_widget_form.ipynb",
+    "06_run_store.ipynb",
 ]
 IGNORE = "# NBVAL_IGNORE_OUTPUT"
 

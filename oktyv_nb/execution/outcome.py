@@ -93,7 +93,8 @@ class RunOutcome:
 
     ``perf_start``/``perf_end`` are ``time.perf_counter()`` seconds; ``wall_start`` is the
     UTC datetime of ``perf_start``. ``interrupted`` is true for a run that was cancelled or
-    interrupted; ``redactor`` knows the run's secrets, so every output can scrub them.
+    interrupted, ``aborted`` for a stored run whose process died before it ended (SPEC §17);
+    ``redactor`` knows the run's secrets, so every output can scrub them.
     ``abandoned`` lists the tasks whose async tool (or rollback) ignored cancellation for
     :data:`~oktyv_nb.execution.engine.loop_workers.CANCEL_GRACE` seconds and was let go:
     it may still be running on the loop (each is also reported with a ``RuntimeWarning``).
@@ -110,6 +111,7 @@ class RunOutcome:
     interrupted: bool = False
     redactor: Redactor = field(default_factory=Redactor, repr=False)
     abandoned: list[str] = field(default_factory=list)
+    aborted: bool = False
 
     @property
     def clock_offset(self) -> float:

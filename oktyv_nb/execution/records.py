@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
-    "STATUSES", "AttemptSpan", "ErrorInfo", "TaskRecord", "error_from_exception", "utc_datetime"
+    "STATUSES", "AttemptSpan", "ErrorInfo", "NotStored", "TaskRecord", "error_from_exception",
+    "utc_datetime",
 ]
 
 # Record states: pending -> ready -> running [-> retrying -> ready -> running]* -> final.
@@ -105,9 +106,9 @@ class TaskRecord:
     """The fate of one task. ``start``/``end``/``ready_at`` are perf-counter seconds."""
 
     __slots__ = (
-        "_spans", "attempts", "cpu_s", "end", "error", "level", "output", "ready_at", "result",
-        "reused",
-        "rollback_error", "rolled_back", "start", "status", "task_id", "tool", "worker",
+        "_spans", "attempts", "cache_key", "cache_note", "cached", "cpu_s", "end", "error",
+        "level", "output", "ready_at", "result", "reused", "rollback_error", "rolled_back",
+        "start", "status", "task_id", "tool", "worker",
     )
 
     def __init__(self, task_id: str, tool: str, level: int) -> None:
@@ -124,6 +125,12 @@ class TaskRecord:
         self.rolled_back: bool | None = None
         self.rollback_error: ErrorInfo | None = None
         self.reused: bool | None = None
+        # The result cache (SPEC §17), for tasks that ask for it when the run has a store:
+        # ``cached`` is True for a hit (no call), False for a call; ``cache_key`` the key its
+        # result is stored under; ``cache_note`` why a call could not be cached.
+        self.cached: bool | None = None
+        self.cache_key: str | None = None
+        self.cache_note: str | None = None
         self.worker: str | None = None
         self.cpu_s: float | None = None  # CPU seconds of the attempts that measured it
         self.output: tuple[str, str] | None = None  # every attempt's (stdout, stderr), joined
@@ -179,3 +186,27 @@ class TaskRecord:
 
     def __repr__(self) -> str:
         return f"<TaskRecord {self.task_id} {self.status} attempts={self.attempts}>"
+
+
+class NotStored:
+    """A value a run store did not keep, in place of it: ``reason`` says why (``pickle=False``,
+    it could not be pickled or unpickled, it held a secret), ``text`` is its ``repr`` (secrets
+    scrubbed) where that was kept.
+
+    It never equals anything, itself included, so a task whose result or params were not
+    stored is never reused: it runs again.
+    """
+
+    __slots__ = ("reason", "text")
+
+    def __init__(self, reason: str, text: str | None = None) -> None:
+        self.reason = reason
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<not stored ({self.reason}){': ' + self.text if self.text else ''}>"

@@ -44,8 +44,8 @@ from oktyv_nb.model.variables import find_references, has_references
 from oktyv_nb.units import check_seconds
 
 __all__ = [
-    "Graph", "RetryPolicy", "TaskNode", "build_graph", "critical_path", "is_async", "paused_gc",
-    "prepare",
+    "Cache", "Graph", "RetryPolicy", "TaskNode", "build_graph", "cache_of", "critical_path",
+    "is_async", "paused_gc", "prepare",
 ]
 
 DEFAULT_PRIORITY = 5
@@ -90,6 +90,44 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class Cache:
+    """Cache a task's result in the run's store (SPEC §17): ``.task(..., cache=ok.Cache())``
+    (the same as ``cache=True``) or ``ok.Cache(expire=seconds)``; a stored result older than
+    ``expire`` **seconds** is not used.
+
+    The key is the tool's qualified name (and the name the task uses), a hash of its source
+    code (of its bytecode when Python cannot find the source) and its resolved params as
+    canonical JSON; a call whose
+    params are not JSON values is not cached (its record says so). A hit is a ``success``
+    record with ``cached`` true, no attempt and no call. Without a store nothing is cached.
+    """
+
+    expire: float | None = None
+
+    def __post_init__(self) -> None:
+        e = self.expire
+        if e is not None and (
+            isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e < float("inf")
+        ):
+            raise ValueError(f"Cache.expire must be a number of seconds > 0, got {e!r}")
+
+
+def cache_of(value: Any) -> Cache | None:
+    """A task's ``cache`` setting (``True``, a :class:`Cache`, the request's ``CacheSpec``,
+    False or None) as the :class:`Cache` the engine uses, or None."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return _CACHE_FOREVER
+    if isinstance(value, Cache):
+        return value
+    return Cache(getattr(value, "expire", None))
+
+
+_CACHE_FOREVER = Cache()
 _NO_DEPENDENTS: list[TaskNode] = []  # shared by every leaf; build_graph gives others a list
 
 
@@ -97,6 +135,7 @@ class TaskNode:
     """One validated task, as the engine uses it. Seconds throughout."""
 
     __slots__ = (
+        "cache",
         "chain",
         "dependents",
         "deps",
@@ -142,6 +181,7 @@ class TaskNode:
         self.rollback_fn: Callable[..., Any] | None = None
         self.vault = spec["vault"]
         self.trigger = spec["run_if"] or "all_success"
+        self.cache = cache_of(spec.get("cache"))
         self.deps: tuple[str, ...] = ()
         self.dependents: list[TaskNode] = _NO_DEPENDENTS
         self.level = 0

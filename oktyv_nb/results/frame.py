@@ -40,9 +40,9 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
     ``wait_s`` (ready to first start; NaN when it never started), ``depends_on`` (list of
     ids), ``result`` (None unless it succeeded), ``error_code``, ``error_message``,
     ``worker`` (where it last ran), ``priority``, ``reused`` (taken from an earlier run),
-    ``rolled_back``, ``cpu_s`` (NaN where not measured), ``stdout`` and ``stderr`` (what
-    its attempts printed; "" when nothing or capture is off). Seconds throughout; secrets
-    scrubbed.
+    ``rolled_back``, ``cached`` (taken from the run store's result cache, SPEC §17),
+    ``cpu_s`` (NaN where not measured), ``stdout`` and ``stderr`` (what its attempts
+    printed; "" when nothing or capture is off). Seconds throughout; secrets scrubbed.
     """
     recs = list(outcome.records.values())
     nodes = outcome.graph.nodes
@@ -88,6 +88,7 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
         "worker": [r.worker for r in recs],
         "priority": np.fromiter((nodes[r.task_id].priority for r in recs), np.int64, len(recs)),
         "reused": np.fromiter((bool(r.reused) for r in recs), bool, len(recs)),
+        "cached": np.fromiter((r.cached is True for r in recs), bool, len(recs)),
         "rolled_back": pd.array([r.rolled_back for r in recs], dtype="boolean"),
         "cpu_s": np.fromiter((nan if r.cpu_s is None else r.cpu_s for r in recs), float,
                              len(recs)),

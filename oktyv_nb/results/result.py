@@ -64,6 +64,8 @@ def to_result(outcome: RunOutcome) -> ExecutionResult:
             None if rec.rollback_error is None else _error(rec.rollback_error, redact),
             True if rec.reused else None,
             *_output(rec.output),
+            rec.cached,
+            rec.cache_note,
         )
     status = "success" if not nfailed else ("partial" if nsuccess else "failure")
     return ExecutionResult.model_construct(

@@ -8,7 +8,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from oktyv_nb.execution.outcome import RunOutcome
-from oktyv_nb.execution.records import FAILED, SKIPPED, SUCCESS, TaskRecord
+from oktyv_nb.execution.records import FAILED, SKIPPED, SUCCESS, NotStored, TaskRecord
 from oktyv_nb.model.graph import Graph
 from oktyv_nb.model.schema import ExecutionResult, TaskSpec
 from oktyv_nb.results.display import GRAPH_LIMIT
@@ -35,13 +35,27 @@ class Run:
         dag: DAG | None = None,
         label: str | None = None,
         settings: Mapping[str, Any] | None = None,
+        name: str | None = None,
     ) -> None:
         self.outcome = outcome
         self.dag = dag
         self.label = label
+        self._name = name
         #: The settings this run was given (max_concurrent, vault, ...), reused by
         #: :meth:`rerun_failed`.
         self.settings: dict[str, Any] = dict(settings or {})
+
+    @property
+    def name(self) -> str | None:
+        """The DAG's name (a run loaded from a store keeps it without its DAG)."""
+        return self.dag.name if self.dag is not None else self._name
+
+    @property
+    def complete(self) -> bool:
+        """True for a run that ended normally; False for an interrupted one, or a stored run
+        whose process died before it ended (SPEC §17)."""
+        o = self.outcome
+        return not (o.interrupted or o.aborted) and o.perf_end is not None
 
     @property
     def records(self) -> dict[str, TaskRecord]:
@@ -60,6 +74,11 @@ class Run:
     def reused(self) -> list[str]:
         """Ids of the tasks whose results were taken from an earlier run (``resume``)."""
         return [tid for tid, r in self.outcome.records.items() if r.reused]
+
+    @property
+    def cached(self) -> list[str]:
+        """Ids of the tasks whose results came from the run store's cache (SPEC §17)."""
+        return [tid for tid, r in self.outcome.records.items() if r.cached]
 
     @property
     def failed(self) -> list[str]:
@@ -125,8 +144,7 @@ class Run:
         """The graph coloured by status, durations on nodes, critical path bold."""
         from oktyv_nb.results.display.render import build_digraph
 
-        return build_digraph(self.outcome.graph, self.outcome,
-                             title=self.dag.name if self.dag else None, **options)
+        return build_digraph(self.outcome.graph, self.outcome, title=self.name, **options)
 
     def to_svg(self, **options: Any) -> str:
         from oktyv_nb.results.display.render import to_svg
@@ -144,15 +162,16 @@ class Run:
         run's start. Options as :func:`oktyv_nb.timeline.timeline`."""
         from oktyv_nb.results.display.timeline import timeline
 
-        if "title" not in options and self.dag is not None and self.dag.name:
-            options["title"] = self.dag.name
+        if "title" not in options and self.name:
+            options["title"] = self.name
         return timeline(self.outcome, **options)
 
     def _resume_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         if self.dag is None:
             raise RuntimeError(
-                "this run has no DAG to rerun; build one with ok.DAG.from_request(request, "
-                "tools) and call dag.run(resume=run)"
+                "this run has no DAG to rerun (a run loaded from a store keeps no tools); "
+                "build the DAG, or ok.DAG.from_request(request, tools), and call "
+                "dag.run(resume=run)"
             )
         return {**self.settings, **kwargs, "resume": self}
 
@@ -160,11 +179,13 @@ class Run:
         """Run the DAG again, re-running only the tasks that failed or were skipped (and
         those that depend on them, and tasks changed since); the others' results are reused
         and their records say ``reused``. Same settings as this run unless given."""
-        return self.dag.run(**self._resume_args(kwargs))  # type: ignore[union-attr]
+        args = self._resume_args(kwargs)  # first: it says why when there is no DAG
+        return self.dag.run(**args)  # type: ignore[union-attr]
 
     async def arerun_failed(self, **kwargs: Any) -> Run:
         """:meth:`rerun_failed` on the running loop."""
-        return await self.dag.arun(**self._resume_args(kwargs))  # type: ignore[union-attr]
+        args = self._resume_args(kwargs)
+        return await self.dag.arun(**args)  # type: ignore[union-attr]
 
     def _summary(self) -> str:
         s = self.result.summary
@@ -175,12 +196,17 @@ class Run:
         reused = len(self.reused)
         if reused:
             text += f" ({reused} reused)"
-        if self.interrupted:
+        cached = len(self.cached)
+        if cached:
+            text += f" ({cached} cached)"
+        if self.outcome.aborted:
+            text += " (aborted)"
+        elif self.interrupted:
             text += " (interrupted)"
         return text
 
     def __repr__(self) -> str:
-        name = f" {self.dag.name!r}" if self.dag is not None and self.dag.name else ""
+        name = f" {self.name!r}" if self.name else ""
         return f"<Run{name} {self._summary()}>"
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # IPython's text display
@@ -193,7 +219,7 @@ class Run:
 
     def _repr_html_(self) -> str:
         st = self.stats
-        name = f" {escape(self.dag.name)}" if self.dag is not None and self.dag.name else ""
+        name = f" {escape(self.name)}" if self.name else ""
         head = (
             f"<p><b>Run{name}</b> {escape(self._summary())}; speedup {st.speedup:.2f}×, "
             f"critical path {st.critical_path_s:.3f} s</p>"
@@ -238,7 +264,8 @@ class LogText(str):
 
 def reusable(graph: Graph, resume: Run) -> dict[str, TaskRecord]:
     """The records of ``resume`` a new run of ``graph`` may reuse: tasks that succeeded,
-    are unchanged since, and depend on nothing that runs again."""
+    are unchanged since, and depend on nothing that runs again. A stored run's task whose
+    result or params the store did not keep (:class:`NotStored`) runs again."""
     old = resume.outcome
     rerun: set[str] = set()
     reuse: dict[str, TaskRecord] = {}
@@ -249,6 +276,7 @@ def reusable(graph: Graph, resume: Run) -> dict[str, TaskRecord]:
         if (
             rec is not None
             and rec.status == SUCCESS
+            and not isinstance(rec.result, NotStored)
             and old_node is not None
             and _spec_equal(old_node.spec, node.spec)
             and not any(d in rerun for d in node.deps)

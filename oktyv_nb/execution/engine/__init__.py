@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from oktyv_nb.execution.cache import ResultCache
 from oktyv_nb.execution.engine.scheduler import Engine
 from oktyv_nb.execution.events import EventBus, Subscriber
 from oktyv_nb.execution.outcome import RunConfig, RunOutcome
@@ -30,17 +31,19 @@ async def run_graph(
     reuse: Mapping[str, TaskRecord] | None = None,
     secrets: Iterable[str] = (),
     started: Callable[[Engine], None] | None = None,
+    cache: ResultCache | None = None,
 ) -> RunOutcome:
     """Run a validated graph once and return its outcome.
 
     ``reuse`` holds an earlier run's records to reuse and ``secrets`` the secrets that run
     knew, so that its reused results are scrubbed from every output. ``started`` is told the
     engine before it runs, so that a caller that must interrupt it from outside the loop
-    (``dag.run()`` under Jupyter's stop button) can.
+    (``dag.run()`` under Jupyter's stop button) can. ``cache`` is the result cache of tasks
+    with a ``cache`` setting (:mod:`oktyv_nb.execution.cache`).
     """
     engine = Engine(
         graph, config, backend=backend, vault=vault, bus=EventBus(subscribers), reuse=reuse,
-        secrets=secrets,
+        secrets=secrets, cache=cache,
     )
     if started is not None:
         started(engine)

@@ -12,6 +12,11 @@ Constant state (set when the :class:`Engine` is made):
     the run's secret sets, and the records of an earlier run to reuse (``resume``); the
     ``secrets`` that earlier run knew seed the run's :class:`~oktyv_nb.model.vault.Redactor`,
     so that a reused result is scrubbed like the run's own.
+    the run's secret sets, and the records of an earlier run to reuse (``resume``).
+``cache``
+    the result cache (:mod:`oktyv_nb.execution.cache`; the run store) or None. A task with a
+    ``cache`` setting is looked up before its first attempt: a hit finishes it ``success``
+    with ``cached`` true, no attempt and no call, without taking a concurrency slot.
 
 Changing state (all of it touched only on the loop's thread):
 
@@ -94,6 +99,7 @@ from oktyv_nb.errors import (
     OktyvException,
 )
 from oktyv_nb.execution.backends import Backend, get_backend
+from oktyv_nb.execution.cache import ResultCache, cache_key
 from oktyv_nb.execution.capture import Captured, CapturedAsync, take_output
 from oktyv_nb.execution.engine.calls import RecordView, call_kwargs, redacted
 from oktyv_nb.execution.engine.loop_workers import (
@@ -200,6 +206,7 @@ class Engine:
         bus: EventBus | None = None,
         reuse: Mapping[str, TaskRecord] | None = None,
         secrets: Iterable[str] = (),
+        cache: ResultCache | None = None,
     ) -> None:
         self.graph = graph
         self.config = config = config or RunConfig()
@@ -209,6 +216,7 @@ class Engine:
         self.bus = bus if bus is not None else EventBus()
         self.dispatch = self.bus.dispatch  # kind -> subscriber(s) or None, kept up to date
         self.reuse = reuse or {}
+        self.cache = cache
         nodes = graph.nodes
         self.records = {tid: TaskRecord(tid, n.tool, n.level) for tid, n in nodes.items()}
         self.remaining = {tid: len(n.deps) for tid, n in nodes.items()}
@@ -392,6 +400,11 @@ class Engine:
 
     def _start(self, node: TaskNode) -> None:
         rec = self.records[node.id]
+        kwargs: dict[str, Any] | None = None
+        if node.cache is not None and self.cache is not None and not rec.attempts:
+            kwargs = self._from_cache(node, rec)
+            if rec.cached:
+                return
         now = perf()
         rec.status = RUNNING
         rec.attempts += 1
@@ -406,10 +419,11 @@ class Engine:
             except BaseException as exc:
                 self.bus.failed(emit, exc)
         try:
-            kwargs = (
-                call_kwargs(node, self.view, self.vault, self.redactor)
-                if node.has_refs or node.vault is not None else node.params
-            )
+            if kwargs is None:
+                kwargs = (
+                    call_kwargs(node, self.view, self.vault, self.redactor)
+                    if node.has_refs or node.vault is not None else node.params
+                )
         except OktyvException as exc:  # bad reference or missing secret: never retried
             self._attempt_done(att, False, exc.in_task(node.id), None, retryable=False)
             return
@@ -429,6 +443,37 @@ class Engine:
             att.timer = self.loop.call_later(  # type: ignore[union-attr]
                 node.timeout, self._guarded, self._on_timeout, att
             )
+
+    def _from_cache(self, node: TaskNode, rec: TaskRecord) -> dict[str, Any] | None:
+        """Look ``node``'s call up in the cache. A hit finishes the task (``rec.cached`` is
+        True); otherwise returns the call's kwargs (None when they cannot be made: the
+        attempt then fails as usual) and ``rec`` says why nothing was found."""
+        try:
+            kwargs = (
+                call_kwargs(node, self.view, self.vault, self.redactor)
+                if node.has_refs or node.vault is not None else node.params
+            )
+        except Exception:
+            return None  # the attempt makes them again and records the error
+        key, note = cache_key(node, kwargs)
+        rec.cached = False
+        rec.cache_note = note
+        if key is None:
+            return kwargs
+        try:
+            hit, value = self.cache.get(key, node.cache.expire)  # type: ignore[union-attr]
+        except Exception as exc:  # an unreadable cache is a miss, never a failed task
+            rec.cache_note = f"not cached: the cache could not be read ({type(exc).__name__})"
+            return kwargs
+        if not hit:
+            rec.cache_key = key
+            return kwargs
+        now = perf()
+        rec.cached = True
+        rec.result = value
+        rec.start = now
+        self._succeed(rec, node, now)
+        return None
 
     # ------------------------------------------------------------------ completion
     def _attempt_done(

@@ -6,7 +6,8 @@
 * one ``rank=same`` subgraph per level, headed by a ``level k`` label;
 * edges run dependency -> dependent;
 * node labels show the task id and tool; after a run also the duration (seconds), the
-  attempts (a retried task has a double border) and, for failures, the error code;
+  attempts (a retried task has a double border), for failures the error code, and whether
+  the result was reused from an earlier run or taken from the cache (``cached``);
 * fill colour by status (pending, ready, running, retrying, success, failed, skipped), with a
   legend; the critical path (measured durations) drawn bold; the dependency whose failure
   made a task skip drawn as a dashed red edge.
@@ -339,6 +340,8 @@ def _detail(st: str | None, rec: TaskRecord | None, n_try: int, max_try: int) ->
         parts.append("skipped")
     if rec is not None and rec.reused:
         parts.append("reused")
+    if rec is not None and rec.cached:
+        parts.append("cached")
     if rec is not None and rec.rolled_back:
         parts.append("rolled back")
     if rec is not None and rec.rollback_error is not None:

@@ -3,7 +3,8 @@
 One bar per attempt (:class:`~oktyv_nb.records.AttemptSpan`), coloured by its outcome
 (success, failed, timeout, cancelled); retries show as separate bars numbered ``#1``, ``#2``
 ... with the backoff wait between them drawn as a dotted line; skipped tasks are marked
-``×`` at the moment they were skipped, tasks reused from an earlier run ``◇``; the critical
+``×`` at the moment they were skipped, tasks reused from an earlier run or taken from the
+result cache ``◇``; the critical
 path (from the measured durations) is outlined in black. The time axis is seconds since the
 run started.
 
@@ -167,7 +168,7 @@ def timeline(
                 rows.append(_Row(group if group not in lanes else "", group))
                 marks[key] = len(rows) - 1
             t = (rec.end if rec.end is not None else t0) - t0
-            (reused if rec.reused else skips).append((marks[key], t))
+            (reused if rec.reused or rec.cached else skips).append((marks[key], t))
             notes.append((marks[key], t, rec.task_id))
         # keep each group's lanes together, groups in order of first use
         rows, remap = _grouped(rows)
@@ -204,6 +205,8 @@ def _why(rec: TaskRecord) -> str:
     """The short note beside a task that never ran."""
     if rec.reused:
         return "reused"
+    if rec.cached:
+        return "cached"
     err = rec.error
     if err is None:
         return "skipped"
@@ -239,7 +242,7 @@ def _place_task(
         prev_end = s.end
     if not rec.spans:
         t = (rec.end if rec.end is not None else t0) - t0
-        if rec.reused:
+        if rec.reused or rec.cached:
             reused.append((i, t))
         elif rec.status == SKIPPED or rec.finished:
             skips.append((i, t))
@@ -417,7 +420,7 @@ def _legend(
                               markeredgecolor="white", label="skipped"))
     if reused:
         handles.append(Line2D([], [], ls="", marker="D", ms=6, markerfacecolor="white",
-                              markeredgecolor=ACCENT, label="reused"))
+                              markeredgecolor=ACCENT, label="reused / cached"))
     if handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
                   fontsize=8, frameon=False, borderaxespad=0.0)
