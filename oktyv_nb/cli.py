@@ -3,16 +3,18 @@
 Commands::
 
     oktyv-nb run REQUEST.json|- [--tools MODULE] [--root DIR] [--allow-shell]
-                 [--csv OUT.csv] [--json OUT.json] [--svg OUT.svg] [--quiet]
+                 [--csv OUT.csv] [--json OUT.json] [--svg OUT.svg] [--store DB] [--quiet]
     oktyv-nb validate REQUEST.json|- [--tools MODULE] [--root DIR] [--allow-shell]
     oktyv-nb graph REQUEST.json|- -o DAG.svg|DAG.png|DAG.dot [--tools MODULE]
     oktyv-nb schema
+    oktyv-nb runs DB [--dag NAME] [-n N] [--show ID]
 
 ``run`` shows a progress bar on stderr when stderr is a terminal, then prints a table of
 the tasks (id, status, attempts, duration in seconds, error) and the run's statistics.
 ``--root DIR`` runs the request as the MCP server does: the file tools and ``sqlite`` are
 confined to DIR and ``shell`` is refused unless ``--allow-shell``; without ``--root``
-nothing is confined.
+nothing is confined. ``--store DB`` journals the run into that run store (SPEC §17), so
+``runs DB`` lists it and ``runs DB --show ID`` prints it again, in another process.
 
 Exit status: 0 the run succeeded (or the command did its job); 1 the run was partial or
 failed; 2 the request is invalid, a file is missing or unreadable, or the command line is
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from oktyv_nb.dag import DAG
     from oktyv_nb.live import Frame
     from oktyv_nb.results.run import Run
+    from oktyv_nb.store import RunStore
 
 __all__ = ["main"]
 
@@ -94,6 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", metavar="PATH", help="write the JSON result (SPEC §3)")
     run.add_argument("--svg", metavar="PATH", help="write the run's graph as SVG")
     run.add_argument(
+        "--store", metavar="DB",
+        help="journal the run into this run store (SQLite file; made if missing), and serve "
+        "the cache of tasks with \"cache\" from it",
+    )
+    run.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar, table or statistics"
     )
 
@@ -108,6 +116,15 @@ def _parser() -> argparse.ArgumentParser:
     tools_arg(graph)
 
     sub.add_parser("schema", help="print the request's JSON schema")
+
+    runs = sub.add_parser("runs", help="list the runs kept in a run store, newest first")
+    runs.add_argument("store", metavar="DB", help="the run store (SQLite file)")
+    runs.add_argument("--dag", metavar="NAME", help="only the runs of this DAG")
+    runs.add_argument("-n", "--limit", type=int, metavar="N", help="at most N runs")
+    runs.add_argument(
+        "--show", metavar="ID",
+        help="print one stored run's tasks and statistics (an id or a unique prefix)",
+    )
     return parser
 
 
@@ -246,11 +263,23 @@ def _write_outputs(run: Run, args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------- commands
 
 
+def _open_store(path: str, *, create: bool) -> RunStore:
+    from oktyv_nb.store import RunStore
+
+    if not create and not Path(path).is_file():
+        raise UserError("FILE_NOT_FOUND", f"no run store at {path!r}")
+    try:
+        return RunStore(path)
+    except OSError as exc:
+        raise UserError("FILE_UNWRITABLE", f"cannot open the run store {path!r}: {exc}") from None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     dag = _load_dag(args, sandboxed=True)
+    store = _open_store(args.store, create=True) if args.store else None
     bar = _ProgressBar(sys.stderr) if not args.quiet and sys.stderr.isatty() else None
     try:
-        run = dag.run(live=bar if bar is not None else False)
+        run = dag.run(live=bar if bar is not None else False, store=store)
     finally:
         if bar is not None:
             bar.clear()
@@ -260,7 +289,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"{'status':>16}: {run.status}")
         print(run.stats)
     _write_outputs(run, args)
+    if store is not None:
+        store.close()
+        if not args.quiet:
+            print(f"{'stored':>16}: {run.execution_id} in {args.store}")
     return 0 if run.status == "success" else 1
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    store = _open_store(args.store, create=False)
+    try:
+        if args.show:
+            run = store.load(args.show)
+            print(f"{'run':>16}: {run.execution_id} ({run.status})")
+            print(task_table(run))
+            print()
+            print(run.stats)
+            return 0
+        df = store.runs(dag=args.dag, limit=args.limit)
+    finally:
+        store.close()
+    if df.empty:
+        print("no runs stored")
+        return 0
+    shown = df[["dag", "status", "start", "makespan_s", "tasks", "succeeded", "failed",
+                "skipped"]].copy()
+    shown["start"] = shown["start"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    print(shown.to_string(float_format=lambda v: f"{v:.3f}"))
+    return 0
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -298,6 +354,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "run": _cmd_run, "validate": _cmd_validate, "graph": _cmd_graph, "schema": _cmd_schema,
+    "runs": _cmd_runs,
 }
 
 

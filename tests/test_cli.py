@@ -264,3 +264,41 @@ def test_csv_cells_never_span_lines() -> None:
     out = cli.csv_frame(df)
     assert out["text"].tolist() == ["one line", '"two\\nlines"', ""]
     assert out["obj"].tolist() == ['{"a": 1}', "[1]", ""]
+
+
+def test_run_into_a_store_then_list_and_show_it_from_another_process(work: Path) -> None:
+    db = work / "runs.sqlite"
+    first = oktyv("run", "diamond.json", "--store", str(db), cwd=work)
+    assert first.returncode == 0, first.stderr
+    stored = [line for line in first.stdout.splitlines() if line.strip().startswith("stored:")]
+    assert len(stored) == 1
+    run_id = stored[0].split()[1]
+    assert oktyv("run", "partial.json", "--store", str(db), cwd=work).returncode == 1
+    listed = oktyv("runs", str(db), cwd=work)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert "status" in lines[0] and "makespan_s" in lines[0]
+    rows = [line for line in lines[2:] if line.strip()]
+    assert len(rows) == 2 and "partial" in rows[0] and run_id in rows[1]  # newest first
+    assert "diamond" in rows[1] and "success" in rows[1]
+    only = oktyv("runs", str(db), "--dag", "diamond", cwd=work)
+    assert len([line for line in only.stdout.splitlines()[2:] if line.strip()]) == 1
+    shown = oktyv("runs", str(db), "--show", run_id[:8], cwd=work)
+    assert shown.returncode == 0, shown.stderr
+    assert f"run: {run_id} (success)" in shown.stdout and "makespan_s" in shown.stdout
+    for task in ("a", "b", "c", "d"):
+        assert any(line.split()[:2] == [task, "success"] for line in shown.stdout.splitlines())
+
+
+def test_runs_of_a_missing_store_or_run_exit_2(work: Path) -> None:
+    missing = oktyv("runs", str(work / "none.sqlite"), cwd=work)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("oktyv-nb: error: FILE_NOT_FOUND")
+    db = work / "runs.sqlite"
+    assert oktyv("run", "diamond.json", "--store", str(db), "-q", cwd=work).returncode == 0
+    unknown = oktyv("runs", str(db), "--show", "ffffffff", cwd=work)
+    assert unknown.returncode == 2 and "RUN_NOT_FOUND" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+    not_a_store = work / "diamond.json"
+    bad = oktyv("runs", str(not_a_store), cwd=work)
+    assert bad.returncode == 2 and "NOT_A_STORE" in bad.stderr

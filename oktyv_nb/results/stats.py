@@ -89,7 +89,7 @@ class RunStats:
     def _repr_html_(self) -> str:
         rows = "".join(
             f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>"
-            f"{escape(_fmt(v))}{escape(_UNITS.get(k, ''))}</td></tr>"
+            f"{escape(_fmt(v))}{escape(_UNITS.get(k, '') if v is not None else '')}</td></tr>"
             for k, v in self.to_dict().items()
         )
         note = self.note
@@ -97,7 +97,8 @@ class RunStats:
         return f"<table class='oktyv-stats'>{rows}</table>{extra}"
 
     def __str__(self) -> str:
-        lines = [f"{k:>16}: {_fmt(v)}{_UNITS.get(k, '')}" for k, v in self.to_dict().items()]
+        lines = [f"{k:>16}: {_fmt(v)}{_UNITS.get(k, '') if v is not None else ''}"
+                 for k, v in self.to_dict().items()]
         note = self.note
         if note:
             lines.append(f"{'note':>16}: {note}")
@@ -122,6 +123,8 @@ _UNITS = {
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, list):
