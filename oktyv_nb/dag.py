@@ -15,6 +15,12 @@ A DAG is edited in place only through its methods: :meth:`DAG.remove`,
 and run settings, checked by :class:`~oktyv_nb.execution.outcome.RunConfig` as the
 constructor's and a run's are). :meth:`DAG.to_code` gives the builder code of a DAG
 (:mod:`oktyv_nb.codegen`).
+
+Size: the module is the builder's whole public surface (about 1,000 lines, most of them
+docstrings and the argument checks that name the task and the field). The rules it applies
+live below it (run settings in :mod:`~oktyv_nb.execution.outcome`, params in
+:mod:`~oktyv_nb.model.params`, the request in :mod:`~oktyv_nb.model.schema`); splitting the
+class would put a method's checks away from the signature they check.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ Invariants, established once by :func:`build_graph` and relied on everywhere aft
 * every tool and rollback tool is resolved to a callable.
 
 Times here are **seconds** (the request's milliseconds are converted once, at the boundary).
+
+Size: about 500 lines: validation, levelling and the hot-loop node class share the index
+arithmetic of one Kahn pass.
 """
 
 from __future__ import annotations

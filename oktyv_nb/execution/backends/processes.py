@@ -30,6 +30,9 @@ Crashes (code ``WORKER_CRASHED``)
     calls still queued, never see the crash; there is no shared executor to break, so
     nothing needs resubmitting. A process found dead while idle is replaced before it is
     given a call, and a call whose send fails on a dead pipe is resent to a new process.
+
+Size: a little over 500 lines; :class:`ProcessPool`'s driver threads, kill-on-abandon and
+crash handling share one lock, and stay in one place.
 """
 
 from __future__ import annotations

@@ -76,6 +76,10 @@ An error inside the engine's own callbacks ends the run the same way and is re-r
 :meth:`Engine.run`; it never leaves the run hanging.
 
 Times are ``time.perf_counter()`` seconds; ``timeout`` values are seconds.
+
+Size: about 800 lines, because the state machine is kept whole: every transition reads and
+writes the state described above, and reading them side by side is the point. The concerns
+around it live next door (:mod:`.loop_workers`, :mod:`.calls`, :mod:`.rollback`).
 """
 
 from __future__ import annotations
