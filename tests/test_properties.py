@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import threading
 import time
 import types
@@ -305,6 +306,40 @@ def test_random_dags_keep_every_guarantee(plan: Plan) -> None:
 @given(plans(disturbed=True))
 def test_random_dags_under_run_timeouts_and_cancellation(plan: Plan) -> None:
     _run_and_check(plan)
+
+
+@pytest.mark.skipif(
+    signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
+    reason="needs Python's default SIGINT handler",
+)
+@settings(max_examples=60, **SETTINGS)
+@given(plans(max_tasks=60, disturbed=False), st.integers(1, 200))
+def test_random_dags_under_a_real_sigint(plan: Plan, at_event: int) -> None:
+    """A real SIGINT delivered to this process at the ``at_event``-th event of the run (after
+    the end, when the run has fewer): every task still ends with one record, the interrupt
+    propagates, the partial run is ``dag.last_run``, nothing outlives it."""
+    before = {t.ident for t in threading.enumerate()}
+    dag, calls = build(plan)
+    observer = Observer(dag, plan.max_concurrent)
+    seen = [0]
+
+    def ctrl_c(kind: str, rec: Any, t: float) -> None:
+        seen[0] += 1
+        if seen[0] == at_event:
+            signal.raise_signal(signal.SIGINT)
+
+    interrupted = False
+    try:
+        run = dag.run(on_event=[observer, ctrl_c], live=False)
+    except KeyboardInterrupt:
+        interrupted = True
+        run = dag.last_run
+    assert interrupted == (at_event <= seen[0])
+    assert run is not None
+    check_run(dataclasses.replace(plan, cancel_after=0.0 if interrupted else None), run,
+              observer, calls)
+    assert not _foreign_threads(before), "a thread of the run outlived it"
+    assert ok.DAG().task("next", lambda: 1).run(live=False).status == "success"
 
 
 @settings(max_examples=150, **SETTINGS)
