@@ -164,8 +164,15 @@ _HANDLER = _LogHandler()
 _lock = threading.Lock()
 
 
+_installed = False
+
+
 def install() -> None:
-    """Put the :class:`Tee` streams and the log handler in place (idempotent, cheap)."""
+    """Put the :class:`Tee` streams and the log handler in place (idempotent). The engine
+    calls it as a run starts (streams may have been swapped since the last run); a worker
+    process installs on its first captured call."""
+    global _installed
+    _installed = True
     if (type(sys.stdout) is Tee and type(sys.stderr) is Tee
             and _HANDLER in logging.getLogger().handlers):
         return
@@ -207,7 +214,8 @@ class Captured:
         self.fn = fn
 
     def __call__(self, **kwargs: Any) -> WithOutput:
-        install()
+        if not _installed:
+            install()
         cap = Capture()
         token = current.set(cap)
         try:
@@ -234,7 +242,8 @@ class CapturedAsync(Captured):
     __slots__ = ()
 
     async def __call__(self, **kwargs: Any) -> WithOutput:  # type: ignore[override]
-        install()
+        if not _installed:
+            install()
         cap = Capture()
         token = current.set(cap)
         try:

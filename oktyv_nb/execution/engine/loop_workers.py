@@ -38,6 +38,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from oktyv_nb.errors import CANCELLED
+from oktyv_nb.execution.capture import Capture, current
 from oktyv_nb.execution.records import ErrorInfo
 
 if TYPE_CHECKING:
@@ -100,6 +101,11 @@ class LoopWorkers:
         jobs = self.jobs
         last = perf()
         self.coming -= 1  # started by staff()
+        # Capture (SPEC §18): one Capture for this worker's calls, set once in its own
+        # context (a task's context is its own), emptied before each call.
+        cap = Capture() if engine.capture else None
+        if cap is not None:
+            current.set(cap)
         while not self.closing:
             if not jobs:
                 fut = self.loop.create_future()  # type: ignore[union-attr]
@@ -124,8 +130,11 @@ class LoopWorkers:
             kwargs = att.kwargs
             att.kwargs = None
             retryable = True
+            if cap is not None:
+                cap.out = cap.err = None
+                cap.out_n = cap.err_n = 0
             try:
-                value = await engine.call_fn(att.node)(**kwargs)  # type: ignore[arg-type]
+                value = await att.node.fn(**kwargs)  # type: ignore[arg-type]
                 ok = True
             except asyncio.CancelledError:
                 if att.closed or self.closing:  # our timeout or halt: go on with the next
@@ -147,7 +156,8 @@ class LoopWorkers:
                 continue
             self.in_worker = True
             try:
-                engine._attempt_done(att, ok, value, LOOP_WORKER, retryable)
+                engine._attempt_done(att, ok, value, LOOP_WORKER, retryable,
+                                     output=cap.output() if cap is not None else None)
             except BaseException as exc:  # an engine bug: end the run, never hang it
                 engine._crash(exc)
             finally:

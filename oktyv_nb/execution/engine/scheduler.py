@@ -104,7 +104,7 @@ from oktyv_nb.errors import (
 )
 from oktyv_nb.execution.backends import Backend, get_backend
 from oktyv_nb.execution.cache import ResultCache, cache_key
-from oktyv_nb.execution.capture import Captured, CapturedAsync, take_output
+from oktyv_nb.execution.capture import Captured, install, take_output
 from oktyv_nb.execution.engine.calls import RecordView, call_kwargs, redacted
 from oktyv_nb.execution.engine.loop_workers import (
     CANCEL_GRACE,
@@ -251,15 +251,15 @@ class Engine:
         self._captured: dict[Any, Any] = {}  # tool -> its Captured wrapper, for this run
 
     def call_fn(self, node: TaskNode) -> Any:
-        """What runs for ``node``'s attempts: its tool, or with capture on the tool wrapped
-        so that its output comes back with its outcome (:mod:`..capture`)."""
+        """What a backend runs for ``node``'s attempts: its tool, or with capture on the tool
+        wrapped so that its output comes back with its outcome (:mod:`..capture`). (Loop
+        workers capture around their own calls.)"""
         if not self.capture:
             return node.fn
         fn = node.fn
         wrapped = self._captured.get(fn)
         if wrapped is None:
-            wrapped = self._captured[fn] = (CapturedAsync if node.is_async and self.on_loop
-                                            else Captured)(fn)
+            wrapped = self._captured[fn] = Captured(fn)
         return wrapped
 
     # ------------------------------------------------------------------ public
@@ -276,6 +276,8 @@ class Engine:
         sizer = getattr(self.backend, "size_for", None)  # workers it starts, for this run
         if sizer is not None:
             sizer(self.config.max_concurrent)
+        if self.capture:
+            install()  # the streams may have been swapped since the last run
         opener = getattr(self.backend, "aopen", None)  # e.g. a Dask cluster starting up:
         if opener is not None:  # before the clock starts, without blocking the loop
             await opener(loop)
@@ -482,7 +484,7 @@ class Engine:
     # ------------------------------------------------------------------ completion
     def _attempt_done(
         self, att: Attempt, ok: bool, value: Any, worker: str | None, retryable: bool = True,
-        cpu_s: float | None = None,
+        cpu_s: float | None = None, output: tuple[str, str] | None = None,
     ) -> None:
         if att.closed:
             return  # a late outcome of an abandoned attempt: dropped
@@ -497,13 +499,12 @@ class Engine:
             rec.worker = worker
         if cpu_s is not None:
             rec.cpu_s = cpu_s if rec.cpu_s is None else rec.cpu_s + cpu_s
-        output = None
-        if self.capture:
+        if self.capture and output is None:
             value, output = take_output(ok, value)
-            if output is not None:
-                if self.redactor:
-                    output = (self.redactor.text(output[0]), self.redactor.text(output[1]))
-                rec.add_output(output)
+        if output is not None:
+            if self.redactor:
+                output = (self.redactor.text(output[0]), self.redactor.text(output[1]))
+            rec.add_output(output)
         if ok:
             if rec.attempts > 1:  # a first attempt's span is the record itself
                 rec.add_span(AttemptSpan(att.start, now, SUCCESS, worker, cpu_s,
