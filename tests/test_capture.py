@@ -133,3 +133,20 @@ def test_a_timed_out_tools_late_print_reaches_no_one(tmp_path: Any) -> None:
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "status TASK_TIMEOUT\nnext cell\n"
+
+
+def test_subscribers_output_is_not_taken_for_a_tasks(capsys: Any) -> None:
+    async def quick(i: int) -> int:
+        return i
+
+    def say(kind: str, rec: Any, t: float) -> None:
+        if kind == "task_started":
+            print(f"STARTED {rec.task_id}")
+
+    dag = ok.DAG(max_concurrent=1)
+    for i in range(5):
+        dag.task(f"q{i}", quick, i=i)
+    run = dag.run(live=False, on_event=say)
+    assert all(rec.stdout == "" for rec in run.records.values())
+    out = capsys.readouterr().out
+    assert all(f"STARTED q{i}" in out for i in range(5))

@@ -101,11 +101,11 @@ class LoopWorkers:
         jobs = self.jobs
         last = perf()
         self.coming -= 1  # started by staff()
-        # Capture (SPEC §18): one Capture for this worker's calls, set once in its own
-        # context (a task's context is its own), emptied before each call.
+        # Capture (SPEC §18): one Capture for this worker's calls, emptied before each call
+        # and current only while the tool runs (the engine's own code, subscribers
+        # included, also runs in this task between calls and must not be captured).
         cap = Capture() if engine.capture else None
-        if cap is not None:
-            current.set(cap)
+        token = None
         while not self.closing:
             if not jobs:
                 fut = self.loop.create_future()  # type: ignore[union-attr]
@@ -133,9 +133,15 @@ class LoopWorkers:
             if cap is not None:
                 cap.out = cap.err = None
                 cap.out_n = cap.err_n = 0
+                token = current.set(cap)
             try:
-                value = await att.node.fn(**kwargs)  # type: ignore[arg-type]
-                ok = True
+                try:
+                    value = await att.node.fn(**kwargs)  # type: ignore[arg-type]
+                    ok = True
+                finally:
+                    if token is not None:
+                        current.reset(token)
+                        token = None
             except asyncio.CancelledError:
                 if att.closed or self.closing:  # our timeout or halt: go on with the next
                     _uncancel(me)
