@@ -1,9 +1,9 @@
 """What each call printed: per-call capture of stdout, stderr and logging (SPEC §18).
 
-A run with capture on hands the backend not the tool but :class:`Captured` (or
-:class:`CapturedAsync`) around it. The wrapper runs wherever the call runs (a worker thread,
-the event loop, a worker process, a Dask worker), so capture works on every backend without
-a backend knowing of it:
+A run with capture on hands the backend not the tool but :class:`Captured` around it. The
+wrapper runs wherever the call runs (a worker thread, a worker process, a Dask worker), so
+capture works on every backend without a backend knowing of it; the engine's loop workers,
+which await async tools themselves, make their own :class:`Capture` current around each call:
 
 * it sets the context variable :data:`current` to a fresh :class:`Capture` for the call;
 * ``sys.stdout`` and ``sys.stderr`` are :class:`Tee` objects (installed once per process,
@@ -35,7 +35,7 @@ from typing import Any
 from oktyv_nb.execution.backends.wire import call_maybe_async
 
 __all__ = [
-    "LIMIT", "Capture", "Captured", "CapturedAsync", "Tee", "WithOutput", "current", "install",
+    "LIMIT", "Capture", "Captured", "Tee", "WithOutput", "current", "install",
     "join_output", "take_output",
 ]
 
@@ -234,29 +234,6 @@ class Captured:
     @property
     def __wrapped__(self) -> Any:  # the tool itself, for names in messages
         return self.fn
-
-
-class CapturedAsync(Captured):
-    """``await fn(**kwargs)`` with its output captured (an async tool on the loop)."""
-
-    __slots__ = ()
-
-    async def __call__(self, **kwargs: Any) -> WithOutput:  # type: ignore[override]
-        if not _installed:
-            install()
-        cap = Capture()
-        token = current.set(cap)
-        try:
-            value = await self.fn(**kwargs)
-        except BaseException as exc:
-            _attach(exc, cap.output())
-            raise
-        finally:
-            current.reset(token)
-        return WithOutput(value, cap.output())
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (CapturedAsync, (self.fn,))
 
 
 def take_output(ok: bool, value: Any) -> tuple[Any, tuple[str, str] | None]:
