@@ -27,11 +27,13 @@ for.
 from oktyv_nb.api import aexecute_request, execute_request
 from oktyv_nb.dag import DAG, DEFAULT, Rollback
 from oktyv_nb.errors import (
+    MAP_LIMIT,
     CircularDependencyError,
     DuplicateTaskError,
     GraphvizNotFound,
     InvalidOptionError,
     InvalidParamsError,
+    InvalidRateError,
     MissingDependencyError,
     NotAStoreError,
     OktyvError,
@@ -43,6 +45,7 @@ from oktyv_nb.errors import (
     StoreVersionError,
     ToolNotAllowedError,
     ToolNotFoundError,
+    UnknownPoolError,
     VariableResolutionError,
     VaultNotFoundError,
 )
@@ -89,6 +92,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "DAG",
     "DEFAULT",
+    "MAP_LIMIT",
     "Cache",
     "CircularDependencyError",
     "DaskBackend",
@@ -102,6 +106,7 @@ __all__ = [
     "GraphvizNotFound",
     "InvalidOptionError",
     "InvalidParamsError",
+    "InvalidRateError",
     "MissingDependencyError",
     "NotAStoreError",
     "OktyvError",
@@ -121,6 +126,7 @@ __all__ = [
     "ToolNotAllowedError",
     "ToolNotFoundError",
     "ToolRegistry",
+    "UnknownPoolError",
     "VariableResolutionError",
     "VaultNotFoundError",
     "aexecute_request",

@@ -39,7 +39,8 @@ def dag_to_code(dag: DAG) -> str:
     own whose function has another name is passed as ``tools={"name": function}``).
     """
     tools = _ToolNames(dag)
-    tasks = [_call(".task", _task_args(spec, tools), "    ") for spec in dag.specs.values()]
+    tasks = [_call(".map" if spec.map is not None else ".task", _task_args(spec, tools), "    ")
+             for spec in dag.specs.values()]
     c = dag.config
     dag_args = [_py(dag.name)] if dag.name is not None else []
     if c.max_concurrent != 10:
@@ -52,6 +53,10 @@ def dag_to_code(dag: DAG) -> str:
         dag_args.append(f"strategy={_py(c.strategy)}")
     if not c.capture:
         dag_args.append("capture=False")
+    if c.pools:
+        dag_args.append(f"pools={_py(dict(c.pools))}")
+    if c.rates:
+        dag_args.append(f"rates={_py(dict(c.rates))}")
     if tools.mapping:
         dag_args.append(
             "tools={" + ", ".join(f"{_py(k)}: {v}" for k, v in tools.mapping.items()) + "}"
@@ -98,6 +103,12 @@ def _task_args(spec: TaskSpec, tools: _ToolNames) -> list[str]:
     if named_like_options:  # task()'s positional params dict takes these
         args.append(_py(named_like_options))
     args += plain
+    if spec.map is not None:
+        m = spec.map
+        args.append(f"over={_py(m.over)}")
+        args.append(f"param={_py(m.param)}")
+        if m.max_concurrent is not None:
+            args.append(f"max_concurrent={m.max_concurrent}")
     if spec.depends_on:
         args.append(f"after={_py(list(spec.depends_on))}")
     if spec.priority is not None:
@@ -121,6 +132,13 @@ def _task_args(spec: TaskSpec, tools: _ToolNames) -> list[str]:
         args.append(f"vault={_py(spec.vault)}")
     if spec.run_if is not None:
         args.append(f"trigger={_py(spec.run_if)}")
+    if spec.cache is True:
+        args.append("cache=True")
+    elif spec.cache is not None and spec.cache is not False:
+        args.append(f"cache=ok.Cache(expire={spec.cache.expire!r})"
+                    if spec.cache.expire is not None else "cache=ok.Cache()")
+    if spec.pool is not None:
+        args.append(f"pool={_py(spec.pool)}")
     return args
 
 

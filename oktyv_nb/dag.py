@@ -51,6 +51,7 @@ from oktyv_nb.errors import (
 )
 from oktyv_nb.execution.engine import Engine, RunConfig, run_graph
 from oktyv_nb.execution.events import Subscriber, subscribers_of
+from oktyv_nb.execution.limits import check_pools
 from oktyv_nb.execution.records import TaskRecord
 from oktyv_nb.jupyter import in_notebook, run_sync
 from oktyv_nb.model.graph import Cache, Graph, RetryPolicy, build_graph
@@ -63,6 +64,7 @@ from oktyv_nb.model.schema import (
     CacheSpec,
     ExecutionConfig,
     ExecutionRequest,
+    MapSpec,
     RequestLike,
     RetryPolicyModel,
     RollbackSpec,
@@ -74,7 +76,7 @@ from oktyv_nb.model.variables import find_references, has_references
 from oktyv_nb.model.vault import check_vault
 from oktyv_nb.results.display import GRAPH_LIMIT
 from oktyv_nb.results.display.theme import STATUS_STYLE
-from oktyv_nb.results.run import reusable
+from oktyv_nb.results.run import reusable, reusable_maps
 from oktyv_nb.store import RunStore
 from oktyv_nb.units import check_seconds, format_seconds, ms_to_seconds, seconds_to_ms
 
@@ -125,6 +127,7 @@ class _RunPlan:
     vault: Any
     subscribers: list[Subscriber]
     reuse: dict[str, TaskRecord] | None
+    reuse_maps: dict[str, tuple[list[Any], list[TaskRecord]]] | None
     secrets: frozenset[str]
     settings: dict[str, Any]
     view: Any
@@ -188,6 +191,9 @@ class DAG:
     :class:`~oktyv_nb.model.sandbox.Sandbox` (``allow_shell=False`` refuses ``shell``).
     ``store`` (an ``ok.RunStore`` or its path) journals every run and serves the result cache
     of tasks with ``cache=`` (SPEC §17).
+    ``pools={"api": 3}`` and ``rates={"api": "5/s"}`` define limits shared by the tasks that
+    join them with ``pool="api"`` (SPEC §20): at most 3 running at once, at most 5 starts a
+    second (``N/s``, ``N/min``, ``N/h``; a token bucket with burst N).
     """
 
     def __init__(
@@ -204,9 +210,12 @@ class DAG:
         root: str | os.PathLike[str] | Sandbox | None = None,
         capture: bool = True,
         store: RunStore | str | os.PathLike[str] | None = None,
+        pools: Mapping[str, int] | None = None,
+        rates: Mapping[str, str] | None = None,
     ) -> None:
         self.name = _check_name(name)
-        self.config = RunConfig(max_concurrent, failure_mode, timeout, strategy, capture)  # type: ignore[arg-type]
+        self.config = RunConfig(max_concurrent, failure_mode, timeout, strategy, capture,  # type: ignore[arg-type]
+                                pools or {}, rates or {})
         check_vault(vault)
         self.backend = backend
         self.vault = vault
@@ -239,6 +248,7 @@ class DAG:
         vault: str | None = None,
         trigger: str | None = None,
         cache: bool | Cache | None = None,
+        pool: str | None = None,
         **kwargs: Any,
     ) -> DAG:
         """Add task ``id`` calling ``tool(**params)``; returns the DAG.
@@ -256,8 +266,69 @@ class DAG:
         ``vault`` names the secret set passed as ``credentials``; ``trigger`` is
         ``all_success`` (default) or ``all_done``; ``cache=True`` or
         ``cache=ok.Cache(expire=seconds)`` takes the result from the run store's cache when
-        the same tool (same source) was called with the same resolved params (SPEC §17).
+        the same tool (same source) was called with the same resolved params (SPEC §17);
+        ``pool`` names a pool or rate of the DAG (``pools=``/``rates=``) the task takes a
+        slot of (SPEC §20).
         """
+        mapped = sorted(set(kwargs) & _MAP_OPTIONS)
+        if mapped:
+            raise InvalidOptionError(
+                f"Task {id}: {mapped[0]}= is an option of mapped tasks; use "
+                f"dag.map({id!r}, tool, over=..., param=...), or put a tool parameter named "
+                f"{mapped[0]!r} in the params dict: .task({id!r}, tool, {{{mapped[0]!r}: ...}})",
+                option=mapped[0], task_id=str(id),
+            )
+        return self._task(
+            id, tool, params, kwargs, after=after, priority=priority, timeout=timeout,
+            retries=retries, retry=retry, rollback=rollback, vault=vault, trigger=trigger,
+            cache=cache, pool=pool,
+        )
+
+    def map(
+        self,
+        id: str,
+        tool: Tool,
+        params: Mapping[str, Any] | None = None,
+        /,
+        *,
+        over: str | Sequence[Any],
+        param: str,
+        max_concurrent: int | None = None,
+        after: Sequence[str] | str | None = None,
+        priority: int | None = None,
+        timeout: float | None = None,
+        retries: int | None = None,
+        retry: RetryPolicy | None = None,
+        rollback: Rollback | tuple[Tool, Mapping[str, Any]] | Mapping[str, Any] | None = None,
+        vault: str | None = None,
+        trigger: str | None = None,
+        cache: bool | Cache | None = None,
+        pool: str | None = None,
+        **kwargs: Any,
+    ) -> DAG:
+        """Add mapped task ``id`` (SPEC §16): at run time, one child task ``id[i]`` per
+        element of ``over``, calling ``tool(**params, <param>=element)``; returns the DAG.
+
+        ``over`` is a reference to a list (``"${list.result.urls}"``: that task becomes a
+        dependency) or a literal list; ``param`` names the tool parameter each element goes
+        to; ``max_concurrent`` bounds the children running at once (within the run's). Every
+        other option is :meth:`task`'s and applies to each child (its own timeout, retries,
+        slot, cache and pool slot). ``${id.result}`` is the list of the children's results in
+        element order, ``${id.result.3}`` one of them. At most :data:`ok.MAP_LIMIT` children.
+        """
+        task_id = self._check_id(id)
+        return self._task(
+            task_id, tool, params, kwargs, after=after, priority=priority, timeout=timeout,
+            retries=retries, retry=retry, rollback=rollback, vault=vault, trigger=trigger,
+            cache=cache, pool=pool, map=_map_spec(task_id, over, param, max_concurrent),
+        )
+
+    def _task(
+        self, id: Any, tool: Tool, params: Mapping[str, Any] | None, kwargs: dict[str, Any],
+        *, after: Any, priority: Any, timeout: Any, retries: Any, retry: Any, rollback: Any,
+        vault: Any, trigger: Any, cache: Any, pool: Any, map: MapSpec | None = None,
+    ) -> DAG:
+        """What :meth:`task` and :meth:`map` share: their options checked, the task added."""
         task_id = self._check_id(id)
         if params is None:
             params = kwargs
@@ -297,6 +368,7 @@ class DAG:
         return self._add(
             task_id, tool, params, after=after, priority=priority, timeout_ms=timeout_ms,
             policy=policy, rollback=rollback, vault=vault, trigger=trigger, cache=cache,
+            pool=pool, map=map,
         )
 
     def add_spec(self, spec: TaskSpec) -> DAG:
@@ -324,7 +396,8 @@ class DAG:
             policy=self._retry_policy(spec.retry_policy, task_id)
             if spec.retry_policy is not None else None,
             rollback=(rollback.tool, rollback.params) if rollback is not None else None,
-            vault=spec.vault, trigger=spec.run_if, cache=spec.cache,
+            vault=spec.vault, trigger=spec.run_if, cache=spec.cache, pool=spec.pool,
+            map=spec.map,
         )
 
     def replace_tasks(self, specs: Iterable[TaskSpec]) -> DAG:
@@ -390,8 +463,15 @@ class DAG:
         vault: Any,
         trigger: Any,
         cache: Any = None,
+        pool: Any = None,
+        map: MapSpec | None = None,
     ) -> DAG:
         """The checks :meth:`task` and :meth:`add_spec` share; adds the task."""
+        if pool is not None and (not isinstance(pool, str) or not pool):
+            raise InvalidOptionError(
+                f"Task {task_id}: pool must be the name of a pool or rate of the DAG (a "
+                f"non-empty string), got {pool!r}", option="pool", task_id=task_id,
+            )
         if priority is not None and (
             isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 10
         ):
@@ -417,8 +497,19 @@ class DAG:
         deps = self._check_after(after, task_id)
         self._check_references(params, task_id)
         tool_name = self._tool_name(tool, task_id)
+        checked = params
+        if map is not None:
+            if isinstance(map.over, str):
+                self._check_references({"over": map.over}, task_id)
+            if map.param in params:
+                raise InvalidOptionError(
+                    f"Task {task_id}: param {map.param!r} is the one each child gets its "
+                    f"element as (param={map.param!r}); drop it from the params or map "
+                    "another parameter", option="map.param", task_id=task_id,
+                )
+            checked = {**params, map.param: None}
         if callable(tool):  # a name is checked when the graph is built, once it resolves
-            check_params(tool, tool_name, params, task_id, has_vault=vault is not None)
+            check_params(tool, tool_name, checked, task_id, has_vault=vault is not None)
         spec = TaskSpec(
             id=task_id,
             tool=tool_name,
@@ -431,6 +522,8 @@ class DAG:
             rollback=self._rollback(rollback, task_id),
             run_if=trigger,  # type: ignore[arg-type]
             cache=_cache_spec(cache, task_id),
+            map=map,
+            pool=pool,
         )
         self.specs[task_id] = spec
         self._graph = None
@@ -581,6 +674,8 @@ class DAG:
                 failure_mode=c.failure_mode,
                 timeout=timeout_ms,
                 enable_rollback=rollback_flag,
+                pools=dict(c.pools) or None,
+                rates=dict(c.rates) or None,
             ),
         )
 
@@ -614,6 +709,8 @@ class DAG:
             "max_concurrent": c.max_concurrent,
             "failure_mode": c.failure_mode or "continue",
             "timeout": timeout_s,
+            "pools": c.pools,
+            "rates": c.rates,
         }
         settings.update(config)
         dag = cls(name, tools=tools, **settings)
@@ -635,6 +732,8 @@ class DAG:
             vault=self.vault,
             root=self.sandbox,
             store=self.store,
+            pools=self.config.pools,
+            rates=self.config.rates,
         )
         new._timeout_ms = self._timeout_ms
         new._enable_rollback = self._enable_rollback
@@ -655,6 +754,7 @@ class DAG:
         if self._graph is None or self._graph_key != key:
             self._graph = self._build()
             self._graph_key = key
+        check_pools(self._graph, self.config.pools, self.config.rates)
         return self._graph
 
     @property
@@ -732,10 +832,12 @@ class DAG:
             view = LiveView(graph, title=self.name, display=live if callable(live) else None)
             if view.active:
                 subscribers.append(view)  # the view itself: its event_kinds apply
+        reuse = reusable(graph, resume) if resume is not None else None
         return _RunPlan(
             graph=graph, config=cfg, backend=settings.get("backend", self.backend),
             vault=settings.get("vault", self.vault), subscribers=subscribers,
-            reuse=reusable(graph, resume) if resume is not None else None,
+            reuse=reuse,
+            reuse_maps=reusable_maps(graph, resume, reuse) if resume is not None else None,
             # the secrets the earlier run knew: its reused results are scrubbed like new ones
             secrets=frozenset(resume.outcome.redactor.secrets if resume is not None else ()),
             settings=settings, view=view,
@@ -756,7 +858,8 @@ class DAG:
         try:
             outcome = await run_graph(
                 plan.graph, plan.config, backend=plan.backend, vault=plan.vault,
-                subscribers=subscribers, reuse=plan.reuse, secrets=plan.secrets,
+                subscribers=subscribers, reuse=plan.reuse, reuse_maps=plan.reuse_maps,
+                secrets=plan.secrets,
                 started=holder.append, cache=plan.store,
             )
             if journal is not None:
@@ -1000,9 +1103,11 @@ class DAG:
 #: The options of :meth:`DAG.task` (``after``, ``priority``, ``timeout``...): a tool parameter
 #: of one of these names goes in ``task()``'s positional params dict.
 TASK_OPTIONS: frozenset[str] = frozenset(
-    name for name, p in inspect.signature(DAG.task).parameters.items()
+    name for method in (DAG.task, DAG.map)
+    for name, p in inspect.signature(method).parameters.items()
     if p.kind is p.KEYWORD_ONLY
 )
+_MAP_OPTIONS = frozenset(("over", "param", "max_concurrent"))
 
 
 def interrupted_note(records: Iterable[TaskRecord], elapsed_s: float) -> str:
@@ -1021,6 +1126,39 @@ def interrupted_note(records: Iterable[TaskRecord], elapsed_s: float) -> str:
     return (f"run interrupted after {format_seconds(elapsed_s)}: {', '.join(parts)} of "
             f"{total} tasks; the partial run is dag.last_run")
 _OPENED: weakref.WeakValueDictionary[str, RunStore] = weakref.WeakValueDictionary()
+
+
+def _map_spec(task_id: str, over: Any, param: Any, max_concurrent: Any) -> MapSpec:
+    """The :class:`MapSpec` of :meth:`DAG.map`'s options, or an error naming the fix."""
+    if isinstance(over, str):
+        over_value: str | list[Any] = over
+    elif isinstance(over, (list, tuple)):
+        over_value = list(over)
+    else:
+        raise InvalidOptionError(
+            f"Task {task_id}: over must be a reference to a list ('${{list.result}}') or a "
+            f"list, got {type(over).__name__}", option="over", task_id=task_id,
+        )
+    if not isinstance(param, str) or not param:
+        raise InvalidOptionError(
+            f"Task {task_id}: param must name the tool parameter that gets each element, got "
+            f"{param!r}", option="param", task_id=task_id,
+        )
+    if max_concurrent is not None and (
+        isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int)
+        or max_concurrent < 1
+    ):
+        raise InvalidOptionError(
+            f"Task {task_id}: max_concurrent must be an int >= 1 (or None), got "
+            f"{max_concurrent!r}", option="max_concurrent", task_id=task_id,
+        )
+    try:
+        return MapSpec(over=over_value, param=param, max_concurrent=max_concurrent)
+    except ValueError as exc:  # pydantic: over is a string but not one reference
+        raise InvalidOptionError(
+            f"Task {task_id}: over must be one reference like '${{list.result}}' or a list, "
+            f"got {over!r}", option="over", task_id=task_id,
+        ) from exc
 
 
 def _store(store: Any) -> RunStore | None:

@@ -50,6 +50,10 @@ __all__ = [
     "CANCELLED",
     "DEPENDENCY_FAILED",
     "EXECUTION_TIMEOUT",
+    "MAP_CHILD_FAILED",
+    "MAP_LIMIT",
+    "MAP_NOT_A_LIST",
+    "MAP_TOO_LARGE",
     "PATH_OUTSIDE_ROOT",
     "RUN_ABORTED",
     "RUN_STOPPED",
@@ -64,6 +68,7 @@ __all__ = [
     "GraphvizNotFound",
     "InvalidOptionError",
     "InvalidParamsError",
+    "InvalidRateError",
     "MissingDependencyError",
     "NotAStoreError",
     "OktyvError",
@@ -76,6 +81,7 @@ __all__ = [
     "StoreVersionError",
     "ToolNotAllowedError",
     "ToolNotFoundError",
+    "UnknownPoolError",
     "VariableResolutionError",
     "VaultNotFoundError",
 ]
@@ -95,6 +101,13 @@ PATH_OUTSIDE_ROOT = "PATH_OUTSIDE_ROOT"
 TOOL_NOT_ALLOWED = "TOOL_NOT_ALLOWED"
 #: A stored task that had no final record when its run's process died (SPEC §17).
 RUN_ABORTED = "RUN_ABORTED"
+# Codes of mapped tasks (SPEC §16): ``over`` is not a list, has more than MAP_LIMIT elements,
+# or a child did not succeed.
+MAP_NOT_A_LIST = "MAP_NOT_A_LIST"
+MAP_TOO_LARGE = "MAP_TOO_LARGE"
+MAP_CHILD_FAILED = "MAP_CHILD_FAILED"
+#: The most children one mapped task may expand into.
+MAP_LIMIT = 10_000
 
 
 class OktyvException(Exception):
@@ -135,6 +148,35 @@ class InvalidOptionError(OktyvError, TypeError):
     ) -> None:
         super().__init__(message, task_id=task_id)
         self.option = option
+
+
+class UnknownPoolError(OktyvError):
+    """A task joins a pool the run does not define (SPEC §20)."""
+
+    code = "UNKNOWN_POOL"
+
+    def __init__(self, task_id: str, pool: str, known: list[str]) -> None:
+        have = ", ".join(repr(k) for k in known) if known else "none"
+        super().__init__(
+            f"Task {task_id}: pool {pool!r} is not defined (defined: {have}); add it to the "
+            f"DAG's pools={{{pool!r}: N}} or rates={{{pool!r}: 'N/s'}} (JSON config.pools / "
+            "config.rates), or fix the task's pool",
+            task_id=task_id,
+        )
+        self.pool = pool
+
+
+class InvalidRateError(OktyvError):
+    """A rate limit is not ``N/s``, ``N/min`` or ``N/h`` with N > 0 (SPEC §20)."""
+
+    code = "INVALID_RATE"
+
+    def __init__(self, name: str, rate: object) -> None:
+        super().__init__(
+            f"rate {name!r}: {rate!r} is not a rate; write 'N/s', 'N/min' or 'N/h' with a "
+            "number N > 0, e.g. '5/s'"
+        )
+        self.pool = name
 
 
 class MissingDependencyError(OktyvError):

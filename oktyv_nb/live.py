@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from oktyv_nb.errors import GraphvizNotFound
 from oktyv_nb.jupyter import in_notebook
-from oktyv_nb.results.display.render import SvgTemplate, build_digraph, to_svg
+from oktyv_nb.results.display.render import SvgTemplate, build_digraph, map_counts, to_svg
 from oktyv_nb.results.display.theme import MUTED, STATUS_STYLE
 from oktyv_nb.units import format_seconds
 
@@ -82,8 +82,8 @@ class Frame:
     so its states and counts are worked out only when asked for.
     """
 
-    __slots__ = ("_counts", "_records", "_states", "elapsed", "final", "index", "outcome",
-                 "view")
+    __slots__ = ("_counts", "_maps", "_records", "_states", "elapsed", "final", "index",
+                 "outcome", "view")
 
     def __init__(
         self,
@@ -95,6 +95,7 @@ class Frame:
         final: bool = False,
         outcome: RunOutcome | None = None,
         records: Mapping[str, TaskRecord] | None = None,
+        maps: dict[str, str] | None = None,
     ) -> None:
         if states is None and (records is None or not final):
             raise ValueError("Frame: give states, or records for a final frame")
@@ -106,6 +107,14 @@ class Frame:
         self.final = final
         self.outcome = outcome
         self._counts: dict[str, int] | None = None
+        self._maps = maps
+
+    @property
+    def maps(self) -> dict[str, str]:
+        """Per mapped task that expanded, its children by status (``38 ✓ 2 ✗ / 40``)."""
+        if self._maps is None:
+            self._maps = _map_counts(self._records or {})
+        return self._maps
 
     @property
     def states(self) -> dict[str, str]:
@@ -227,8 +236,8 @@ class LiveView:
     """
 
     __slots__ = (
-        "_due", "_failed", "_lock", "_no_dot", "_notebook", "_records", "_shown", "_sink",
-        "_t0",
+        "_due", "_failed", "_has_maps", "_lock", "_no_dot", "_notebook", "_records", "_shown",
+        "_shown_maps", "_sink", "_t0",
         "_template", "_timer", "budget", "closed", "compact", "direction", "display_s",
         "frames", "graph", "min_interval", "title",
     )
@@ -260,6 +269,8 @@ class LiveView:
         self._failed = False
         self._records: dict[str, TaskRecord] = {}
         self._shown: list[str] | None = None  # the statuses of the last frame
+        self._shown_maps: dict[str, str] | None = None  # and its maps' child counts
+        self._has_maps = any(n.map is not None for n in graph.nodes.values())
         self._due = 0.0
         self._t0: float | None = None
         self._timer: asyncio.TimerHandle | _Parked | None = None
@@ -341,10 +352,12 @@ class LiveView:
         start = perf()
         t = start - self._t0
         statuses = list(map(_status, self._records.values()))
-        if statuses != self._shown:
+        maps = _map_counts(self._records) if self._has_maps else None
+        if statuses != self._shown or maps != self._shown_maps:
             self._shown = statuses
+            self._shown_maps = maps
             try:
-                self._frame(t, dict(zip(self._records, statuses, strict=True)))
+                self._frame(t, dict(zip(self._records, statuses, strict=True)), maps)
             except Exception as exc:  # a loop callback, not the event bus: report and stop
                 self._park()
                 warnings.warn(f"live view display {self._sink!r} raised "
@@ -354,8 +367,9 @@ class LiveView:
         self._spent(start, t)
         self._tick_after(self._due - (perf() - self._t0))
 
-    def _frame(self, t: float, states: dict[str, str]) -> None:
-        frame = Frame(self, states, t, self.frames)
+    def _frame(self, t: float, states: dict[str, str], maps: dict[str, str] | None = None
+               ) -> None:
+        frame = Frame(self, states, t, self.frames, maps=maps or {})
         try:
             self._sink(frame)  # type: ignore[misc]
         except Exception:
@@ -457,7 +471,7 @@ class LiveView:
             except GraphvizNotFound as exc:
                 self._no_dot = exc
                 raise
-        return self._get_template().recolour(frame.states)
+        return self._get_template().recolour(frame.states, frame.maps)
 
     def _graph_html(self, frame: Frame) -> str:
         how = self._how(frame)
@@ -478,6 +492,14 @@ class LiveView:
                 f"Graph not shown: {html.escape(str(exc))}</div>"
             )
         return f'<div style="overflow:auto;max-width:100%">{_strip_xml_header(svg)}</div>'
+
+
+def _map_counts(records: Mapping[str, TaskRecord]) -> dict[str, str]:
+    """Per expanded map among ``records``, its children's counts by status."""
+    return {
+        tid: map_counts([c.status for c in rec.children])
+        for tid, rec in records.items() if rec.children is not None
+    }
 
 
 def _strip_xml_header(svg: str) -> str:

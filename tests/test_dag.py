@@ -54,10 +54,14 @@ def test_task_signature_is_the_specs() -> None:
     keyword_only = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
     assert keyword_only == [
         "after", "priority", "timeout", "retries", "retry", "rollback", "vault", "trigger",
-        "cache",
+        "cache", "pool",
     ]
     assert all(sig.parameters[n].default is None for n in keyword_only)
     assert params[-1].kind is inspect.Parameter.VAR_KEYWORD
+    # .map takes the same options, after its own three (SPEC §16)
+    mapped = [p.name for p in inspect.signature(ok.DAG.map).parameters.values()
+              if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    assert mapped == ["over", "param", "max_concurrent", *keyword_only]
 
 
 def test_every_builder_method_returns_the_dag() -> None:

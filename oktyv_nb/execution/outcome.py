@@ -8,12 +8,14 @@ timestamps. Neither knows how a run is scheduled.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from oktyv_nb.errors import InvalidOptionError
-from oktyv_nb.execution.records import TaskRecord, utc_datetime
+from oktyv_nb.execution.limits import parse_rate
+from oktyv_nb.execution.records import TaskRecord, ran, utc_datetime
 from oktyv_nb.model.graph import Graph
 from oktyv_nb.model.schema import ExecutionConfig
 from oktyv_nb.model.vault import Redactor
@@ -43,6 +45,10 @@ class RunConfig:
     strategy: Strategy = "dependencies"
     #: capture what each call prints and logs into its record (SPEC §18)
     capture: bool = True
+    #: pools: name -> slots shared by the tasks that join it (SPEC §20)
+    pools: Mapping[str, int] = field(default_factory=dict)
+    #: rate limits: name -> ``"N/s"``, ``"N/min"`` or ``"N/h"`` (SPEC §20)
+    rates: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         mc = self.max_concurrent
@@ -67,6 +73,18 @@ class RunConfig:
             raise InvalidOptionError(
                 f"capture must be True or False, got {self.capture!r}", option="capture"
             )
+        object.__setattr__(self, "pools", _pools(self.pools))
+        rates = self.rates
+        if rates is None:
+            rates = {}
+        if not isinstance(rates, Mapping):
+            raise InvalidOptionError(
+                f"rates must be a dict of name -> 'N/s', got {type(rates).__name__}",
+                option="rates",
+            )
+        for name, rate in rates.items():
+            parse_rate(name, rate)
+        object.__setattr__(self, "rates", dict(rates))
         if self.strategy not in STRATEGIES:
             raise InvalidOptionError(
                 f"strategy must be 'dependencies' or 'levels', got {self.strategy!r}",
@@ -82,9 +100,30 @@ class RunConfig:
             "max_concurrent": c.max_concurrent,
             "failure_mode": c.failure_mode or "continue",
             "timeout": ms_to_seconds(c.timeout) if c.timeout is not None else None,
+            "pools": c.pools or {},
+            "rates": c.rates or {},
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def _pools(pools: Any) -> dict[str, int]:
+    if pools is None:
+        return {}
+    if not isinstance(pools, Mapping):
+        raise InvalidOptionError(
+            f"pools must be a dict of name -> slots, got {type(pools).__name__}",
+            option="pools",
+        )
+    for name, n in pools.items():
+        if not isinstance(name, str) or not name:
+            raise InvalidOptionError(f"a pool's name must be a non-empty string, got {name!r}",
+                                     option="pools")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidOptionError(
+                f"pool {name!r} must have an int >= 1 of slots, got {n!r}", option="pools"
+            )
+    return dict(pools)
 
 
 @dataclass(slots=True)
@@ -112,6 +151,12 @@ class RunOutcome:
     redactor: Redactor = field(default_factory=Redactor, repr=False)
     abandoned: list[str] = field(default_factory=list)
     aborted: bool = False
+    #: per mapped task that expanded, the elements it mapped over (for rerun_failed)
+    map_items: dict[str, list[Any]] = field(default_factory=dict, repr=False)
+
+    def ran(self) -> Iterator[TaskRecord]:
+        """The records of what ran, an expanded map's children in its place (SPEC §16)."""
+        return ran(self.records.values())
 
     @property
     def clock_offset(self) -> float:

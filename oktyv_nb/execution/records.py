@@ -8,12 +8,13 @@ the run's anchor turns them into wall-clock timestamps at the output edge.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
     "STATUSES", "AttemptSpan", "ErrorInfo", "NotStored", "TaskRecord", "error_from_exception",
-    "utc_datetime",
+    "ran", "utc_datetime",
 ]
 
 # Record states: pending -> ready -> running [-> retrying -> ready -> running]* -> final.
@@ -106,9 +107,9 @@ class TaskRecord:
     """The fate of one task. ``start``/``end``/``ready_at`` are perf-counter seconds."""
 
     __slots__ = (
-        "_spans", "attempts", "cache_key", "cache_note", "cached", "cpu_s", "end", "error",
-        "level", "output", "ready_at", "result", "reused", "rollback_error", "rolled_back",
-        "start", "status", "task_id", "tool", "worker",
+        "_spans", "attempts", "cache_key", "cache_note", "cached", "children", "cpu_s", "end",
+        "error", "level", "map_index", "map_of", "output", "ready_at", "result", "reused",
+        "rollback_error", "rolled_back", "start", "status", "task_id", "tool", "worker",
     )
 
     def __init__(self, task_id: str, tool: str, level: int) -> None:
@@ -135,6 +136,11 @@ class TaskRecord:
         self.cpu_s: float | None = None  # CPU seconds of the attempts that measured it
         self.output: tuple[str, str] | None = None  # every attempt's (stdout, stderr), joined
         self._spans: list[AttemptSpan] | None = None
+        # Mapped tasks (SPEC §16): an expanded map's ``children`` (in element order); a
+        # child's ``map_of`` (its map's id) and ``map_index``.
+        self.children: list[TaskRecord] | None = None
+        self.map_of: str | None = None
+        self.map_index: int | None = None
 
     @property
     def spans(self) -> list[AttemptSpan]:
@@ -186,6 +192,17 @@ class TaskRecord:
 
     def __repr__(self) -> str:
         return f"<TaskRecord {self.task_id} {self.status} attempts={self.attempts}>"
+
+
+def ran(records: Iterable[TaskRecord]) -> Iterator[TaskRecord]:
+    """The records of the things that ran: an expanded map's children in its place (SPEC
+    §16: one row per child), every other record (a map over an empty list included) as it
+    is."""
+    for rec in records:
+        if not rec.children:
+            yield rec
+        else:
+            yield from ran(rec.children)
 
 
 class NotStored:

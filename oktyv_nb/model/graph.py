@@ -142,13 +142,17 @@ class TaskNode:
         "chain",
         "dependents",
         "deps",
+        "extra",
         "fn",
         "has_refs",
         "id",
         "index",
         "is_async",
         "level",
+        "map",
         "params",
+        "parent",
+        "pool",
         "priority",
         "retry",
         "rollback",
@@ -185,13 +189,37 @@ class TaskNode:
         self.vault = spec["vault"]
         self.trigger = spec["run_if"] or "all_success"
         self.cache = cache_of(spec.get("cache"))
+        self.map = spec.get("map")  # the MapSpec of a mapped task, or None
+        self.pool = spec.get("pool")
+        self.parent: TaskNode | None = None  # a map's child: its mapped task
+        self.extra: dict[str, Any] | None = None  # a child's own param: {param: element}
         self.deps: tuple[str, ...] = ()
         self.dependents: list[TaskNode] = _NO_DEPENDENTS
         self.level = 0
         self.chain = 1
 
+    def child(self, i: int, element: Any, index: int) -> TaskNode:
+        """Child ``i`` of this mapped task (SPEC §16): the same task with id ``id[i]``, the
+        element as its ``map.param``, no dependencies (its map's are met) and no dependents
+        (its map gathers it); ``index`` orders it among ready tasks."""
+        c = object.__new__(TaskNode)
+        for name in _COPIED:
+            setattr(c, name, getattr(self, name))
+        c.id = f"{self.id}[{i}]"
+        c.index = index
+        c.map = None
+        c.parent = self
+        c.extra = {self.map.param: element}
+        c.deps = ()
+        c.dependents = _NO_DEPENDENTS
+        return c
+
     def __repr__(self) -> str:
         return f"<TaskNode {self.id} tool={self.tool} level={self.level}>"
+
+
+_COPIED = tuple(n for n in TaskNode.__slots__ if n not in
+                ("id", "index", "map", "parent", "extra", "deps", "dependents"))
 
 
 def is_async(fn: Callable[..., Any]) -> bool:
@@ -231,6 +259,10 @@ def _dependencies(spec: TaskData, ids: Mapping[str, Any], refs: bool) -> tuple[s
         deps[d] = None
     if refs:
         for target in _targets(spec, spec["params"], "params", ids):
+            deps[target] = None
+    m = spec.get("map")
+    if m is not None and isinstance(m.over, str):
+        for target in _targets(spec, m.over, "map.over", ids):
             deps[target] = None
     if spec["rollback"] is not None and _rollback_references(spec):
         _targets(spec, spec["rollback"].params, "rollback.params", ids)  # checked, not deps
@@ -284,6 +316,19 @@ def _references(spec: TaskData, params: Any, where: str) -> list[Any]:
         raise
 
 
+def _mapped_params(spec: TaskData, params: Any) -> dict[str, Any]:
+    """A mapped task's params as each child's call has them: its own plus ``map.param``
+    (which it must not give itself)."""
+    param = spec["map"].param
+    if param in params:
+        raise InvalidOptionError(
+            f"Task {spec['id']}: map.param {param!r} is also one of its params; each child "
+            f"gets its element as {param!r}, so drop it from params or map another parameter",
+            option="map.param", task_id=spec["id"],
+        )
+    return {**(params or {}), param: None}
+
+
 def build_graph(
     request: ExecutionRequest | Sequence[TaskData],
     tools: ToolTable,
@@ -314,7 +359,7 @@ def build_graph(
     deps: list[tuple[str, ...]] = []
     for spec, r in zip(specs, refs, strict=True):
         dl = spec["depends_on"]
-        if r or spec["rollback"] is not None:
+        if r or spec["rollback"] is not None or spec.get("map") is not None:
             deps.append(_dependencies(spec, ids, r))
         elif not dl:
             deps.append(())
@@ -335,6 +380,8 @@ def build_graph(
         fn, fn_async, sig = found.get(spec["tool"]) or lookup(spec["tool"], spec["id"])
         params = spec["params"] or ()
         vaulted = spec["vault"] is not None
+        if spec.get("map") is not None:
+            params = _mapped_params(spec, params)
         if not params_fit(sig, params, vaulted):
             check_params(fn, spec["tool"], params, spec["id"], has_vault=vaulted)
         node = TaskNode(spec, i, fn, fn_async, refs[i])

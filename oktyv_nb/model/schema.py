@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal, NotRequired, Required
@@ -48,6 +49,7 @@ __all__ = [
     "ExecutionConfig",
     "ExecutionRequest",
     "ExecutionResult",
+    "MapSpec",
     "RequestLike",
     "RetryPolicyModel",
     "RollbackSpec",
@@ -175,6 +177,37 @@ class CacheSpec(_Model):
     expire: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
+class MapSpec(_Model):
+    """A mapped task's fan-out (SPEC §16): one child per element of ``over``, each called
+    with the element as the tool parameter ``param``."""
+
+    over: str | list[Any] = Field(
+        description="A reference to a list ('${list.result.urls}': its task becomes a "
+        "dependency) or a literal list.",
+    )
+    param: str = Field(
+        min_length=1, description="The tool parameter that receives each element."
+    )
+    max_concurrent: int | None = Field(
+        default=None, ge=1,
+        description="At most this many children running at once (within the run's "
+        "maxConcurrent).",
+    )
+
+    @field_validator("over")
+    @classmethod
+    def _over_is_reference(cls, over: str | list[Any]) -> str | list[Any]:
+        if isinstance(over, str) and not _WHOLE_REFERENCE.fullmatch(over):
+            raise ValueError(
+                f"map.over must be one reference like '${{list.result}}' or a list, got "
+                f"{over!r}"
+            )
+        return over
+
+
+_WHOLE_REFERENCE = re.compile(r"\$\{[^${}]+\}")
+
+
 class TaskSpec(_Model):
     """One task of a request; ``timeout`` in milliseconds per attempt."""
 
@@ -210,6 +243,16 @@ class TaskSpec(_Model):
         "run once they all finished, whatever their outcome.",
     )
     cache: bool | CacheSpec | None = None
+    map: MapSpec | None = Field(
+        default=None,
+        description="Fan out: one child task per element of a list known at run time "
+        "(SPEC §16); the task's id names the children id[0], id[1], ...",
+    )
+    pool: str | None = Field(
+        default=None, min_length=1,
+        description="A pool or rate of config.pools / config.rates the task (every child of "
+        "a map) takes a slot of (SPEC §20).",
+    )
 
     @field_validator("vault")  # runs only when a vault is given, not once per task
     @classmethod
@@ -242,6 +285,16 @@ class ExecutionConfig(_Model):
     )
     enable_rollback: bool | None = Field(
         default=None, description="true selects failureMode rollback."
+    )
+    pools: dict[str, Annotated[int, Field(ge=1)]] | None = Field(
+        default=None,
+        description="Named limits shared by tasks: {'api': 3} lets at most 3 tasks of pool "
+        "'api' run at once (SPEC §20).",
+    )
+    rates: dict[str, str] | None = Field(
+        default=None,
+        description="Named rate limits: {'api': '5/s'} starts at most 5 tasks of pool 'api' "
+        "a second (a token bucket, burst N); 'N/s', 'N/min' or 'N/h'.",
     )
 
     @model_validator(mode="after")
@@ -353,6 +406,8 @@ class TaskResult(_DumpMixin):
     stderr: str | None = None
     cached: bool | None = None
     cache_note: str | None = None
+    #: a mapped task's children (SPEC §16), records of this same format
+    children: list[TaskResult] | None = None
 
 
 class Summary(_Out):
@@ -389,6 +444,7 @@ def trusted_task_result(
     stderr: str | None = None,
     cached: bool | None = None,
     cache_note: str | None = None,
+    children: list[TaskResult] | None = None,
 ) -> TaskResult:
     """A :class:`TaskResult` of values that already have its field types, not validated
     again (about 0.4 µs instead of 2–4 µs; a 10,000-task result makes 10,000)."""
@@ -408,6 +464,7 @@ def trusted_task_result(
     r.stderr = stderr
     r.cached = cached
     r.cache_note = cache_note
+    r.children = children
     return r
 
 

@@ -43,9 +43,15 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
     ``rolled_back``, ``cached`` (taken from the run store's result cache, SPEC §17),
     ``cpu_s`` (NaN where not measured), ``stdout`` and ``stderr`` (what its attempts
     printed; "" when nothing or capture is off). Seconds throughout; secrets scrubbed.
+
+    A mapped task that expanded is represented by its children's rows (index ``fetch[i]``,
+    SPEC §16), with ``map_of`` (the map's id; missing for other rows) and ``map_index``
+    (nullable Int64); these two columns are there when the run expanded a map. A child's
+    ``depends_on`` and ``priority`` are its map's.
     """
-    recs = list(outcome.records.values())
-    nodes = outcome.graph.nodes
+    recs = list(outcome.ran())  # an expanded map's children in its place (SPEC §16)
+    graph_nodes = outcome.graph.nodes
+    nodes = [graph_nodes[r.map_of or r.task_id] for r in recs]  # a child: its map's node
     redact = outcome.redactor if outcome.redactor else None
     p0 = outcome.perf_start
     nan = float("nan")
@@ -71,7 +77,7 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
         "end": stamps(end),
         "duration_s": np.nan_to_num(end - start, nan=0.0),
         "wait_s": first - ready,
-        "depends_on": [list(nodes[r.task_id].deps) for r in recs],
+        "depends_on": [list(n.deps) for n in nodes],
         # object dtype: the values the tools returned, never coerced (12 stays 12 beside None)
         "result": pd.Series([
             (redact.value(r.result) if redact else r.result) if r.status == SUCCESS else None
@@ -86,7 +92,7 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
             for e in errors
         ],
         "worker": [r.worker for r in recs],
-        "priority": np.fromiter((nodes[r.task_id].priority for r in recs), np.int64, len(recs)),
+        "priority": np.fromiter((n.priority for n in nodes), np.int64, len(recs)),
         "reused": np.fromiter((bool(r.reused) for r in recs), bool, len(recs)),
         "cached": np.fromiter((r.cached is True for r in recs), bool, len(recs)),
         "rolled_back": pd.array([r.rolled_back for r in recs], dtype="boolean"),
@@ -95,6 +101,9 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
         "stdout": [r.stdout for r in recs],
         "stderr": [r.stderr for r in recs],
     }
+    if outcome.map_items:  # a run with an expanded map: which map each child row is of
+        data["map_of"] = pd.array([r.map_of for r in recs], dtype="string")
+        data["map_index"] = pd.array([r.map_index for r in recs], dtype="Int64")
     df = pd.DataFrame(data, index=ids)
     for col in ("tool", "error_code", "error_message", "worker", "stdout", "stderr"):
         df[col] = df[col].astype("string")
@@ -117,7 +126,7 @@ def attempts_frame(outcome: RunOutcome) -> pd.DataFrame:
     p0 = outcome.perf_start
     nan = float("nan")
     rows: list[tuple[Any, ...]] = []
-    for rec in outcome.records.values():
+    for rec in outcome.ran():
         prev_end: float | None = None
         for k, span in enumerate(rec.spans, 1):
             err = span.error

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from oktyv_nb.execution.records import FAILED, SKIPPED, SUCCESS, ErrorInfo, utc_datetime
+from oktyv_nb.execution.records import (
+    FAILED,
+    SKIPPED,
+    SUCCESS,
+    ErrorInfo,
+    TaskRecord,
+    utc_datetime,
+)
 from oktyv_nb.model.schema import (
     DagInfo,
     ExecutionResult,
@@ -41,32 +48,13 @@ def to_result(outcome: RunOutcome) -> ExecutionResult:
     end_perf = outcome.perf_end if outcome.perf_end is not None else outcome.perf_start
     for tid, rec in outcome.records.items():
         status = rec.status
-        start = rec.start
-        end = rec.end
-        if start is None:
-            start = end_perf
-        if end is None:
-            end = end_perf
-        result = None
         if status == SUCCESS:
             nsuccess += 1
-            result = redact.value(rec.result) if redact else rec.result
         elif status == SKIPPED:
             nskipped += 1
         else:  # failed, or (only in a run that crashed) never finished
             nfailed += 1
-            status = FAILED
-        tasks[tid] = trusted_task_result(
-            tid, status, (end - start) * 1000.0, utc_datetime(base + start),
-            utc_datetime(base + end), rec.attempts, result,
-            None if rec.error is None else _error(rec.error, redact),
-            rec.rolled_back,
-            None if rec.rollback_error is None else _error(rec.rollback_error, redact),
-            True if rec.reused else None,
-            *_output(rec.output),
-            rec.cached,
-            rec.cache_note,
-        )
+        tasks[tid] = _task_result(rec, redact, base, end_perf)
     status = "success" if not nfailed else ("partial" if nsuccess else "failure")
     return ExecutionResult.model_construct(
         execution_id=outcome.execution_id,
@@ -82,6 +70,38 @@ def to_result(outcome: RunOutcome) -> ExecutionResult:
             levels=[list(level) for level in outcome.graph.levels],
             edges=[trusted_edge(a, b) for a, b in outcome.graph.edges()],
         ),
+    )
+
+
+def _task_result(rec: TaskRecord, redact: Any, base: float, end_perf: float) -> TaskResult:
+    """One record as the result's :class:`TaskResult`; an expanded map's with its
+    children's, and its list of their results even when it failed (SPEC §16)."""
+    status = rec.status
+    start = rec.start
+    end = rec.end
+    if start is None:
+        start = end_perf
+    if end is None:
+        end = end_perf
+    result = None
+    children = None
+    if rec.children is not None:
+        children = [_task_result(c, redact, base, end_perf) for c in rec.children]
+    if status == SUCCESS or (status == FAILED and rec.children is not None):
+        result = redact.value(rec.result) if redact else rec.result
+    elif status != SKIPPED:
+        status = FAILED
+    return trusted_task_result(
+        rec.task_id, status, (end - start) * 1000.0, utc_datetime(base + start),
+        utc_datetime(base + end), rec.attempts, result,
+        None if rec.error is None else _error(rec.error, redact),
+        rec.rolled_back,
+        None if rec.rollback_error is None else _error(rec.rollback_error, redact),
+        True if rec.reused else None,
+        *_output(rec.output),
+        rec.cached,
+        rec.cache_note,
+        children,
     )
 
 

@@ -287,6 +287,26 @@ def reusable(graph: Graph, resume: Run) -> dict[str, TaskRecord]:
     return reuse
 
 
+def reusable_maps(
+    graph: Graph, resume: Run, reuse: Mapping[str, TaskRecord]
+) -> dict[str, tuple[list[Any], list[TaskRecord]]]:
+    """Per mapped task of ``graph`` that runs again but expanded, unchanged, in ``resume``:
+    the elements it mapped over and its children's records. The new run reuses the children
+    that succeeded when the elements are equal (SPEC §16)."""
+    old = resume.outcome
+    maps: dict[str, tuple[list[Any], list[TaskRecord]]] = {}
+    for tid, node in graph.nodes.items():
+        rec = old.records.get(tid)
+        old_node = old.graph.nodes.get(tid)
+        if (
+            node.map is not None and tid not in reuse and rec is not None
+            and rec.children and tid in old.map_items and old_node is not None
+            and _spec_equal(old_node.spec, node.spec)
+        ):
+            maps[tid] = (old.map_items[tid], rec.children)
+    return maps
+
+
 def _spec_equal(a: TaskSpec, b: TaskSpec) -> bool:
     if a is b:
         return True

@@ -139,10 +139,15 @@ def _div(a: float, b: float) -> float:
 def run_stats(outcome: RunOutcome) -> RunStats:
     """Makespan, work, speedup, critical path and bounds of a finished run."""
     recs = outcome.records.values()
-    spans = [(s.start, s.end) for r in recs for s in r.spans]
-    cpus = [r.cpu_s for r in recs if r.cpu_s is not None]
+    ran = list(outcome.ran())  # a map's children in its place: their work counts
+    spans = [(s.start, s.end) for r in ran for s in r.spans]
+    cpus = [r.cpu_s for r in ran if r.cpu_s is not None]
     cpu = sum(cpus) if cpus else None
-    durations = {r.task_id: r.duration for r in recs}
+    # a map's children run side by side: on a chain it weighs its longest child
+    durations = {
+        r.task_id: r.duration if not r.children else max(c.duration for c in r.children)
+        for r in recs
+    }
     work = sum(e - s for s, e in spans)
     makespan = max(e for _, e in spans) - min(s for s, _ in spans) if spans else 0.0
     path, path_s = critical_path(outcome.graph, durations)

@@ -29,6 +29,7 @@ async def run_graph(
     vault: Mapping[str, Any] | None = None,
     subscribers: Iterable[Subscriber] | None = None,
     reuse: Mapping[str, TaskRecord] | None = None,
+    reuse_maps: Mapping[str, tuple[list[Any], list[TaskRecord]]] | None = None,
     secrets: Iterable[str] = (),
     started: Callable[[Engine], None] | None = None,
     cache: ResultCache | None = None,
@@ -36,13 +37,15 @@ async def run_graph(
     """Run a validated graph once and return its outcome.
 
     ``reuse`` holds an earlier run's records to reuse and ``secrets`` the secrets that run
-    knew, so that its reused results are scrubbed from every output. ``started`` is told the
-    engine before it runs, so that a caller that must interrupt it from outside the loop
-    (``dag.run()`` under Jupyter's stop button) can. ``cache`` is the result cache of tasks
-    with a ``cache`` setting (:mod:`oktyv_nb.execution.cache`).
+    knew, so that its reused results are scrubbed from every output; ``reuse_maps`` the
+    children of its mapped tasks that may be reused when a map's elements are unchanged.
+    ``started`` is told the engine before it runs, so that a caller that must interrupt it
+    from outside the loop (``dag.run()`` under Jupyter's stop button) can. ``cache`` is the
+    result cache of tasks with a ``cache`` setting (:mod:`oktyv_nb.execution.cache`).
     """
     engine = Engine(
         graph, config, backend=backend, vault=vault, bus=EventBus(subscribers), reuse=reuse,
+        reuse_maps=reuse_maps,
         secrets=secrets, cache=cache,
     )
     if started is not None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from oktyv_nb.errors import VariableResolutionError
-from oktyv_nb.execution.records import FINAL, SUCCESS, ErrorInfo, TaskRecord
+from oktyv_nb.execution.records import FAILED, FINAL, SUCCESS, ErrorInfo, TaskRecord
 from oktyv_nb.model.variables import resolve
 from oktyv_nb.model.vault import Redactor, lookup_secrets
 
@@ -69,7 +69,9 @@ class RecordView:
 
         def field(name: str) -> Any:
             if name == "result":
-                if rec.status != SUCCESS:
+                # a failed map keeps its list (None where a child failed) for all_done
+                # dependents (SPEC §16)
+                if rec.status != SUCCESS and not (rec.status == FAILED and rec.children):
                     raise VariableResolutionError(
                         f"task {task_id} {rec.status if rec.status in FINAL else 'has not run'}"
                         f"; it has no result to reference (use ${{{task_id}.status}} or "

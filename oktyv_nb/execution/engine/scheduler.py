@@ -98,6 +98,10 @@ from oktyv_nb.errors import (
     CANCELLED,
     DEPENDENCY_FAILED,
     EXECUTION_TIMEOUT,
+    MAP_CHILD_FAILED,
+    MAP_LIMIT,
+    MAP_NOT_A_LIST,
+    MAP_TOO_LARGE,
     RUN_STOPPED,
     TASK_TIMEOUT,
     OktyvException,
@@ -114,6 +118,7 @@ from oktyv_nb.execution.engine.loop_workers import (
 )
 from oktyv_nb.execution.engine.rollback import compensate
 from oktyv_nb.execution.events import EventBus, EventKind
+from oktyv_nb.execution.limits import Limit, check_pools, parse_rate
 from oktyv_nb.execution.outcome import RunConfig, RunOutcome
 from oktyv_nb.execution.records import (
     FAILED,
@@ -126,10 +131,12 @@ from oktyv_nb.execution.records import (
     SUCCESS,
     AttemptSpan,
     ErrorInfo,
+    NotStored,
     TaskRecord,
     error_from_exception,
 )
 from oktyv_nb.model.graph import Graph, TaskNode
+from oktyv_nb.model.variables import resolve
 from oktyv_nb.model.vault import Redactor
 
 __all__ = ["Engine", "LevelGate"]
@@ -144,10 +151,16 @@ class _Timeout(Exception):
 class Attempt:
     """One call of a task's tool, holding one concurrency slot until closed."""
 
-    __slots__ = ("closed", "engine", "handle", "kwargs", "node", "rec", "start", "task", "timer")
+    __slots__ = (
+        "closed", "engine", "handle", "kwargs", "limits", "node", "rec", "start", "task", "timer",
+    )
 
-    def __init__(self, engine: Engine, node: TaskNode, rec: TaskRecord, start: float) -> None:
+    def __init__(
+        self, engine: Engine, node: TaskNode, rec: TaskRecord, start: float,
+        limits: tuple[Limit, ...] = (),
+    ) -> None:
         self.engine = engine
+        self.limits = limits  # the pools (and map bound) whose slots it holds
         self.node = node
         self.rec = rec
         self.start = start
@@ -211,6 +224,7 @@ class Engine:
         reuse: Mapping[str, TaskRecord] | None = None,
         secrets: Iterable[str] = (),
         cache: ResultCache | None = None,
+        reuse_maps: Mapping[str, tuple[list[Any], list[TaskRecord]]] | None = None,
     ) -> None:
         self.graph = graph
         self.config = config = config or RunConfig()
@@ -220,9 +234,23 @@ class Engine:
         self.bus = bus if bus is not None else EventBus()
         self.dispatch = self.bus.dispatch  # kind -> subscriber(s) or None, kept up to date
         self.reuse = reuse or {}
+        self.reuse_maps = reuse_maps or {}
         self.cache = cache
         nodes = graph.nodes
+        if config.pools or config.rates or any(n.pool is not None for n in nodes.values()):
+            check_pools(graph, config.pools, config.rates)
+        self.pools = {
+            name: Limit(name, config.pools.get(name),
+                        parse_rate(name, config.rates[name]) if name in config.rates else None)
+            for name in {**config.pools, **config.rates}
+        }
         self.records = {tid: TaskRecord(tid, n.tool, n.level) for tid, n in nodes.items()}
+        # every record and node by id, a map's children included: the request's own until
+        # a map expands (then copies that grow)
+        self.lookup: dict[str, TaskRecord] = self.records
+        self.nodes: dict[str, TaskNode] = nodes
+        self.maps: dict[str, MapRun] = {}  # per expanded mapped task, its children's state
+        self.next_index = len(nodes)  # ready-heap tie-break of the next child
         self.remaining = {tid: len(n.deps) for tid, n in nodes.items()}
         self.ready: list[tuple[int, int, int, TaskNode]] = []
         self.running: dict[Attempt, None] = {}
@@ -368,6 +396,7 @@ class Engine:
             rec.reused = True
             rec.start = rec.end = now
             rec.worker = old.worker
+            rec.children = old.children
         for rec in reused:
             self._finish(rec, SUCCESS, now)
         for node in self.graph.nodes.values():
@@ -375,7 +404,7 @@ class Engine:
                 self._make_ready(node, now)
 
     def _make_ready(self, node: TaskNode, now: float) -> None:
-        rec = self.records[node.id]
+        rec = self.lookup[node.id]
         rec.status = READY
         rec.ready_at = now
         if self.gate is None or not self.gate.holds(node):
@@ -397,26 +426,89 @@ class Engine:
         limit = self.config.max_concurrent
         try:
             while ready and len(running) < limit and self.stopping is None:
-                self._start(heapq.heappop(ready)[3])
+                entry = heapq.heappop(ready)
+                node = entry[3]
+                if (node.pool is None and node.parent is None) or node.map is not None:
+                    self._start(node)
+                else:
+                    limits = self._admit(entry)
+                    if limits is not None:
+                        self._start(node, limits)
         finally:
             self.starting = False
         workers = self.workers
         if workers.jobs and workers.needs_staff():
             workers.staff()
 
-    def _start(self, node: TaskNode) -> None:
-        rec = self.records[node.id]
+    def _admit(self, entry: tuple[int, int, int, TaskNode]) -> tuple[Limit, ...] | None:
+        """The limits (pool, map bound) a ready task takes a slot of, taken; or None when
+        one of them is full (or out of tokens): the task then waits in that limit's heap,
+        holding no run slot."""
+        node = entry[3]
+        limits: tuple[Limit, ...] = ()
+        if node.parent is not None:
+            bound = self.maps[node.parent.id].limit
+            if bound is not None:
+                limits = (bound,)
+        if node.pool is not None:
+            limits = (*limits, self.pools[node.pool])
+        now = perf()
+        for lim in limits:
+            if not lim.admits(now):
+                lim.hold(entry)
+                if lim.timer is None and lim.rated and (lim.cap is None or lim.used < lim.cap):
+                    lim.timer = self.loop.call_later(  # type: ignore[union-attr]
+                        lim.next_token_in(), self._guarded, self._refilled, lim
+                    )
+                return None
+        for lim in limits:
+            lim.take()
+        return limits
+
+    def _refilled(self, lim: Limit) -> None:
+        """A rated pool's bucket holds a token again: hand waiting tasks back."""
+        lim.timer = None
+        lim.admits(perf())  # brings the tokens up to date
+        n = max(1, int(lim.tokens))
+        self._wake(lim, n)
+        self._fill_slots()
+        self._maybe_done()
+
+    def _wake(self, lim: Limit, n: int = 1) -> None:
+        """Move up to ``n`` of the tasks ``lim`` holds back into the ready heap."""
+        waiting = lim.waiting
+        ready = self.ready
+        for _ in range(min(n, len(waiting))):
+            heapq.heappush(ready, heapq.heappop(waiting))
+
+    def _release(self, att: Attempt) -> None:
+        """An attempt holding pool slots ended: free them, hand a waiting task back."""
+        for lim in att.limits:
+            lim.give_back()
+            if lim.waiting:
+                self._wake(lim)
+        att.limits = ()
+
+    def _start(self, node: TaskNode, limits: tuple[Limit, ...] = ()) -> None:
+        if node.map is not None:
+            self._expand(node)
+            return
+        rec = self.lookup[node.id]
         kwargs: dict[str, Any] | None = None
         if node.cache is not None and self.cache is not None and not rec.attempts:
             kwargs = self._from_cache(node, rec)
             if rec.cached:
+                for lim in limits:  # a hit makes no call: its slots are free again
+                    lim.give_back()
+                    if lim.waiting:
+                        self._wake(lim)
                 return
         now = perf()
         rec.status = RUNNING
         rec.attempts += 1
         if rec.start is None:
             rec.start = now
-        att = Attempt(self, node, rec, now)
+        att = Attempt(self, node, rec, now, limits)
         self.running[att] = None
         emit = self.dispatch["task_started"]
         if emit is not None:
@@ -430,6 +522,8 @@ class Engine:
                     call_kwargs(node, self.view, self.vault, self.redactor)
                     if node.has_refs or node.vault is not None else node.params
                 )
+                if node.extra is not None:  # a map's child: its element
+                    kwargs = {**kwargs, **node.extra}
         except OktyvException as exc:  # bad reference or missing secret: never retried
             self._attempt_done(att, False, exc.in_task(node.id), None, retryable=False)
             return
@@ -459,6 +553,8 @@ class Engine:
                 call_kwargs(node, self.view, self.vault, self.redactor)
                 if node.has_refs or node.vault is not None else node.params
             )
+            if node.extra is not None:
+                kwargs = {**kwargs, **node.extra}
         except Exception:
             return None  # the attempt makes them again and records the error
         key, note = cache_key(node, kwargs)
@@ -481,6 +577,120 @@ class Engine:
         self._succeed(rec, node, now)
         return None
 
+    # ------------------------------------------------------------------ mapped tasks
+    def _expand(self, node: TaskNode) -> None:
+        """A mapped task whose dependencies are met: one child per element of ``over``
+        (SPEC §16), each made ready as a task of its own; the map stays ``running`` until
+        :meth:`_child_done` has heard from every child."""
+        now = perf()
+        rec = self.lookup[node.id]
+        rec.status = RUNNING
+        rec.start = now
+        self._emit("task_started", rec, now)
+        spec = node.map
+        over = spec.over
+        try:
+            items = resolve(over, self.view) if isinstance(over, str) else over
+        except OktyvException as exc:
+            self._map_failed(rec, error_from_exception(exc.in_task(node.id, "map.over")), now)
+            return
+        where = f"map.over {over}" if isinstance(over, str) else "map.over"
+        if not isinstance(items, (list, tuple)):
+            self._map_failed(rec, ErrorInfo(MAP_NOT_A_LIST, (
+                f"Task {node.id}: {where} is a {type(items).__name__}, not a list; map over "
+                "a list (or tuple), e.g. a field of the upstream result that holds one")), now)
+            return
+        if len(items) > MAP_LIMIT:
+            self._map_failed(rec, ErrorInfo(MAP_TOO_LARGE, (
+                f"Task {node.id}: {where} has {len(items):,} elements, more than the "
+                f"{MAP_LIMIT:,} one map may expand into; split the list over several maps "
+                "or batch its elements")), now)
+            return
+        items = list(items)
+        if self.outcome is not None:
+            self.outcome.map_items[node.id] = items
+        if self.lookup is self.records:  # the first map of the run: ids beyond the request
+            self.lookup = dict(self.records)
+            self.nodes = dict(self.graph.nodes)
+        lookup = self.lookup
+        nodes = self.nodes
+        old = self.reuse_maps.get(node.id)
+        reuse = old[1] if old is not None and _same_items(old[0], items) else None
+        base = self.next_index
+        self.next_index = base + len(items)
+        children: list[TaskRecord] = []
+        kids: list[TaskNode] = []
+        for i, element in enumerate(items):
+            child = node.child(i, element, base + i)
+            crec = TaskRecord(child.id, child.tool, child.level)
+            crec.map_of = node.id
+            crec.map_index = i
+            lookup[child.id] = crec
+            nodes[child.id] = child
+            children.append(crec)
+            kids.append(child)
+        rec.children = children
+        bound = spec.max_concurrent
+        self.maps[node.id] = MapRun(len(items), Limit(node.id, bound) if bound else None)
+        self.total += len(items)
+        if not items:
+            self._map_done(node, rec, now, True)
+            return
+        reused = []
+        if reuse is not None:
+            for crec, orec in zip(children, reuse, strict=False):
+                if orec.status == SUCCESS and not isinstance(orec.result, NotStored):
+                    crec.status = SUCCESS
+                    crec.result = orec.result
+                    crec.reused = True
+                    crec.start = crec.end = now
+                    crec.worker = orec.worker
+                    reused.append(crec)
+        for child, crec in zip(kids, children, strict=True):
+            if crec.status == PENDING:
+                self._make_ready(child, now)
+        for crec in reused:
+            self._finish(crec, SUCCESS, now)
+
+    def _map_failed(self, rec: TaskRecord, err: ErrorInfo, now: float) -> None:
+        """A mapped task that could not expand: it fails, never retried."""
+        rec.error = redacted(err, self.redactor) if self.redactor else err
+        self._finish(rec, FAILED, now)
+
+    def _child_done(self, node: TaskNode, now: float, propagate: bool) -> None:
+        """A child of mapped task ``node`` has its final record; the last one finishes the
+        map."""
+        state = self.maps[node.id]
+        state.left -= 1
+        if state.left == 0:
+            self._map_done(node, self.lookup[node.id], now, propagate)
+
+    def _map_done(self, node: TaskNode, rec: TaskRecord, now: float, propagate: bool) -> None:
+        """Every child has its record: the map's own record gathers them (SPEC §16)."""
+        children = rec.children or []
+        rec.result = [c.result if c.status == SUCCESS else None for c in children]
+        rec.attempts = sum(c.attempts for c in children)
+        ends = [c.end for c in children if c.end is not None]
+        rec.end = max(ends, default=now)
+        starts = [c.start for c in children if c.start is not None]
+        if starts:
+            rec.start = min(min(starts), rec.start if rec.start is not None else now)
+        cpu = [c.cpu_s for c in children if c.cpu_s is not None]
+        rec.cpu_s = sum(cpu) if cpu else None
+        failed = [c.map_index for c in children if c.status != SUCCESS]
+        if not failed:
+            rec.error = None
+            self._finish(rec, SUCCESS, rec.end, propagate)
+            return
+        shown = ", ".join(str(i) for i in failed[:20]) + (", ..." if len(failed) > 20 else "")
+        first = next(c for c in children if c.status != SUCCESS)
+        why = f"; {first.task_id}: {first.error.code}" if first.error is not None else ""
+        count = "its one child" if len(children) == 1 else (
+            f"{len(failed)} of {len(children)} children")
+        rec.error = ErrorInfo(MAP_CHILD_FAILED, (
+            f"Task {node.id}: {count} did not succeed (index {shown}){why}"))
+        self._finish(rec, FAILED, rec.end, propagate)
+
     # ------------------------------------------------------------------ completion
     def _attempt_done(
         self, att: Attempt, ok: bool, value: Any, worker: str | None, retryable: bool = True,
@@ -492,6 +702,8 @@ class Engine:
         del self.running[att]
         if att.timer is not None:
             att.timer.cancel()
+        if att.limits:
+            self._release(att)
         now = perf()
         rec = att.rec
         node = att.node
@@ -533,7 +745,7 @@ class Engine:
 
     def _retry(self, node: TaskNode) -> None:
         del self.backoff[node.id]
-        rec = self.records[node.id]
+        rec = self.lookup[node.id]
         rec.status = READY
         heapq.heappush(self.ready, (-node.priority, -node.chain, node.index, node))
         self._emit("task_ready", rec)
@@ -569,7 +781,7 @@ class Engine:
         rec.end = now
         self.nfinished += 1
         self.succeeded.append(rec)
-        if self.gate is not None:
+        if self.gate is not None and node.parent is None:
             self.gate.finished(node.level, self.ready)
         emit = self.dispatch["task_finished"]
         if emit is not None:
@@ -585,6 +797,8 @@ class Engine:
             remaining[tid] = left
             if left == 0 and records[tid].status == PENDING:  # not skipped meanwhile
                 self._make_ready(dep, now)
+        if node.parent is not None:
+            self._child_done(node.parent, now, True)
         if self.stopping is not None and self.backoff:
             self._drop_backoffs(self.stopping, "the run stopped", now)
 
@@ -595,8 +809,8 @@ class Engine:
         if rec.start is None:
             rec.start = now
         stack = [rec]
-        records = self.records
-        nodes = self.graph.nodes
+        records = self.lookup
+        nodes = self.nodes
         while stack:
             rec = stack.pop()
             status = rec.status
@@ -608,9 +822,12 @@ class Engine:
                 self.any_failed = True
                 if self.config.failure_mode != "continue" and self.stopping is None:
                     self.stopping = RUN_STOPPED
-            if self.gate is not None:
+            if self.gate is not None and node.parent is None:
                 self.gate.finished(node.level, self.ready)
             self._emit("task_finished", rec, now)
+            if node.parent is not None:
+                self._child_done(node.parent, now, propagate)
+                continue
             if not propagate:
                 continue
             for dep in node.dependents:
@@ -637,7 +854,7 @@ class Engine:
         self.backoff.clear()  # first, so that _finish below finds none: no recursion
         for tid, handle in waiting:
             handle.cancel()
-            self._fail_waiting(self.records[tid], code, why, now)
+            self._fail_waiting(self.lookup[tid], code, why, now)
 
     def _fail_waiting(self, rec: TaskRecord, code: str, why: str, now: float) -> None:
         """A task that has run and waits to run again (out a backoff, or ready for a slot
@@ -663,8 +880,10 @@ class Engine:
         if self.backoff:
             self._drop_backoffs(code, why, now)
         running = {att.rec.task_id for att in self.running}
-        for rec in self.records.values():
+        for rec in list(self.lookup.values()):
             if rec.status in FINAL or rec.task_id in running:
+                continue
+            if rec.children is not None:  # an expanded map: it ends when its children do
                 continue
             if rec.attempts:  # ready again after its backoff, waiting for a slot
                 self._fail_waiting(rec, code, why, now)
@@ -684,6 +903,7 @@ class Engine:
             del self.running[att]
             if att.timer is not None:
                 att.timer.cancel()
+            att.limits = ()  # nothing starts after a halt: no slot to hand on
             rec = att.rec
             rec.worker = self._worker_of(att)
             rec.error = ErrorInfo(code, f"Task {rec.task_id}: {why}")
@@ -734,6 +954,9 @@ class Engine:
             self._abandon(att)
         for handle in self.backoff.values():
             handle.cancel()
+        for lim in self.pools.values():
+            if lim.timer is not None:
+                lim.timer.cancel()
         self.abandoned.extend(self.workers.close())
         self.abandoned.extend(t for t in self.cancelled_at if t not in self.abandoned)
         pending = [t for t in self.abandoned if not t.done()]
@@ -774,6 +997,25 @@ class Engine:
                 RuntimeWarning,
                 stacklevel=2,
             )
+
+
+class MapRun:
+    """An expanded mapped task's state: children without a final record yet (``left``) and
+    the bound of its ``max_concurrent`` (a :class:`Limit`, or None)."""
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, left: int, limit: Limit | None) -> None:
+        self.left = left
+        self.limit = limit
+
+
+def _same_items(old: list[Any], new: list[Any]) -> bool:
+    """True when a map's elements are unchanged (equal, element by element)."""
+    try:
+        return len(old) == len(new) and all(a == b for a, b in zip(old, new, strict=True))
+    except Exception:  # elements that do not compare: treat as changed
+        return False
 
 
 _SPAN_OUTCOME = {TASK_TIMEOUT: "timeout", CANCELLED: "cancelled", EXECUTION_TIMEOUT: "timeout"}

@@ -28,6 +28,7 @@ from __future__ import annotations
 import html
 import re
 import time
+from collections import Counter
 from collections.abc import Mapping
 from itertools import pairwise
 from pathlib import Path
@@ -168,6 +169,7 @@ def _build(
     show_critical: bool = True,
     tag: str | None = None,
     summary: bool = True,
+    map_slot: str | None = None,
 ) -> graphviz.Digraph:
     """:func:`build_digraph`; ``tag`` gives each task node the SVG id ``<tag>_<index>``
     (for :class:`SvgTemplate`); ``summary=False`` leaves status counts out of the title."""
@@ -250,7 +252,7 @@ def _build(
             )
             for tid in level:
                 _add_node(sub, graph, tid, names[tid], status, tries, coloured, compact,
-                          tid in crit_nodes, records.get(tid), tag)
+                          tid in crit_nodes, records.get(tid), tag, map_slot)
     for k in range(1, len(graph.levels)):
         dot.edge(f"#level{k - 1}", f"#level{k}", style="invis")
 
@@ -284,7 +286,10 @@ def _add_node(
     critical: bool,
     rec: TaskRecord | None,
     tag: str | None,
+    map_slot: str | None = None,
 ) -> None:
+    """One task's node; ``map_slot`` is the text a mapped node shows in place of its child
+    counts (the live template's placeholder)."""
     node = graph.nodes[tid]
     st = status.get(tid, "pending") if coloured else None
     fill, border = STATUS_STYLE.get(st, STATUS_STYLE["pending"]) if st else status_colors(None)
@@ -292,6 +297,14 @@ def _add_node(
     max_try = node.retry.max_attempts
     attrs: dict[str, str] = {"fillcolor": fill, "color": border}
     tip = f"{tid} · tool {node.tool} · level {node.level}"
+    if node.map is not None:
+        over = node.map.over
+        tip += (f" · mapped over {over if isinstance(over, str) else f'{len(over)} items'}"
+                f" as {node.map.param}")
+        if node.map.max_concurrent:
+            tip += f" · at most {node.map.max_concurrent} at once"
+    if node.pool is not None:
+        tip += f" · pool {node.pool}"
     if st:
         tip += f" · {st}"
         if n_try > 1 or (n_try and max_try > 1):
@@ -307,11 +320,47 @@ def _add_node(
     if critical:
         attrs["penwidth"] = "3"
         attrs["color"] = _CRITICAL
-    if compact:
+    if node.map is not None:  # a stack: its children are not drawn one by one
+        attrs["shape"] = "box3d"
+        attrs["style"] = "filled,dashed" if st == "skipped" else "filled"
+        kids = rec.children if rec is not None else None
+        head = f"{tid} ×{len(kids) if kids is not None else '?'}"
+        if kids is not None:
+            tip += f" · {map_counts([c.status for c in kids])}"
+        attrs["tooltip"] = _esc(tip)
+        if compact:
+            attrs["label"] = _esc(_short(head, 28))
+        else:
+            counts = map_slot if map_slot is not None else (
+                _h(map_counts([c.status for c in kids])) if kids else None)
+            detail = _detail(st, rec, n_try, max_try) if not kids else None
+            if counts is not None:
+                colour = status_colors(st)[1]
+                detail = f'<font point-size="9" color="{colour}">{counts}</font>'
+                if st == "failed" and rec is not None and rec.error is not None:
+                    detail = (f'<font point-size="9" color="{colour}"><b>'
+                              f"{_h(rec.error.code, 28)}</b></font><br/>{detail}")
+            attrs["label"] = _html_label(head, node.tool, detail)
+    elif compact:
         attrs["label"] = _esc(_short(tid, 24))
     else:
         attrs["label"] = _html_label(tid, node.tool, _detail(st, rec, n_try, max_try))
     sub.node(_node_name(name), **attrs)
+
+
+#: What the live template's mapped nodes show before :meth:`SvgTemplate.recolour` puts their
+#: child counts in: as wide as a large count, so that the box fits one.
+_MAP_SLOT = "0000 ✓ 0000 ✗ / 0000"
+#: The marks of a map's child counts, by status.
+_MAP_MARKS = (("success", "✓"), ("failed", "✗"), ("skipped", "⊘"), ("running", "▶"),
+              ("retrying", "↻"))
+
+
+def map_counts(statuses: list[str]) -> str:
+    """A mapped task's children by status, as its node shows them: ``38 ✓ 2 ✗ / 40``."""
+    counts = Counter(statuses)
+    parts = [f"{counts[st]} {mark}" for st, mark in _MAP_MARKS if counts[st]]
+    return f"{' '.join(parts) or '0 ✓'} / {len(statuses)}"
 
 
 def _html_label(tid: str, tool: str, detail: str | None) -> str:
@@ -446,16 +495,18 @@ class SvgTemplate:
         self.graph = graph
         pending = dict.fromkeys(graph.nodes, "pending")
         digraph = _build(graph, states=pending, title=title, direction=direction,
-                         compact=compact, show_critical=False, tag=tag, summary=False)
+                         compact=compact, show_critical=False, tag=tag, summary=False,
+                         map_slot=_MAP_SLOT)
         t0 = time.perf_counter()
         svg = to_svg(digraph)
         #: seconds ``dot`` took to lay the graph out
         self.layout_s = time.perf_counter() - t0
         by_index = {node.index: tid for tid, node in graph.nodes.items()}
-        self._pieces: list[str] = []  # static text, between colour slots
-        self._slots: list[str] = []  # task id of each slot
+        self._pieces: list[str] = []  # static text, between slots
+        self._slots: list[tuple[str, bool]] = []  # (task id, counts?) of each slot
         pos = 0
         marker = f'<g id="{tag}_'
+        slot_text = html.escape(_MAP_SLOT, quote=False)
         for m in re.finditer(re.escape(marker) + r'(\d+)" class="node">', svg):
             tid = by_index.get(int(m.group(1)))
             start = svg.find(' fill="', m.end())
@@ -463,8 +514,15 @@ class SvgTemplate:
             if tid is None or start < 0 or end < 0:
                 continue
             self._pieces.append(svg[pos:start])
-            self._slots.append(tid)
+            self._slots.append((tid, False))
             pos = end + 1
+            if graph.nodes[tid].map is not None:  # the child counts of a mapped node
+                close = svg.find("</g>", pos)
+                at = svg.find(slot_text, pos, close)
+                if at >= 0:
+                    self._pieces.append(svg[pos:at])
+                    self._slots.append((tid, True))
+                    pos = at + len(slot_text)
         self._pieces.append(svg[pos:])
         self._style = {
             st: f' fill="{fill}" stroke="{border}"'
@@ -473,14 +531,21 @@ class SvgTemplate:
             for st, (fill, border) in STATUS_STYLE.items()
         }
 
-    def recolour(self, states: Mapping[str, str]) -> str:
+    def recolour(
+        self, states: Mapping[str, str], counts: Mapping[str, str] | None = None
+    ) -> str:
         """The SVG with each task coloured by ``states`` (task id -> status; missing ids
-        are pending)."""
+        are pending) and each mapped task showing ``counts`` (task id -> its child counts,
+        :func:`map_counts`; "×?" before it expands)."""
         style = self._style
         pending = style["pending"]
         out = [self._pieces[0]]
-        for tid, piece in zip(self._slots, self._pieces[1:], strict=True):
-            out.append(style.get(states.get(tid, "pending"), pending))
+        for (tid, is_count), piece in zip(self._slots, self._pieces[1:], strict=True):
+            if is_count:
+                text = counts.get(tid) if counts else None
+                out.append(html.escape(text if text is not None else "×?", quote=False))
+            else:
+                out.append(style.get(states.get(tid, "pending"), pending))
             out.append(piece)
         return "".join(out)
 
