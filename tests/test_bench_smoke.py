@@ -128,3 +128,14 @@ def test_store_bench_runs_and_reports_both_targets() -> None:
     assert "| no-op tasks, N=200: journaling per task |" in out
     assert "| 20 tasks of 10 ms: journaling cost |" in out
     assert "Cheaper writer on no-op tasks" in out
+
+
+def test_map_expansion_bench_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.maps import main
+
+    assert main(["--quick", "-n", "200", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"^\| ([\d,]+) \| [\d.]+ \| [\d.]+ \| ([\d.]+)× \| ≤ 1.5× \| (PASS|FAIL) \|$",
+                      out, re.M)
+    assert [r[0] for r in rows] == ["20", "200"]
+    assert "Growth, µs a child" in out

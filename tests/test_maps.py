@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import time
@@ -347,12 +348,29 @@ def test_builder_errors_name_the_task_and_the_fix() -> None:
 
 def test_request_errors_for_a_bad_map() -> None:
     bad = {"tasks": [{"id": "m", "tool": "upper", "map": {"over": "nope", "param": "url"}}]}
-    with pytest.raises(ValueError, match="map.over must be one reference"):
+    with pytest.raises(ValueError, match=r"map\.over must be one reference"):
         ok.execute_request(bad, tools={"upper": upper})
     dup = {"tasks": [{"id": "m", "tool": "upper", "params": {"url": 1},
                       "map": {"over": [1], "param": "url"}}]}
-    with pytest.raises(ok.InvalidOptionError, match="map.param 'url' is also one of its"):
+    with pytest.raises(ok.InvalidOptionError, match=r"map\.param 'url' is also one of its"):
         ok.execute_request(dup, tools={"upper": upper})
+
+
+def test_a_stored_run_keeps_every_child(tmp_path: Any) -> None:
+    store = ok.RunStore(tmp_path / "runs.db")
+    dag = (ok.DAG("stored", store=store).task("list", lambda: ["a", "bad", "c"])
+           .map("m", upper, over="${list.result}", param="url", pool="p"))
+    dag.config = dataclasses.replace(dag.config, pools={"p": 2})
+    run = dag.run(live=False)
+    back = store.load(run.execution_id)
+    m = back.result.tasks["m"]
+    assert m.status == "failed" and m.error.code == "MAP_CHILD_FAILED"
+    assert [c.task_id for c in m.children] == ["m[0]", "m[1]", "m[2]"]
+    assert [c.status for c in m.children] == ["success", "failed", "success"]
+    assert m.result == ["A", None, "C"]
+    assert list(back.df.index) == ["list", "m[0]", "m[1]", "m[2]"]
+    assert list(back.df["map_index"].iloc[1:]) == [0, 1, 2]
+    assert back.outcome.graph.nodes["m"].map.param == "url"
 
 
 # ---------------------------------------------------------------------- rerun

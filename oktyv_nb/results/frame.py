@@ -101,7 +101,7 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
         "stdout": [r.stdout for r in recs],
         "stderr": [r.stderr for r in recs],
     }
-    if outcome.map_items:  # a run with an expanded map: which map each child row is of
+    if any(r.map_of is not None for r in recs):  # which map each child row is of
         data["map_of"] = pd.array([r.map_of for r in recs], dtype="string")
         data["map_index"] = pd.array([r.map_index for r in recs], dtype="Int64")
     df = pd.DataFrame(data, index=ids)

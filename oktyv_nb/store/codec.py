@@ -142,7 +142,7 @@ def decode_value(kind: str | None, data: Any) -> Any:
 _RARE = (
     ("priority", "priority"), ("timeout", "timeout"), ("vault", "vault"),
     ("retry_policy", "retryPolicy"), ("rollback", "rollback"), ("run_if", "runIf"),
-    ("cache", "cache"),
+    ("cache", "cache"), ("map", "map"), ("pool", "pool"),
 )
 
 
@@ -192,7 +192,8 @@ def task_columns(
             odd.append(i)
         if s["priority"] is not None or s["timeout"] is not None or s["vault"] is not None \
                 or s["retry_policy"] is not None or s["rollback"] is not None \
-                or s["run_if"] is not None or s.get("cache") is not None:
+                or s["run_if"] is not None or s.get("cache") is not None \
+                or s.get("map") is not None or s.get("pool") is not None:
             o = {alias: _model(v) if hasattr(v, "model_dump") else v
                  for key, alias in _RARE if (v := s.get(key)) is not None}
             if redactor:

@@ -278,7 +278,8 @@ class Journal:
                     if kind == codec.JSON and raw is None:
                         raw = codec.dumps(payload)
                     cache_rows.append((
-                        rec.cache_key, rec.tool, self.qualnames.get(rec.task_id, rec.tool),
+                        rec.cache_key, rec.tool,
+                        self.qualnames.get(rec.map_of or rec.task_id, rec.tool),
                         time.time(), kind, raw, outcome.execution_id,  # type: ignore[union-attr]
                         rec.task_id,
                     ))

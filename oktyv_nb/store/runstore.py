@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -22,7 +23,7 @@ from oktyv_nb.execution.records import (
     TaskRecord,
     utc_datetime,
 )
-from oktyv_nb.model.graph import build_graph
+from oktyv_nb.model.graph import Graph, build_graph
 from oktyv_nb.model.schema import TaskSpec
 from oktyv_nb.results.run import Run
 from oktyv_nb.store.codec import JSON, batch_entries, decode_value, restore_record, task_dicts
@@ -274,10 +275,13 @@ class RunStore:
         records = {tid: TaskRecord(tid, n.tool, n.level) for tid, n in graph.nodes.items()}
         final: set[str] = set()
         last = 0.0  # seconds since the run started
+        children: dict[str, list[TaskRecord]] = {}
         for tid, entry in entries.items():
             rec = records.get(tid)
             if rec is None:
-                continue
+                rec = _child_record(tid, graph, children)
+                if rec is None:
+                    continue
             if restore_record(rec, entry, blobs):
                 final.add(tid)
             for t in (rec.start, rec.end):
@@ -286,9 +290,15 @@ class RunStore:
         aborted = end is None and self._state(head) == ABORTED
         if aborted:
             who = f"pid {pid} on {host}"
-            for tid, rec in records.items():
-                if tid not in final:
+            for rec in [*records.values(), *(c for cs in children.values() for c in cs)]:
+                if rec.task_id not in final:
                     _abort(rec, last, who)
+        for tid, kids in children.items():  # an expanded map's record gathers its children
+            kids.sort(key=lambda c: c.map_index)  # type: ignore[arg-type, return-value]
+            parent = records[tid]
+            parent.children = kids
+            if parent.status != SUCCESS:
+                parent.result = [c.result if c.status == SUCCESS else None for c in kids]
         cfg = json.loads(config)
         outcome = RunOutcome(  # its clock: seconds since the run started
             execution_id=eid, graph=graph, config=RunConfig(**cfg), records=records,
@@ -309,6 +319,25 @@ def _latest_entries(c: Any, run: int) -> dict[str, tuple[Any, ...]]:
         for e in batch_entries(row):
             latest[e[0]] = e
     return latest
+
+
+_CHILD_ID = re.compile(r"(.+)\[(\d+)\]")
+
+
+def _child_record(
+    tid: str, graph: Graph, children: dict[str, list[TaskRecord]]
+) -> TaskRecord | None:
+    """The record of stored child ``tid`` (``fetch[3]``) of a mapped task of ``graph``, new
+    and listed under its map in ``children``; None for an id that is no such child."""
+    m = _CHILD_ID.fullmatch(tid)
+    node = graph.nodes.get(m.group(1)) if m else None
+    if node is None or node.map is None:
+        return None
+    rec = TaskRecord(tid, node.tool, node.level)
+    rec.map_of = node.id
+    rec.map_index = int(m.group(2))  # type: ignore[union-attr]
+    children.setdefault(node.id, []).append(rec)
+    return rec
 
 
 def _abort(rec: TaskRecord, last: float, who: str) -> None:
