@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import threading
@@ -47,6 +48,10 @@ def upper(url: str, suffix: str = "") -> str:
 
 def gather(pages: list[Any]) -> list[Any]:
     return list(pages)
+
+
+def absolute(x: int) -> int:
+    return abs(x)
 
 
 # ---------------------------------------------------------------------- expansion
@@ -572,3 +577,90 @@ def test_timeline_groups_a_maps_children() -> None:
     fig = run.timeline()
     labels = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()]
     assert any("m[0]" in lab for lab in labels) or any("m" in lab for lab in labels)
+
+
+# ---------------------------------------------------------------------- every child's fate
+def test_a_run_timeout_mid_map_gives_every_child_one_record() -> None:
+    async def slow(x: int) -> int:
+        await asyncio.sleep(0.05 if x < 3 else 10)
+        return x
+
+    dag = ok.DAG(max_concurrent=4, timeout=0.5, pools={"p": 2}).map(
+        "m", slow, over=list(range(12)), param="x", max_concurrent=3, pool="p")
+    t0 = time.perf_counter()
+    run = dag.run(live=False)
+    assert time.perf_counter() - t0 < 3
+    kids = run.result.tasks["m"].children
+    assert len(kids) == 12
+    assert [k.status for k in kids[:3]] == ["success"] * 3
+    assert {k.status for k in kids[3:]} <= {"failed", "skipped"}
+    assert all(k.error.code == "EXECUTION_TIMEOUT" for k in kids[3:])
+    assert run.result.tasks["m"].status == "failed"
+    assert len(run.df) == 12
+
+
+def test_an_interrupt_mid_map_gives_every_child_one_record() -> None:
+    async def slow(x: int) -> int:
+        await asyncio.sleep(0.02 if x == 0 else 10)
+        return x
+
+    dag = ok.DAG(max_concurrent=3).map("m", slow, over=list(range(8)), param="x")
+    log = EventLog()
+
+    async def main() -> None:
+        task = asyncio.ensure_future(dag.arun(live=False, on_event=log))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    run = dag.last_run
+    assert run is not None
+    kids = run.outcome.records["m"].children
+    assert kids is not None and len(kids) == 8
+    assert kids[0].status == "success"
+    assert all(k.status in ("failed", "skipped") for k in kids[1:])
+    finished = [e.task_id for e in log if e.kind == "task_finished"]
+    assert sorted(finished) == sorted(["m", *(f"m[{i}]" for i in range(8))])  # once each
+
+
+def test_levels_strategy_waits_for_a_whole_map() -> None:
+    order: list[str] = []
+
+    def work(x: str) -> str:
+        order.append(x)
+        time.sleep(0.01)
+        return x
+
+    dag = (ok.DAG(strategy="levels", max_concurrent=4)
+           .map("m", work, over=["a", "b", "c"], param="x")
+           .task("side", work, x="side")
+           .task("next", work, x="next", after=["m", "side"]))
+    run = dag.run(live=False)
+    assert run.status == "success"
+    assert order[-1] == "next"
+
+
+def test_children_run_on_the_processes_backend() -> None:
+    run = ok.DAG(backend="processes", max_concurrent=2).map(
+        "m", absolute, over=[-1, -2, 3], param="x").run(live=False)
+    assert run.result.tasks["m"].result == [1, 2, 3]
+    assert run.df["worker"].str.startswith("pid:").all()
+
+
+def test_each_child_is_cached_apart(tmp_path: Any) -> None:
+    calls: list[int] = []
+
+    def square(x: int) -> int:
+        calls.append(x)
+        return x * x
+
+    store = ok.RunStore(tmp_path / "cache.db")
+    ok.DAG(store=store).map("m", square, over=[1, 2], param="x", cache=True).run(live=False)
+    calls.clear()
+    run = ok.DAG(store=store).map("m", square, over=[1, 2, 3], param="x",
+                                  cache=True).run(live=False)
+    assert calls == [3]
+    assert list(run.df["cached"]) == [True, True, False]
+    assert run.result.tasks["m"].result == [1, 4, 9]
