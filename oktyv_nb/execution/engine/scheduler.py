@@ -46,6 +46,22 @@ Changing state (all of it touched only on the loop's thread):
 ``starting``
     True while :meth:`Engine._fill_slots` starts ready tasks (a task that fails while
     starting calls back into it; the outer loop goes on).
+``lookup``, ``nodes``, ``maps``, ``total``
+    every record and node by id. Until a mapped task expands they are the request's own
+    (``records`` and ``graph.nodes``); its expansion copies them once and adds one child
+    node and record per element (``fetch[i]``; :meth:`TaskNode.child`), and raises
+    ``total`` by the number of children. ``maps`` holds per expanded map a
+    :class:`MapRun`: how many children have no final record yet, and the
+    :class:`~oktyv_nb.execution.limits.Limit` of its ``max_concurrent``. A child has no
+    dependencies and no dependents: its final record goes to :meth:`Engine._child_done`,
+    and the last one finishes the map (:meth:`Engine._map_done`), which then releases or
+    skips the map's dependents as any task does.
+``pools``
+    the run's :class:`~oktyv_nb.execution.limits.Limit` per pool or rate name. A ready task
+    of a pool or a map is *admitted* when it is popped: when one of its limits is full or
+    out of tokens it waits in that limit's own heap, holding no run slot; an attempt that
+    ends hands one waiting task back to ``ready``, and a rated pool's timer does when its
+    bucket refills.
 
 Example: ``a -> c, b -> c`` with ``max_concurrent=1``. ``remaining = {a: 0, b: 0, c: 2}``,
 ``ready = [a, b]``; ``a`` starts (``running = {a}``); when it succeeds, ``remaining[c] = 1``
