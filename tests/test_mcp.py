@@ -370,3 +370,33 @@ def test_the_root_leaves_sys_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     _drop_writable_paths(Path(os.path.realpath(tmp_path)))
     assert "" not in sys.path and str(tmp_path) not in sys.path
     assert str(tmp_path / "sub") in sys.path  # below the root: the operator's choice
+
+
+def test_an_agent_maps_over_files_through_a_pool(root: Path) -> None:
+    for name in ("a", "b", "c"):
+        (root / f"{name}.txt").write_text(name * 3)
+
+    async def scenario() -> None:
+        async with connect(root) as session:
+            result = await session.call_tool("parallel_execute", {
+                "tasks": [
+                    {"id": "read", "tool": "file_read",
+                     "map": {"over": ["a.txt", "b.txt", "c.txt"], "param": "path",
+                             "maxConcurrent": 2}, "pool": "disk"},
+                    {"id": "second", "tool": "file_read",
+                     "params": {"path": "${read.result.1}"}, "runIf": "all_done"},
+                ],
+                "config": {"pools": {"disk": 1}, "rates": {"disk": "100/s"}},
+            })
+            assert not result.is_error, _text(result)
+            tasks = result.structured_content["tasks"]
+            read = tasks["read"]
+            assert read["status"] == "success"
+            assert [c["taskId"] for c in read["children"]] == ["read[0]", "read[1]", "read[2]"]
+            assert read["result"] == ["aaa", "bbb", "ccc"]
+            assert tasks["second"]["status"] == "failed"  # "bbb" is no file in the root
+            bad = await session.call_tool("parallel_execute", {"tasks": [
+                {"id": "t", "tool": "file_read", "params": {"path": "a.txt"}, "pool": "nope"}]})
+            assert bad.is_error and _text(bad).startswith("UNKNOWN_POOL: Task t: pool 'nope'")
+
+    run(scenario)
