@@ -433,9 +433,11 @@ class DAG:
         timeout: float | None = DEFAULT,  # type: ignore[assignment]
         strategy: str = DEFAULT,  # type: ignore[assignment]
         capture: bool = DEFAULT,  # type: ignore[assignment]
+        pools: Mapping[str, int] = DEFAULT,  # type: ignore[assignment]
+        rates: Mapping[str, str] = DEFAULT,  # type: ignore[assignment]
     ) -> DAG:
-        """Change the DAG's name and its run settings; settings not given stay as they are.
-        Returns the DAG.
+        """Change the DAG's name and its run settings (``pools``/``rates`` replace the old
+        ones whole); settings not given stay as they are. Returns the DAG.
 
         Checked as the constructor and :meth:`run` check them (``timeout`` in seconds,
         ``timeout=None`` for no run timeout); on an ``ok.InvalidOptionError`` nothing
@@ -443,7 +445,8 @@ class DAG:
         attributes: ``dag.backend = "threads"``.)
         """
         given = _given(name=name, max_concurrent=max_concurrent, failure_mode=failure_mode,
-                       timeout=timeout, strategy=strategy, capture=capture)
+                       timeout=timeout, strategy=strategy, capture=capture, pools=pools,
+                       rates=rates)
         config = _configured(self.config, given)
         self.name = _check_name(given.get("name", self.name))
         self.config = config

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import threading
 import time
@@ -365,7 +364,11 @@ def test_a_stored_run_keeps_every_child(tmp_path: Any) -> None:
     store = ok.RunStore(tmp_path / "runs.db")
     dag = (ok.DAG("stored", store=store).task("list", lambda: ["a", "bad", "c"])
            .map("m", upper, over="${list.result}", param="url", pool="p"))
-    dag.config = dataclasses.replace(dag.config, pools={"p": 2})
+    dag.configure(pools={"p": 2})
+    assert dag.config.pools == {"p": 2}
+    with pytest.raises(ok.InvalidRateError):
+        dag.configure(rates={"p": "often"})
+    assert dag.config.rates == {}
     run = dag.run(live=False)
     back = store.load(run.execution_id)
     m = back.result.tasks["m"]
