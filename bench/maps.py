@@ -17,12 +17,10 @@ map at N/10 and N: expansion is O(children) when µs a child stays flat.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ if __package__ in (None, ""):  # run as a script: python bench/maps.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import oktyv_nb as ok
-from bench.run import LoadMonitor
+from bench.run import LoadMonitor, interleaved, ratio
 from bench.workloads import async_noop, independent, request_of
 
 TARGET = 1.5
@@ -77,21 +75,6 @@ def variants(n: int) -> dict[str, Callable[[], Any]]:
     return {"tasks": run_tasks, "map": run_map}
 
 
-def interleaved(peers: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    names = list(peers)
-    for name in names:
-        peers[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
-            gc.collect()
-            t0 = time.perf_counter()
-            peers[name]()
-            times[name].append(time.perf_counter() - t0)
-    return times
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small N, 3 rounds")
@@ -112,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         per_child = {}
         for size in (n // 10, n):
             t = interleaved(variants(size), rounds)
-            ratios = [m / k for m, k in zip(t["map"], t["tasks"], strict=True)]
-            r = statistics.median(ratios)
+            r = ratio(t, "map", "tasks")
             us_tasks = statistics.median(t["tasks"]) / size * 1e6
             us_map = statistics.median(t["map"]) / size * 1e6
             per_child[size] = us_map
