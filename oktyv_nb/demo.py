@@ -1,7 +1,8 @@
 """The main job: a real DAG run end to end (``python -m oktyv_nb.demo --out out``).
 
 A small JSON "API" is served on localhost (a real HTTP server in a thread); the DAG fetches
-three endpoints in parallel with the built-in ``http_request`` tool, merges them, writes a
+three endpoints in parallel with the built-in ``http_request`` tool, merges them, maps a task
+over the users it found (one child a user), writes a
 JSON report, loads it into SQLite, queries it and counts bytes with ``shell`` — then prints
 the DataFrame and statistics and writes the graph (SVG, PNG) and the timeline (PNG).
 """
@@ -91,8 +92,18 @@ def merge(users: dict[str, Any], orders: dict[str, Any], products: dict[str, Any
     return rows
 
 
+def spent_by(user: dict[str, Any], orders: dict[str, Any], products: dict[str, Any]
+             ) -> dict[str, Any]:
+    """What one user spent (a mapped task's child: one call per user)."""
+    price = {p["id"]: p["price"] for p in products["json"]}
+    mine = [o for o in orders["json"] if o["user"] == user["id"]]
+    return {"name": user["name"], "orders": len(mine),
+            "spent": round(sum(o["qty"] * price[o["product"]] for o in mine), 2)}
+
+
 def build_demo_dag(base_url: str, workdir: Path, delay: float = 0.2) -> Any:
-    """The demo DAG: three parallel fetches, a merge, then files, SQLite and a shell call."""
+    """The demo DAG: three parallel fetches, a merge and a map over the users found at run
+    time, then files, SQLite and a shell call."""
     import oktyv_nb as ok
 
     db = str(workdir / "orders.db")
@@ -104,6 +115,8 @@ def build_demo_dag(base_url: str, workdir: Path, delay: float = 0.2) -> Any:
         .task("products", "http_request", url=f"{base_url}/products?delay={delay / 2}", retries=2)
         .task("merge", merge, users="${users.result}", orders="${orders.result}",
               products="${products.result}")
+        .map("per_user", spent_by, over="${users.result.json}", param="user",
+             orders="${orders.result}", products="${products.result}", max_concurrent=2)
         .task("write_report", "file_write", path=report, content="${merge.result}")
         .task("create_table", "sqlite", database=db,
               sql="CREATE TABLE IF NOT EXISTS sales (ord INT, name TEXT, city TEXT, "
@@ -144,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     print(run.stats)
     print()
     print("top customers:", run.result.tasks["top_customers"].result)
+    print("per user (a map over the users the API returned):",
+          run.result.tasks["per_user"].result)
     written = [
         out / "dag.svg",
         run.save_graph(out / "run.svg"),

@@ -323,6 +323,7 @@ def _add_node(
     if node.map is not None:  # a stack: its children are not drawn one by one
         attrs["shape"] = "box3d"
         attrs["style"] = "filled,dashed" if st == "skipped" else "filled"
+        attrs["margin"] = "0.1,0.03" if compact else "0.22,0.08"  # clear of the 3-D edges
         kids = rec.children if rec is not None else None
         head = f"{tid} ×{len(kids) if kids is not None else '?'}"
         if kids is not None:
@@ -336,6 +337,8 @@ def _add_node(
             detail = _detail(st, rec, n_try, max_try) if not kids else None
             if counts is not None:
                 colour = status_colors(st)[1]
+                if map_slot is None and st in ("success", "failed") and rec.end is not None:
+                    counts += f" · {format_seconds(rec.duration)}"
                 detail = f'<font point-size="9" color="{colour}">{counts}</font>'
                 if st == "failed" and rec is not None and rec.error is not None:
                     detail = (f'<font point-size="9" color="{colour}"><b>'
