@@ -28,6 +28,7 @@ from __future__ import annotations
 import html
 import re
 import time
+import warnings
 from collections.abc import Mapping
 from itertools import pairwise
 from pathlib import Path
@@ -65,6 +66,7 @@ _SKIP_EDGE = STATUS_STYLE["failed"][1]  # the failed dependency that made a task
 _EDGE = FAINT
 _MAX_LABEL = 48  # characters of an id or tool shown in a label; the tooltip has it all
 _FONT = "Helvetica,Arial,sans-serif"
+_NoHtml = graphviz.quoting.NoHtml  # what graphviz.nohtml and graphviz.escape return
 
 
 # ---------------------------------------------------------------------- helpers
@@ -78,8 +80,9 @@ def _h(text: str, limit: int = _MAX_LABEL) -> str:
 
 
 def _esc(text: str) -> str:
-    """A plain (escString) attribute value shown literally: backslashes and <...> disarmed."""
-    return graphviz.escape(str(text).replace("\n", " "))
+    """A plain (escString) attribute value shown literally: backslashes and <...> disarmed
+    (``graphviz.escape``)."""
+    return _NoHtml(str(text).replace("\n", " ").replace("\\", "\\\\"))
 
 
 def _names(graph: Graph) -> dict[str, str]:
@@ -101,6 +104,65 @@ def _names(graph: Graph) -> dict[str, str]:
 
 def _node_name(name: str) -> str:
     return graphviz.nohtml(name)
+
+
+# DOT quoting, as graphviz.quoting.quote does it (the same rules and the same text), without
+# its per-call argument checks: a 1,000-task picture quotes about 15,000 values. Nodes and
+# edges are written as body lines with these; graph-level attributes go through graphviz.
+_DOT_ID = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*|-?(\.[0-9]+|[0-9]+(\.[0-9]*)?))$").match
+_DOT_HTML = re.compile(r"<.*>$", re.DOTALL).match
+_DOT_KEYWORDS = frozenset(("node", "edge", "graph", "digraph", "subgraph", "strict"))
+_ODD_BACKSLASHES = re.compile(r"(?<!\\)(?:\\{2})*\\$").search
+_UNESCAPED_QUOTE = re.compile(r"(?P<escaped_backslashes>(?:\\{2})*)\\?(?P<literal_quote>\")")
+
+
+def _quote(text: str) -> str:
+    """``text`` as a DOT identifier: as is when it is an ID or an HTML-like ``<...>`` string
+    (not marked ``nohtml``), else double-quoted with its quotes escaped."""
+    if _DOT_HTML(text) and not isinstance(text, _NoHtml):
+        return text
+    if _DOT_ID(text) and text.lower() not in _DOT_KEYWORDS:
+        return text
+    if text[-1:] == "\\" and _ODD_BACKSLASHES(text):
+        warnings.warn(f"expect syntax error scanning invalid quoted string: {text!r}",
+                      category=graphviz.DotSyntaxWarning, stacklevel=2)
+    if '"' in text:
+        text = _UNESCAPED_QUOTE.sub(r"\g<escaped_backslashes>\\\g<literal_quote>", text)
+    return f'"{text}"'
+
+
+_QUOTED: dict[str, str] = {}  # plain strings that repeat (colours, styles, sizes), quoted
+
+
+def _quote_common(text: str) -> str:
+    """:func:`_quote` of a value that repeats, remembered (plain ``str`` only: a ``nohtml``
+    string of the same text may quote differently)."""
+    if type(text) is not str:
+        return _quote(text)
+    q = _QUOTED.get(text)
+    if q is None:
+        q = _quote(text)
+        if len(_QUOTED) < 1024:
+            _QUOTED[text] = q
+    return q
+
+
+def _attr_list(attrs: Mapping[str, str]) -> str:
+    """`` [label=... k=v ...]`` as graphviz writes a node's or an edge's attributes: the
+    label first, the others sorted by name (the names are plain DOT IDs)."""
+    if not attrs:
+        return ""
+    label = attrs.get("label")
+    parts = [] if label is None else [f"label={_quote(label)}"]
+    common = _COMMON
+    for key, value in sorted(attrs.items()):
+        if value is not None and key != "label":
+            parts.append(f"{key}={_quote_common(value) if key in common else _quote(value)}")
+    return f" [{' '.join(parts)}]" if parts else ""
+
+
+_COMMON = frozenset(("fillcolor", "color", "style", "fontcolor", "peripheries", "penwidth",
+                     "fontsize"))
 
 
 # ---------------------------------------------------------------------- the graph
@@ -208,6 +270,7 @@ def _build(
             causes[tid] = cause  # type: ignore[assignment]
 
     names = _names(graph)
+    quoted = {tid: _quote(_node_name(name)) for tid, name in names.items()}
     dot = DagDigraph(name=graphviz.nohtml(re.sub(r'["\\]', "_", _short(title or "dag", 80))))
     dot.attr(
         rankdir=direction,
@@ -240,24 +303,32 @@ def _build(
         dot.attr(label=label, labelloc="t", labeljust="l", fontsize="12")
 
     # One rank per level, headed by its label; invisible edges keep the labels in order.
+    # Written as the lines dot.subgraph()/node()/edge() would write (see _quote).
+    body = dot.body
     for k, level in enumerate(graph.levels):
-        with dot.subgraph(name=f"level_{k}") as sub:
-            sub.attr(rank="same")
-            sub.node(
-                f"#level{k}", f"level {k}", shape="plaintext", style="", fontsize="9",
-                fontcolor=FAINT, tooltip=f"level {k}: {len(level)} tasks",
-                margin="0", height="0.2",
-            )
-            for tid in level:
-                _add_node(sub, graph, tid, names[tid], status, tries, coloured, compact,
-                          tid in crit_nodes, records.get(tid), tag)
+        body.append(f"\tsubgraph level_{k} {{\n")
+        body.append("\t\trank=same\n")
+        head = _attr_list({
+            "label": f"level {k}", "shape": "plaintext", "style": "", "fontsize": "9",
+            "fontcolor": FAINT, "tooltip": f"level {k}: {len(level)} tasks", "margin": "0",
+            "height": "0.2",
+        })
+        body.append(f'\t\t"#level{k}"{head}\n')
+        for tid in level:
+            body.append("\t" + _node_line(graph, tid, quoted[tid], status, tries, coloured,
+                                           compact, tid in crit_nodes, records.get(tid), tag))
+        body.append("\t}\n")
     for k in range(1, len(graph.levels)):
-        dot.edge(f"#level{k - 1}", f"#level{k}", style="invis")
+        body.append(f'\t"#level{k - 1}" -> "#level{k}" [style=invis]\n')
 
     dot.summary = f"{title or 'dag'}: " + summary_text(
         graph, outcome, status, crit_s if crit_nodes else None
     ) + (f" ({' → '.join(path)})" if crit_nodes else "")
     for dep, tid in graph.edges():
+        if not (tid in causes or (crit_edges and (dep, tid) in crit_edges)
+                or (coloured and status.get(tid) == "skipped")):
+            body.append(f"\t{quoted[dep]} -> {quoted[tid]}\n")  # no attributes
+            continue
         attrs: dict[str, str] = {}
         if (dep, tid) in crit_edges:
             attrs.update(penwidth="2.5", color=_CRITICAL, style="bold")
@@ -268,12 +339,11 @@ def _build(
                 attrs.update(xlabel="skip", fontcolor=_SKIP_EDGE, fontsize="8")
         elif coloured and status.get(tid) == "skipped":
             attrs.setdefault("style", "dashed")
-        dot.edge(_node_name(names[dep]), _node_name(names[tid]), **attrs)
+        body.append(f"\t{quoted[dep]} -> {quoted[tid]}{_attr_list(attrs)}\n")
     return dot
 
 
-def _add_node(
-    sub: graphviz.Digraph,
+def _node_line(
     graph: Graph,
     tid: str,
     name: str,
@@ -284,7 +354,8 @@ def _add_node(
     critical: bool,
     rec: TaskRecord | None,
     tag: str | None,
-) -> None:
+) -> str:
+    """The DOT statement of task ``tid``'s node (``name``: its quoted DOT name)."""
     node = graph.nodes[tid]
     st = status.get(tid, "pending") if coloured else None
     fill, border = STATUS_STYLE.get(st, STATUS_STYLE["pending"]) if st else status_colors(None)
@@ -311,7 +382,7 @@ def _add_node(
         attrs["label"] = _esc(_short(tid, 24))
     else:
         attrs["label"] = _html_label(tid, node.tool, _detail(st, rec, n_try, max_try))
-    sub.node(_node_name(name), **attrs)
+    return f"\t{name}{_attr_list(attrs)}\n"
 
 
 def _html_label(tid: str, tool: str, detail: str | None) -> str:
