@@ -133,6 +133,7 @@ def cache_of(value: Any) -> Cache | None:
 
 _CACHE_FOREVER = Cache()
 _NO_DEPENDENTS: list[TaskNode] = []  # shared by every leaf; build_graph gives others a list
+_NO_PARAMS: dict[str, Any] = {}  # shared by every task without params; never written to
 
 
 class TaskNode:
@@ -332,6 +333,10 @@ def build_graph(
         return hit
 
     made: list[TaskNode] = []
+    # Without keep_specs, a list of dicts (prepare's own) lets each go once its node is made:
+    # the parsed request and the graph are not both whole at once.
+    release = not keep_specs and isinstance(specs, list)
+    tool_names: dict[str, str] = {}  # one string per tool name, shared by its nodes
     for i, spec in enumerate(specs):
         fn, fn_async, sig = found.get(spec["tool"]) or lookup(spec["tool"], spec["id"])
         params = spec["params"] or ()
@@ -352,6 +357,11 @@ def build_graph(
                              has_vault=vaulted)
         if not keep_specs:
             node.spec = None  # type: ignore[assignment]
+            if release:
+                specs[i] = None  # type: ignore[index]
+        if not params:
+            node.params = _NO_PARAMS
+        node.tool = tool_names.setdefault(node.tool, node.tool)
         node.deps = deps[i]
         node.level = level[i]
         node.chain = chain[i]
@@ -359,13 +369,13 @@ def build_graph(
     pick = made.__getitem__
     for node, kids in zip(made, children, strict=True):
         if kids:
-            node.dependents = list(map(pick, kids))
+            node.dependents = list(tuple(map(pick, kids)))  # sized exactly
     levels: list[list[str]] = [[] for _ in range(max(level, default=-1) + 1)]
     for tid, lv in zip(ids, level, strict=True):
         levels[lv].append(tid)
     nodes = dict(zip(ids, made, strict=True))  # both in task order
     in_order = isinstance(order, range)
-    return Graph(nodes, levels, list(ids) if in_order else [specs[i]["id"] for i in order])
+    return Graph(nodes, levels, list(ids) if in_order else [made[i].id for i in order])
 
 
 def _toposort(

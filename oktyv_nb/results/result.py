@@ -16,7 +16,6 @@ from oktyv_nb.model.schema import (
     ExecutionResult,
     Summary,
     TaskError,
-    TaskResult,
     trusted_edge,
     trusted_task_result,
 )
@@ -36,10 +35,13 @@ def to_result(outcome: RunOutcome) -> ExecutionResult:
     """
     redact = outcome.redactor
     base = outcome.clock_offset  # perf s -> Unix s (as RunOutcome.wall, for ${x.startTime})
-    tasks: dict[str, TaskResult] = {}
+    records = outcome.records
+    tasks: dict[str, Any] = dict.fromkeys(records)  # sized once: no regrowth
     nsuccess = nfailed = nskipped = 0
     end_perf = outcome.perf_end if outcome.perf_end is not None else outcome.perf_start
-    for tid, rec in outcome.records.items():
+    make = trusted_task_result
+    when = utc_datetime
+    for tid, rec in records.items():
         status = rec.status
         start = rec.start
         end = rec.end
@@ -56,14 +58,16 @@ def to_result(outcome: RunOutcome) -> ExecutionResult:
         else:  # failed, or (only in a run that crashed) never finished
             nfailed += 1
             status = FAILED
-        tasks[tid] = trusted_task_result(
-            tid, status, (end - start) * 1000.0, utc_datetime(base + start),
-            utc_datetime(base + end), rec.attempts, result,
-            None if rec.error is None else _error(rec.error, redact),
+        error = rec.error
+        output = rec.output
+        tasks[tid] = make(
+            tid, status, (end - start) * 1000.0, when(base + start), when(base + end),
+            rec.attempts, result,
+            None if error is None else _error(error, redact),
             rec.rolled_back,
             None if rec.rollback_error is None else _error(rec.rollback_error, redact),
             True if rec.reused else None,
-            *_output(rec.output),
+            *((None, None) if output is None else _output(output)),
             rec.cached,
             rec.cache_note,
         )
@@ -80,7 +84,10 @@ def to_result(outcome: RunOutcome) -> ExecutionResult:
         ),
         dag=DagInfo.model_construct(
             levels=[list(level) for level in outcome.graph.levels],
-            edges=[trusted_edge(a, b) for a, b in outcome.graph.edges()],
+            edges=[  # as graph.edges(), without a list of pairs first
+                trusted_edge(d, node.id) for node in outcome.graph.nodes.values()
+                for d in node.deps
+            ],
         ),
     )
 
