@@ -297,7 +297,9 @@ def build_graph(
     ``request`` is a request model or its tasks as :data:`~oktyv_nb.models.TaskData` dicts.
     Each node's ``spec`` is its task's dict (a model's own ``__dict__``); with
     ``keep_specs=False`` the nodes do not hold on to them (a run of a one-off request does
-    not need them after validation; resuming a DAG's run does).
+    not need them after validation; resuming a DAG's run does), and a list of dicts given
+    is consumed: each entry is set to None once its node is made, so that the parsed
+    request and the graph are never both whole in memory (:func:`prepare` passes its own).
 
     One pass over the tasks for ids, one for dependencies, Kahn's algorithm on integer
     indices for order, levels and chains; tool lookups are cached per name.
