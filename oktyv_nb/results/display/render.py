@@ -119,10 +119,10 @@ _UNESCAPED_QUOTE = re.compile(r"(?P<escaped_backslashes>(?:\\{2})*)\\?(?P<litera
 def _quote(text: str) -> str:
     """``text`` as a DOT identifier: as is when it is an ID or an HTML-like ``<...>`` string
     (not marked ``nohtml``), else double-quoted with its quotes escaped."""
-    if _DOT_HTML(text) and not isinstance(text, _NoHtml):
+    if not isinstance(text, _NoHtml) and _DOT_HTML(text):
         return text
-    if _DOT_ID(text) and text.lower() not in _DOT_KEYWORDS:
-        return text
+    if " " not in text and _DOT_ID(text) and text.lower() not in _DOT_KEYWORDS:
+        return text  # (an ID never holds a space: the test is only quicker)
     if text[-1:] == "\\" and _ODD_BACKSLASHES(text):
         warnings.warn(f"expect syntax error scanning invalid quoted string: {text!r}",
                       category=graphviz.DotSyntaxWarning, stacklevel=2)
@@ -152,12 +152,16 @@ def _attr_list(attrs: Mapping[str, str]) -> str:
     label first, the others sorted by name (the names are plain DOT IDs)."""
     if not attrs:
         return ""
+    quote = _quote
+    common = _quote_common
+    plain = _COMMON
+    parts = [
+        f"{key}={common(value) if key in plain else quote(value)}"
+        for key, value in sorted(attrs.items()) if value is not None and key != "label"
+    ]
     label = attrs.get("label")
-    parts = [] if label is None else [f"label={_quote(label)}"]
-    common = _COMMON
-    for key, value in sorted(attrs.items()):
-        if value is not None and key != "label":
-            parts.append(f"{key}={_quote_common(value) if key in common else _quote(value)}")
+    if label is not None:
+        parts.insert(0, f"label={quote(label)}")
     return f" [{' '.join(parts)}]" if parts else ""
 
 
@@ -244,7 +248,14 @@ def _build(
 
     status: dict[str, str] = {}
     tries: dict[str, int] = {}
-    if coloured:
+    if coloured and states is None and attempts is None:  # a finished run: its records
+        for tid in graph.nodes:
+            rec = records.get(tid)
+            if rec is None:
+                status[tid], tries[tid] = "pending", 0
+            else:
+                status[tid], tries[tid] = rec.status, rec.attempts
+    elif coloured:
         for tid in graph.nodes:
             rec = records.get(tid)
             st = states.get(tid) if states is not None else None
@@ -296,9 +307,10 @@ def _build(
     dot.attr("edge", color=_EDGE, arrowsize="0.5" if compact else "0.7", penwidth="1",
              fontname=_FONT)
 
+    text = summary_text(graph, outcome, status, crit_s if crit_nodes else None)
     label = _graph_label(title, graph, outcome, status if summary else {}, coloured, legend,
                          crit_s, bool(crit_nodes), bool(causes),
-                         any(a > 1 for a in tries.values()))
+                         any(a > 1 for a in tries.values()), text if summary else None)
     if label:
         dot.attr(label=label, labelloc="t", labeljust="l", fontsize="12")
 
@@ -321,9 +333,9 @@ def _build(
     for k in range(1, len(graph.levels)):
         body.append(f'\t"#level{k - 1}" -> "#level{k}" [style=invis]\n')
 
-    dot.summary = f"{title or 'dag'}: " + summary_text(
-        graph, outcome, status, crit_s if crit_nodes else None
-    ) + (f" ({' → '.join(path)})" if crit_nodes else "")
+    dot.summary = f"{title or 'dag'}: " + text + (
+        f" ({' → '.join(path)})" if crit_nodes else ""
+    )
     for dep, tid in graph.edges():
         if not (tid in causes or (crit_edges and (dep, tid) in crit_edges)
                 or (coloured and status.get(tid) == "skipped")):
@@ -463,11 +475,14 @@ def _graph_label(
     has_critical: bool,
     has_skip_cause: bool,
     has_retry: bool,
+    summary_line: str | None = None,
 ) -> str | None:
+    """The graph's HTML-like label; ``summary_line``: the :func:`summary_text` of these
+    arguments when the caller has it already."""
     rows: list[str] = []
     head = f"<b>{_h(title, 80)}</b>  " if title else ""
-    summary = summary_text(graph, outcome, status if coloured else {},
-                           crit_s if has_critical else None)
+    summary = summary_line if summary_line is not None else summary_text(
+        graph, outcome, status if coloured else {}, crit_s if has_critical else None)
     rows.append(f'<tr><td align="left">{head}'
                 f'<font point-size="10" color="{MUTED}">{html.escape(summary)}</font></td></tr>')
     if legend and coloured:
