@@ -467,7 +467,7 @@ def critical_path(graph: Graph, durations: Mapping[str, float]) -> tuple[list[st
     prev: dict[str, str | None] = {}
     for tid in graph.order:
         node = graph.nodes[tid]
-        p = max(node.deps, key=lambda d: best[d], default=None)
+        p = max(node.deps, key=best.__getitem__, default=None)
         best[tid] = durations.get(tid, 0.0) + (best[p] if p is not None else 0.0)
         prev[tid] = p
     if not best:

@@ -373,28 +373,32 @@ def _node_line(
     fill, border = STATUS_STYLE.get(st, STATUS_STYLE["pending"]) if st else status_colors(None)
     n_try = tries.get(tid, 0)
     max_try = node.retry.max_attempts
-    attrs: dict[str, str] = {"fillcolor": fill, "color": border}
     tip = f"{tid} · tool {node.tool} · level {node.level}"
     if st:
         tip += f" · {st}"
         if n_try > 1 or (n_try and max_try > 1):
             tip += f" · attempt {n_try}/{max_try}"
-    attrs["tooltip"] = _esc(tip)
-    if tag is not None:
-        attrs["id"] = f"{tag}_{node.index}"
-    if st == "skipped":
-        attrs["style"] = "rounded,filled,dashed"
-        attrs["fontcolor"] = "#868e96"
-    if n_try > 1:
-        attrs["peripheries"] = "2"  # retried: double border
-    if critical:
-        attrs["penwidth"] = "3"
-        attrs["color"] = _CRITICAL
     if compact:
-        attrs["label"] = _esc(_short(tid, 24))
+        label = _esc(_short(tid, 24))
     else:
-        attrs["label"] = _html_label(tid, node.tool, _detail(st, rec, n_try, max_try))
-    return f"\t{name}{_attr_list(attrs)}\n"
+        label = _html_label(tid, node.tool, _detail(st, rec, n_try, max_try))
+    # The attributes as graphviz writes them: the label first, then sorted by name (an
+    # attribute added here goes in its place in that order).
+    common = _quote_common
+    parts = [f"label={_quote(label)}", f"color={common(_CRITICAL if critical else border)}",
+             f"fillcolor={common(fill)}"]
+    if st == "skipped":
+        parts.append(f"fontcolor={common('#868e96')}")
+    if tag is not None:
+        parts.append(f"id={_quote(f'{tag}_{node.index}')}")
+    if critical:
+        parts.append(f"penwidth={common('3')}")
+    if n_try > 1:
+        parts.append(f"peripheries={common('2')}")  # retried: double border
+    if st == "skipped":
+        parts.append(f"style={common('rounded,filled,dashed')}")
+    parts.append(f"tooltip={_quote(_esc(tip))}")
+    return f"\t{name} [{' '.join(parts)}]\n"
 
 
 def _html_label(tid: str, tool: str, detail: str | None) -> str:
