@@ -12,6 +12,8 @@ Workloads (see :mod:`bench.workloads`, peers in :mod:`bench.peers`):
 * W2 makespan: a 50-task, 6-level DAG of 10–100 ms sleeps; makespan / lower bound.
 * W3 memory: tracemalloc peak per task of a whole ``execute_request``.
 * Validation (``prepare``), the DataFrame build (``to_dataframe``) and the event stream's cost.
+* Scale (:mod:`bench.scale`): against the best hand-written floor, growth from 10k to 100k
+  tasks, the builder's memory per task, and the cost of the graph picture.
 
 Times are seconds internally and milliseconds in the report.
 """
@@ -50,6 +52,7 @@ from bench.peers import (
     makespan_floor,
     makespan_ours,
 )
+from bench.scale import ScaleSizes, best_floor, builder_memory, graph_picture, growth
 from bench.workloads import (
     SHAPES,
     async_noop,
@@ -82,13 +85,14 @@ class Settings:
     validation_sizes: tuple[int, ...]
     dataframe_n: int
     events_n: int
+    scale: ScaleSizes
     max_concurrent: int = 10
 
     @classmethod
     def make(cls, quick: bool, repeats: int | None) -> Settings:
         if quick:
             return cls(True, repeats or QUICK_REPEATS, (100, 1000), 1000, (100, 1000, 10_000),
-                       1000, 1000)
+                       1000, 1000, ScaleSizes(1000, 1000, 10_000, 1000, 1000))
         repeats = repeats or MIN_REPEATS
         if repeats < MIN_REPEATS:
             raise SystemExit(
@@ -96,7 +100,7 @@ class Settings:
                 "(use --quick for a smoke run)"
             )
         return cls(False, repeats, (1000, 10_000), 10_000, (100, 10_000, 100_000), 10_000,
-                   10_000)
+                   10_000, ScaleSizes(10_000, 10_000, 100_000, 10_000, 1000))
 
 
 # --------------------------------------------------------------------------- timing
@@ -319,6 +323,8 @@ class Suite:
         )
         self.check(f"W3 peak memory per task (N={n:,})", med(peak["ours"]), 2048, "{:.0f} B",
                    "≤ 2 KB")
+        self.check(f"execute_request peak memory per task (N={n:,})", med(peak["ours"]), 1024,
+                   "{:.0f} B", "≤ 1,024 B")
 
     # ---------------------------------------------------------------- validation
     def validation(self) -> None:
@@ -457,11 +463,57 @@ class Suite:
         self.check("live view overhead (whole run)", live * 100 if live is not None else None,
                    5, "{:+.1f}%", "≤ 5%")
 
+    # ---------------------------------------------------------------- scale
+    def scale(self) -> None:
+        s = self.settings
+        z = s.scale
+        mc = s.max_concurrent
+        _log(f"scale: best floor N={z.floor_n}")
+        t = best_floor(z.floor_n, s.repeats, mc)
+        floor_ratio = ratio(t, "ours", "best")
+        _log(f"scale: growth N={z.growth_small} -> {z.growth_large}")
+        grow = growth(z.growth_small, z.growth_large, s.repeats, mc)
+        _log(f"scale: builder memory N={z.builder_n}")
+        built = builder_memory(z.builder_n, s.repeats, mc)
+        _log(f"scale: graph picture N={z.graph_n}")
+        pic = graph_picture(z.graph_n, s.repeats, mc)
+        self.sections.append(
+            "## Scale: the best floor, growth, builder memory, the graph picture\n\n"
+            f"maxConcurrent {mc}, layered DAGs of async no-op tools (20 levels, 1–3 "
+            "dependencies each). *best floor* = "
+            f"{mc} long-lived worker coroutines on a `graphlib` ready queue "
+            "(`bench.peers.best_floor_run`), interleaved with `execute_request`; *growth* = "
+            "µs per task of `execute_request` at the large size over the small one, both run "
+            "in each round; *builder* = tracemalloc peak from an empty `ok.DAG` through "
+            "`DAG.task` × N and `dag.run()`, per task; *graph* = `run.graph()` with its DOT "
+            "source, over the `dag.run()` it pictures. Medians of per-round figures.\n\n"
+            "| figure | value |\n|---|---:|\n"
+            f"| execute_request, N={z.floor_n:,}: ms (µs/task) | {med(t['ours']) * 1e3:.1f} "
+            f"({med(t['ours']) / z.floor_n * 1e6:.2f}) |\n"
+            f"| best floor, N={z.floor_n:,}: ms (µs/task) | {med(t['best']) * 1e3:.1f} "
+            f"({med(t['best']) / z.floor_n * 1e6:.2f}) |\n"
+            f"| execute_request / best floor | {floor_ratio:.2f}× |\n"
+            f"| growth, µs/task at {z.growth_large:,} / at {z.growth_small:,} | "
+            f"{med(grow):.2f} |\n"
+            f"| builder + run, N={z.builder_n:,}: peak per task | {med(built):.0f} B |\n"
+            f"| dag.run(), N={z.graph_n:,} | {med(pic['run']) * 1e3:.1f} ms |\n"
+            f"| run.graph() of that run | {med(pic['graph']) * 1e3:.1f} ms |\n"
+            f"| run.graph() / dag.run() | {med(pic['ratio']):.2f}× |"
+        )
+        self.check(f"async, layered N={z.floor_n:,}: ours / best floor", floor_ratio, 2.0,
+                   "{:.2f}×", "≤ 2.0×")
+        self.check(f"growth: µs/task at {z.growth_large:,} / at {z.growth_small:,}", med(grow),
+                   1.3, "{:.2f}", "≤ 1.3")
+        self.check(f"builder DAG.task × N then run(), N={z.builder_n:,}: peak per task",
+                   med(built), 1500, "{:.0f} B", "≤ 1,500 B")
+        self.check(f"run.graph() of a {z.graph_n:,}-task run / that run's time",
+                   med(pic["ratio"]), 1.0, "{:.2f}×", "≤ 1.0×")
+
     # ---------------------------------------------------------------- report
     def run(self, only: Sequence[str] | None = None) -> None:
         steps: dict[str, Callable[[], None]] = {
             "w1": self.w1, "w2": self.w2, "w3": self.w3, "validation": self.validation,
-            "dataframe": self.dataframe, "events": self.events,
+            "dataframe": self.dataframe, "events": self.events, "scale": self.scale,
         }
         for name, step in steps.items():
             if only and name not in only:
@@ -623,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"write the report here (default {DEFAULT_OUT.name} next to this "
                              "file for a full run, nowhere for --quick)")
     parser.add_argument("--only", nargs="+", default=None,
-                        choices=["w1", "w2", "w3", "validation", "dataframe", "events"],
+                        choices=["w1", "w2", "w3", "validation", "dataframe", "events", "scale"],
                         help="run only these workloads")
     args = parser.parse_args(argv)
     settings = Settings.make(args.quick, args.repeats)

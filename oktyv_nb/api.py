@@ -11,7 +11,7 @@ from oktyv_nb.execution.engine import run_graph
 from oktyv_nb.execution.events import Subscriber, subscribers_of
 from oktyv_nb.execution.outcome import RunConfig
 from oktyv_nb.jupyter import run_sync
-from oktyv_nb.model.graph import Graph, paused_gc, prepare
+from oktyv_nb.model.graph import Graph, paused_gc, prepare, run_heap
 from oktyv_nb.model.sandbox import Sandbox, as_sandbox
 from oktyv_nb.model.schema import ExecutionConfig, ExecutionResult, RequestLike
 from oktyv_nb.model.vault import check_vault
@@ -42,10 +42,12 @@ async def aexecute_request(
     ``store`` (an ``ok.RunStore``) journals the run and serves the cache of tasks with
     ``"cache"``.
     """
-    prepared = prepare(request, tools, keep_specs=store is not None, sandbox=as_sandbox(root))
-    _check_run(vault, on_event)
-    return await _arun_prepared(prepared, backend=backend, vault=vault, on_event=on_event,
-                                store=_check_store(store))
+    with run_heap():  # the collector paused until the engine starts
+        prepared = prepare(request, tools, keep_specs=store is not None,
+                           sandbox=as_sandbox(root))
+        _check_run(vault, on_event)
+        return await _arun_prepared(prepared, backend=backend, vault=vault, on_event=on_event,
+                                    store=_check_store(store))
 
 
 def execute_request(
@@ -63,10 +65,12 @@ def execute_request(
     The request is validated before any event loop is involved, so a bad one raises from
     the caller's own line. ``root`` and ``store``: as for :func:`aexecute_request`.
     """
-    prepared = prepare(request, tools, keep_specs=store is not None, sandbox=as_sandbox(root))
-    _check_run(vault, on_event)
-    return run_sync(_arun_prepared(prepared, backend=backend, vault=vault, on_event=on_event,
-                                   store=_check_store(store)))
+    with run_heap():  # the collector paused until the engine starts
+        prepared = prepare(request, tools, keep_specs=store is not None,
+                           sandbox=as_sandbox(root))
+        _check_run(vault, on_event)
+        return run_sync(_arun_prepared(prepared, backend=backend, vault=vault,
+                                       on_event=on_event, store=_check_store(store)))
 
 
 def _check_run(vault: Any, on_event: Any) -> None:

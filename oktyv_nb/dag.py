@@ -54,7 +54,7 @@ from oktyv_nb.execution.events import Subscriber, subscribers_of
 from oktyv_nb.execution.limits import check_pools
 from oktyv_nb.execution.records import TaskRecord
 from oktyv_nb.jupyter import in_notebook, run_sync
-from oktyv_nb.model.graph import Cache, Graph, RetryPolicy, build_graph
+from oktyv_nb.model.graph import Cache, Graph, RetryPolicy, build_graph, run_heap
 from oktyv_nb.model.params import check_params
 from oktyv_nb.model.registry import ToolRegistry, default_registry, resolve_tools
 from oktyv_nb.model.sandbox import Sandbox, as_sandbox
@@ -912,11 +912,12 @@ class DAG:
         DAG's) journals the run and serves the cache; ``resume`` may be a run loaded from a
         store (``store.latest(dag)``), in this process or after a crash.
         """
-        plan = self._plan(max_concurrent, failure_mode, timeout, strategy, backend, vault,
-                          resume, on_event, live, store=store)
         engines: list[Engine] = []
         try:
-            return await self._execute(plan, engines)
+            with run_heap():  # the collector paused until the engine starts
+                plan = self._plan(max_concurrent, failure_mode, timeout, strategy, backend,
+                                  vault, resume, on_event, live, store=store)
+                return await self._execute(plan, engines)
         except asyncio.CancelledError:
             note = self._partial_note(engines)
             if note is None:
@@ -970,17 +971,20 @@ class DAG:
         Jupyter's stop button or Ctrl-C, running tasks are recorded ``CANCELLED``, the rest
         skipped, the partial run is kept as :attr:`last_run`, and the interrupt propagates.
         """
-        plan = self._plan(max_concurrent, failure_mode, timeout, strategy, backend, vault,
-                          resume, on_event, live, store=store)
         engines: list[Engine] = []
+        settings: dict[str, Any] = {}
 
         def on_interrupt() -> None:
             if engines:
                 engines[0].interrupt()
-                self._keep_partial(engines[0], plan.settings)
+                self._keep_partial(engines[0], settings)
 
         try:
-            return run_sync(self._execute(plan, engines), on_interrupt=on_interrupt)
+            with run_heap():  # the collector paused until the engine starts
+                plan = self._plan(max_concurrent, failure_mode, timeout, strategy, backend,
+                                  vault, resume, on_event, live, store=store)
+                settings = plan.settings
+                return run_sync(self._execute(plan, engines), on_interrupt=on_interrupt)
         except KeyboardInterrupt as exc:
             note = None if isinstance(exc, RunInterrupted) else self._partial_note(engines)
             if note is None:

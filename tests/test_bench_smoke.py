@@ -26,11 +26,16 @@ TARGET_ROWS = [
     "W2 makespan / lower bound (ours)",
     "W2 makespan ours / levels",
     "W3 peak memory per task (N=1,000)",
+    "execute_request peak memory per task (N=1,000)",
     "validation of 100 tasks",
     "validation of 10,000 tasks",
     "DataFrame of 1,000 rows",
     "event stream: no-op subscriber overhead (whole run)",
     "live view overhead (whole run)",
+    "async, layered N=1,000: ours / best floor",
+    "growth: µs/task at 10,000 / at 1,000",
+    "builder DAG.task × N then run(), N=1,000: peak per task",
+    "run.graph() of a 1,000-task run / that run's time",
 ]
 
 
@@ -46,6 +51,7 @@ def test_quick_suite_runs_and_writes_the_table(tmp_path: Path) -> None:
     assert text == proc.stdout.rstrip("\n") + "\n"
     assert "**Quick mode**" in text and "3 runs per figure" in text
     assert "## Errors" not in text
+    assert "## Scale: the best floor, growth, builder memory, the graph picture" in text
     for key in ("date", "CPU", "Python", "packages"):
         assert f"- {key}: " in text
     rows = {}
@@ -139,3 +145,22 @@ def test_map_expansion_bench_runs(capsys: pytest.CaptureFixture[str]) -> None:
                       out, re.M)
     assert [r[0] for r in rows] == ["20", "200"]
     assert "Growth, µs a child" in out
+
+
+def test_best_floor_runs_every_task_after_its_dependencies() -> None:
+    import asyncio
+
+    from bench.peers import best_floor_run
+
+    deps = layered(300)
+    done: list[str] = []
+
+    async def call(tid: str) -> str:
+        assert all(d in done for d in deps[tid])
+        await asyncio.sleep(0)
+        done.append(tid)
+        return tid
+
+    results = asyncio.run(best_floor_run(deps, call, 10))
+    assert results == {tid: tid for tid in deps} and sorted(done) == sorted(deps)
+    assert asyncio.run(best_floor_run({}, call, 10)) == {}

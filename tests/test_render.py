@@ -499,3 +499,38 @@ def test_a_graph_reads_as_its_summary_in_text() -> None:
     assert text.startswith("<graph pipe: 2 tasks, 2 levels — 2 success; makespan ")
     assert text.endswith("(a → b)>") and "critical path" in text
     assert "0x" not in text
+
+
+# --------------------------------------------------------------------------- DOT emission
+
+
+_QUOTE_CASES = [
+    "a", "a b", "node", "Node", "EDGE", "1.5", "-1.5", ".5", "15", "1-5", "<b>x</b>",
+    graphviz.nohtml("<b>x</b>"), 'say "hi"', 'back\\\\"q', "", "x\n", "é", "#level0",
+    graphviz.escape("a\\b"), "t1 · tool noop · level 0", "#e9ecef", "rounded,filled",
+]
+
+
+@pytest.mark.parametrize("text", _QUOTE_CASES)
+def test_dot_quoting_matches_graphviz(text: str) -> None:
+    from oktyv_nb.results.display.render import _quote, _quote_common
+
+    assert _quote(text) == graphviz.quoting.quote(text)
+    assert _quote_common(text) == graphviz.quoting.quote(text)
+
+
+def test_node_and_edge_lines_match_graphviz() -> None:
+    from oktyv_nb.results.display.render import _attr_list
+
+    attrs = {"tooltip": graphviz.escape('a "b" \\ c'), "fillcolor": "#fff", "color": "red",
+             "label": "<<b>x</b>>", "style": "", "peripheries": "2"}
+    g = graphviz.Digraph()
+    g.node(graphviz.nohtml("n 1"), **attrs)
+    g.edge("a", "b", **{k: v for k, v in attrs.items() if k != "label"})
+    g.edge("a", "b")
+    assert g.body == [
+        f'\t"n 1"{_attr_list(attrs)}\n',
+        f"\ta -> b{_attr_list({k: v for k, v in attrs.items() if k != 'label'})}\n",
+        "\ta -> b\n",
+    ]
+    assert _attr_list({}) == ""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import inspect
 import math
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ from oktyv_nb.units import check_seconds
 
 __all__ = [
     "Cache", "Graph", "RetryPolicy", "TaskNode", "build_graph", "cache_of", "critical_path",
-    "is_async", "paused_gc", "prepare",
+    "is_async", "paused_gc", "prepare", "run_heap",
 ]
 
 DEFAULT_PRIORITY = 5
@@ -132,6 +133,7 @@ def cache_of(value: Any) -> Cache | None:
 
 _CACHE_FOREVER = Cache()
 _NO_DEPENDENTS: list[TaskNode] = []  # shared by every leaf; build_graph gives others a list
+_NO_PARAMS: dict[str, Any] = {}  # shared by every task without params; never written to
 
 
 class TaskNode:
@@ -340,7 +342,9 @@ def build_graph(
     ``request`` is a request model or its tasks as :data:`~oktyv_nb.models.TaskData` dicts.
     Each node's ``spec`` is its task's dict (a model's own ``__dict__``); with
     ``keep_specs=False`` the nodes do not hold on to them (a run of a one-off request does
-    not need them after validation; resuming a DAG's run does).
+    not need them after validation; resuming a DAG's run does), and a list of dicts given
+    is consumed: each entry is set to None once its node is made, so that the parsed
+    request and the graph are never both whole in memory (:func:`prepare` passes its own).
 
     One pass over the tasks for ids, one for dependencies, Kahn's algorithm on integer
     indices for order, levels and chains; tool lookups are cached per name.
@@ -376,6 +380,10 @@ def build_graph(
         return hit
 
     made: list[TaskNode] = []
+    # Without keep_specs, a list of dicts (prepare's own) lets each go once its node is made:
+    # the parsed request and the graph are not both whole at once.
+    release = not keep_specs and isinstance(specs, list)
+    tool_names: dict[str, str] = {}  # one string per tool name, shared by its nodes
     for i, spec in enumerate(specs):
         fn, fn_async, sig = found.get(spec["tool"]) or lookup(spec["tool"], spec["id"])
         params = spec["params"] or ()
@@ -398,6 +406,11 @@ def build_graph(
                              has_vault=vaulted)
         if not keep_specs:
             node.spec = None  # type: ignore[assignment]
+            if release:
+                specs[i] = None  # type: ignore[index]
+        if not params:
+            node.params = _NO_PARAMS
+        node.tool = tool_names.setdefault(node.tool, node.tool)
         node.deps = deps[i]
         node.level = level[i]
         node.chain = chain[i]
@@ -405,13 +418,13 @@ def build_graph(
     pick = made.__getitem__
     for node, kids in zip(made, children, strict=True):
         if kids:
-            node.dependents = list(map(pick, kids))
+            node.dependents = list(tuple(map(pick, kids)))  # sized exactly
     levels: list[list[str]] = [[] for _ in range(max(level, default=-1) + 1)]
     for tid, lv in zip(ids, level, strict=True):
         levels[lv].append(tid)
     nodes = dict(zip(ids, made, strict=True))  # both in task order
     in_order = isinstance(order, range)
-    return Graph(nodes, levels, list(ids) if in_order else [specs[i]["id"] for i in order])
+    return Graph(nodes, levels, list(ids) if in_order else [made[i].id for i in order])
 
 
 def _toposort(
@@ -501,7 +514,7 @@ def critical_path(graph: Graph, durations: Mapping[str, float]) -> tuple[list[st
     prev: dict[str, str | None] = {}
     for tid in graph.order:
         node = graph.nodes[tid]
-        p = max(node.deps, key=lambda d: best[d], default=None)
+        p = max(node.deps, key=best.__getitem__, default=None)
         best[tid] = durations.get(tid, 0.0) + (best[p] if p is not None else 0.0)
         prev[tid] = p
     if not best:
@@ -532,6 +545,82 @@ def paused_gc() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+class _Heap:
+    """The garbage collector's state across the :func:`run_heap` scopes of the process."""
+
+    lock = threading.Lock()
+    depth = 0  # scopes open now, in every thread and task
+    engines = 0  # of them, scopes whose engine runs
+    managed = False  # whether the open scopes manage the collector
+
+    @classmethod
+    def apply(cls) -> None:
+        """With the collector managed: on while an engine runs or no scope is open."""
+        if cls.managed:
+            if cls.engines or not cls.depth:
+                gc.enable()
+            else:
+                gc.disable()
+
+
+class RunHeap:
+    """One :func:`run_heap` scope."""
+
+    __slots__ = ("engine",)
+
+    def __init__(self) -> None:
+        self.engine = False
+
+    def engine_phase(self) -> None:
+        """The engine starts: everything alive now goes to the permanent generation, unscanned
+        (``gc.freeze()``), and the collector runs again, over the run's own objects only."""
+        with _Heap.lock:
+            if not self.engine:
+                self.engine = True
+                _Heap.engines += 1
+                if _Heap.managed:
+                    gc.freeze()
+                _Heap.apply()
+
+
+@contextmanager
+def run_heap() -> Iterator[RunHeap]:
+    """The garbage collector around a run: off while it is validated and set up, and while
+    its results are built; on while its engine runs, but off the set-up's objects.
+
+    Validating a request and setting up its run allocate tens of thousands of objects that
+    all stay alive; the collector would scan them again and again (at 100,000 tasks its
+    collections cost more than the engine). So the collector is paused inside a scope, except
+    from :meth:`RunHeap.engine_phase` to the end of that scope: that call moves every object
+    alive (the graph, the records, the request, whatever the program held) to the permanent
+    generation (``gc.freeze()``), so the collections the run triggers scan only what the run
+    makes. When the last scope closes, the objects made since go the same way and all of them
+    back to the oldest generation (``gc.unfreeze()``): nothing is scanned just for having been
+    made. Reference counting frees objects as usual throughout; only a cycle of objects that
+    existed when the engine started is collected after the run rather than during it. While
+    any engine runs the collector stays on. A collector the program disabled, or objects it
+    froze itself (``gc.get_freeze_count()`` non-zero outside any run), are left alone. Scopes
+    nest and may overlap across threads and tasks.
+    """
+    scope = RunHeap()
+    with _Heap.lock:
+        if _Heap.depth == 0:
+            _Heap.managed = gc.isenabled() and gc.get_freeze_count() == 0
+        _Heap.depth += 1
+        _Heap.apply()
+    try:
+        yield scope
+    finally:
+        with _Heap.lock:
+            if scope.engine:
+                _Heap.engines -= 1
+            _Heap.depth -= 1
+            if _Heap.managed and _Heap.depth == 0:
+                gc.freeze()
+                gc.unfreeze()
+            _Heap.apply()
 
 
 def prepare(

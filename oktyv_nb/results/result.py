@@ -43,10 +43,11 @@ def to_result(outcome: RunOutcome) -> ExecutionResult:
     """
     redact = outcome.redactor
     base = outcome.clock_offset  # perf s -> Unix s (as RunOutcome.wall, for ${x.startTime})
-    tasks: dict[str, TaskResult] = {}
+    records = outcome.records
+    tasks: dict[str, Any] = dict.fromkeys(records)  # sized once: no regrowth
     nsuccess = nfailed = nskipped = 0
     end_perf = outcome.perf_end if outcome.perf_end is not None else outcome.perf_start
-    for tid, rec in outcome.records.items():
+    for tid, rec in records.items():
         status = rec.status
         if status == SUCCESS:
             nsuccess += 1
@@ -68,7 +69,10 @@ def to_result(outcome: RunOutcome) -> ExecutionResult:
         ),
         dag=DagInfo.model_construct(
             levels=[list(level) for level in outcome.graph.levels],
-            edges=[trusted_edge(a, b) for a, b in outcome.graph.edges()],
+            edges=[  # as graph.edges(), without a list of pairs first
+                trusted_edge(d, node.id) for node in outcome.graph.nodes.values()
+                for d in node.deps
+            ],
         ),
     )
 
@@ -98,7 +102,7 @@ def _task_result(rec: TaskRecord, redact: Any, base: float, end_perf: float) -> 
         rec.rolled_back,
         None if rec.rollback_error is None else _error(rec.rollback_error, redact),
         True if rec.reused else None,
-        *_output(rec.output),
+        *((None, None) if rec.output is None else _output(rec.output)),
         rec.cached,
         rec.cache_note,
         children,

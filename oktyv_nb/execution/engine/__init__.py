@@ -16,7 +16,7 @@ from oktyv_nb.execution.engine.scheduler import Engine
 from oktyv_nb.execution.events import EventBus, Subscriber
 from oktyv_nb.execution.outcome import RunConfig, RunOutcome
 from oktyv_nb.execution.records import TaskRecord
-from oktyv_nb.model.graph import Graph
+from oktyv_nb.model.graph import Graph, run_heap
 
 __all__ = ["Engine", "RunConfig", "RunOutcome", "run_graph"]
 
@@ -42,12 +42,17 @@ async def run_graph(
     ``started`` is told the engine before it runs, so that a caller that must interrupt it
     from outside the loop (``dag.run()`` under Jupyter's stop button) can. ``cache`` is the
     result cache of tasks with a ``cache`` setting (:mod:`oktyv_nb.execution.cache`).
+
+    The collector is paused while the engine is set up, and the objects alive when it
+    starts are kept off the collector's scans while it runs
+    (:func:`~oktyv_nb.model.graph.run_heap`).
     """
-    engine = Engine(
-        graph, config, backend=backend, vault=vault, bus=EventBus(subscribers), reuse=reuse,
-        reuse_maps=reuse_maps,
-        secrets=secrets, cache=cache,
-    )
-    if started is not None:
-        started(engine)
-    return await engine.run()
+    with run_heap() as heap:
+        engine = Engine(
+            graph, config, backend=backend, vault=vault, bus=EventBus(subscribers),
+            reuse=reuse, reuse_maps=reuse_maps, secrets=secrets, cache=cache,
+        )
+        if started is not None:
+            started(engine)
+        heap.engine_phase()
+        return await engine.run()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import html
 import re
 import time
+import warnings
 from collections import Counter
 from collections.abc import Mapping
 from itertools import pairwise
@@ -66,6 +67,7 @@ _SKIP_EDGE = STATUS_STYLE["failed"][1]  # the failed dependency that made a task
 _EDGE = FAINT
 _MAX_LABEL = 48  # characters of an id or tool shown in a label; the tooltip has it all
 _FONT = "Helvetica,Arial,sans-serif"
+_NoHtml = graphviz.quoting.NoHtml  # what graphviz.nohtml and graphviz.escape return
 
 
 # ---------------------------------------------------------------------- helpers
@@ -79,8 +81,9 @@ def _h(text: str, limit: int = _MAX_LABEL) -> str:
 
 
 def _esc(text: str) -> str:
-    """A plain (escString) attribute value shown literally: backslashes and <...> disarmed."""
-    return graphviz.escape(str(text).replace("\n", " "))
+    """A plain (escString) attribute value shown literally: backslashes and <...> disarmed
+    (``graphviz.escape``)."""
+    return _NoHtml(str(text).replace("\n", " ").replace("\\", "\\\\"))
 
 
 def _names(graph: Graph) -> dict[str, str]:
@@ -102,6 +105,69 @@ def _names(graph: Graph) -> dict[str, str]:
 
 def _node_name(name: str) -> str:
     return graphviz.nohtml(name)
+
+
+# DOT quoting, as graphviz.quoting.quote does it (the same rules and the same text), without
+# its per-call argument checks: a 1,000-task picture quotes about 15,000 values. Nodes and
+# edges are written as body lines with these; graph-level attributes go through graphviz.
+_DOT_ID = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*|-?(\.[0-9]+|[0-9]+(\.[0-9]*)?))$").match
+_DOT_HTML = re.compile(r"<.*>$", re.DOTALL).match
+_DOT_KEYWORDS = frozenset(("node", "edge", "graph", "digraph", "subgraph", "strict"))
+_ODD_BACKSLASHES = re.compile(r"(?<!\\)(?:\\{2})*\\$").search
+_UNESCAPED_QUOTE = re.compile(r"(?P<escaped_backslashes>(?:\\{2})*)\\?(?P<literal_quote>\")")
+
+
+def _quote(text: str) -> str:
+    """``text`` as a DOT identifier: as is when it is an ID or an HTML-like ``<...>`` string
+    (not marked ``nohtml``), else double-quoted with its quotes escaped."""
+    if not isinstance(text, _NoHtml) and _DOT_HTML(text):
+        return text
+    if " " not in text and _DOT_ID(text) and text.lower() not in _DOT_KEYWORDS:
+        return text  # (an ID never holds a space: the test is only quicker)
+    if text[-1:] == "\\" and _ODD_BACKSLASHES(text):
+        warnings.warn(f"expect syntax error scanning invalid quoted string: {text!r}",
+                      category=graphviz.DotSyntaxWarning, stacklevel=2)
+    if '"' in text:
+        text = _UNESCAPED_QUOTE.sub(r"\g<escaped_backslashes>\\\g<literal_quote>", text)
+    return f'"{text}"'
+
+
+_QUOTED: dict[str, str] = {}  # plain strings that repeat (colours, styles, sizes), quoted
+
+
+def _quote_common(text: str) -> str:
+    """:func:`_quote` of a value that repeats, remembered (plain ``str`` only: a ``nohtml``
+    string of the same text may quote differently)."""
+    if type(text) is not str:
+        return _quote(text)
+    q = _QUOTED.get(text)
+    if q is None:
+        q = _quote(text)
+        if len(_QUOTED) < 1024:
+            _QUOTED[text] = q
+    return q
+
+
+def _attr_list(attrs: Mapping[str, str]) -> str:
+    """`` [label=... k=v ...]`` as graphviz writes a node's or an edge's attributes: the
+    label first, the others sorted by name (the names are plain DOT IDs)."""
+    if not attrs:
+        return ""
+    quote = _quote
+    common = _quote_common
+    plain = _COMMON
+    parts = [
+        f"{key}={common(value) if key in plain else quote(value)}"
+        for key, value in sorted(attrs.items()) if value is not None and key != "label"
+    ]
+    label = attrs.get("label")
+    if label is not None:
+        parts.insert(0, f"label={quote(label)}")
+    return f" [{' '.join(parts)}]" if parts else ""
+
+
+_COMMON = frozenset(("fillcolor", "color", "style", "fontcolor", "peripheries", "penwidth",
+                     "fontsize"))
 
 
 # ---------------------------------------------------------------------- the graph
@@ -184,7 +250,14 @@ def _build(
 
     status: dict[str, str] = {}
     tries: dict[str, int] = {}
-    if coloured:
+    if coloured and states is None and attempts is None:  # a finished run: its records
+        for tid in graph.nodes:
+            rec = records.get(tid)
+            if rec is None:
+                status[tid], tries[tid] = "pending", 0
+            else:
+                status[tid], tries[tid] = rec.status, rec.attempts
+    elif coloured:
         for tid in graph.nodes:
             rec = records.get(tid)
             st = states.get(tid) if states is not None else None
@@ -210,6 +283,7 @@ def _build(
             causes[tid] = cause  # type: ignore[assignment]
 
     names = _names(graph)
+    quoted = {tid: _quote(_node_name(name)) for tid, name in names.items()}
     dot = DagDigraph(name=graphviz.nohtml(re.sub(r'["\\]', "_", _short(title or "dag", 80))))
     dot.attr(
         rankdir=direction,
@@ -235,31 +309,41 @@ def _build(
     dot.attr("edge", color=_EDGE, arrowsize="0.5" if compact else "0.7", penwidth="1",
              fontname=_FONT)
 
+    text = summary_text(graph, outcome, status, crit_s if crit_nodes else None)
     label = _graph_label(title, graph, outcome, status if summary else {}, coloured, legend,
                          crit_s, bool(crit_nodes), bool(causes),
-                         any(a > 1 for a in tries.values()))
+                         any(a > 1 for a in tries.values()), text if summary else None)
     if label:
         dot.attr(label=label, labelloc="t", labeljust="l", fontsize="12")
 
     # One rank per level, headed by its label; invisible edges keep the labels in order.
+    # Written as the lines dot.subgraph()/node()/edge() would write (see _quote).
+    body = dot.body
     for k, level in enumerate(graph.levels):
-        with dot.subgraph(name=f"level_{k}") as sub:
-            sub.attr(rank="same")
-            sub.node(
-                f"#level{k}", f"level {k}", shape="plaintext", style="", fontsize="9",
-                fontcolor=FAINT, tooltip=f"level {k}: {len(level)} tasks",
-                margin="0", height="0.2",
-            )
-            for tid in level:
-                _add_node(sub, graph, tid, names[tid], status, tries, coloured, compact,
-                          tid in crit_nodes, records.get(tid), tag, map_slot)
+        body.append(f"\tsubgraph level_{k} {{\n")
+        body.append("\t\trank=same\n")
+        head = _attr_list({
+            "label": f"level {k}", "shape": "plaintext", "style": "", "fontsize": "9",
+            "fontcolor": FAINT, "tooltip": f"level {k}: {len(level)} tasks", "margin": "0",
+            "height": "0.2",
+        })
+        body.append(f'\t\t"#level{k}"{head}\n')
+        for tid in level:
+            body.append("\t" + _node_line(graph, tid, quoted[tid], status, tries, coloured,
+                                           compact, tid in crit_nodes, records.get(tid), tag,
+                                           map_slot))
+        body.append("\t}\n")
     for k in range(1, len(graph.levels)):
-        dot.edge(f"#level{k - 1}", f"#level{k}", style="invis")
+        body.append(f'\t"#level{k - 1}" -> "#level{k}" [style=invis]\n')
 
-    dot.summary = f"{title or 'dag'}: " + summary_text(
-        graph, outcome, status, crit_s if crit_nodes else None
-    ) + (f" ({' → '.join(path)})" if crit_nodes else "")
+    dot.summary = f"{title or 'dag'}: " + text + (
+        f" ({' → '.join(path)})" if crit_nodes else ""
+    )
     for dep, tid in graph.edges():
+        if not (tid in causes or (crit_edges and (dep, tid) in crit_edges)
+                or (coloured and status.get(tid) == "skipped")):
+            body.append(f"\t{quoted[dep]} -> {quoted[tid]}\n")  # no attributes
+            continue
         attrs: dict[str, str] = {}
         if (dep, tid) in crit_edges:
             attrs.update(penwidth="2.5", color=_CRITICAL, style="bold")
@@ -270,12 +354,11 @@ def _build(
                 attrs.update(xlabel="skip", fontcolor=_SKIP_EDGE, fontsize="8")
         elif coloured and status.get(tid) == "skipped":
             attrs.setdefault("style", "dashed")
-        dot.edge(_node_name(names[dep]), _node_name(names[tid]), **attrs)
+        body.append(f"\t{quoted[dep]} -> {quoted[tid]}{_attr_list(attrs)}\n")
     return dot
 
 
-def _add_node(
-    sub: graphviz.Digraph,
+def _node_line(
     graph: Graph,
     tid: str,
     name: str,
@@ -287,17 +370,18 @@ def _add_node(
     rec: TaskRecord | None,
     tag: str | None,
     map_slot: str | None = None,
-) -> None:
-    """One task's node; ``map_slot`` is the text a mapped node shows in place of its child
-    counts (the live template's placeholder)."""
+) -> str:
+    """The DOT statement of task ``tid``'s node (``name``: its quoted DOT name);
+    ``map_slot`` is the text a mapped node shows in place of its child counts (the live
+    template's placeholder)."""
     node = graph.nodes[tid]
     st = status.get(tid, "pending") if coloured else None
     fill, border = STATUS_STYLE.get(st, STATUS_STYLE["pending"]) if st else status_colors(None)
     n_try = tries.get(tid, 0)
     max_try = node.retry.max_attempts
-    attrs: dict[str, str] = {"fillcolor": fill, "color": border}
     tip = f"{tid} · tool {node.tool} · level {node.level}"
-    if node.map is not None:
+    mapped = node.map is not None
+    if mapped:
         over = node.map.over
         tip += (f" · mapped over {over if isinstance(over, str) else f'{len(over)} items'}"
                 f" as {node.map.param}")
@@ -309,46 +393,61 @@ def _add_node(
         tip += f" · {st}"
         if n_try > 1 or (n_try and max_try > 1):
             tip += f" · attempt {n_try}/{max_try}"
-    attrs["tooltip"] = _esc(tip)
-    if tag is not None:
-        attrs["id"] = f"{tag}_{node.index}"
-    if st == "skipped":
-        attrs["style"] = "rounded,filled,dashed"
-        attrs["fontcolor"] = "#868e96"
-    if n_try > 1:
-        attrs["peripheries"] = "2"  # retried: double border
-    if critical:
-        attrs["penwidth"] = "3"
-        attrs["color"] = _CRITICAL
-    if node.map is not None:  # a stack: its children are not drawn one by one
-        attrs["shape"] = "box3d"
-        attrs["style"] = "filled,dashed" if st == "skipped" else "filled"
-        attrs["margin"] = "0.1,0.03" if compact else "0.22,0.08"  # clear of the 3-D edges
-        kids = rec.children if rec is not None else None
-        head = f"{tid} ×{len(kids) if kids is not None else '?'}"
-        if kids is not None:
-            tip += f" · {map_counts([c.status for c in kids])}"
-        attrs["tooltip"] = _esc(tip)
-        if compact:
-            attrs["label"] = _esc(_short(head, 28))
-        else:
-            counts = map_slot if map_slot is not None else (
-                _h(map_counts([c.status for c in kids])) if kids else None)
-            detail = _detail(st, rec, n_try, max_try) if not kids else None
-            if counts is not None:
-                colour = status_colors(st)[1]
-                if map_slot is None and st in ("success", "failed") and rec.end is not None:
-                    counts += f" · {format_seconds(rec.duration)}"
-                detail = f'<font point-size="9" color="{colour}">{counts}</font>'
-                if st == "failed" and rec is not None and rec.error is not None:
-                    detail = (f'<font point-size="9" color="{colour}"><b>'
-                              f"{_h(rec.error.code, 28)}</b></font><br/>{detail}")
-            attrs["label"] = _html_label(head, node.tool, detail)
+    if mapped:
+        label, tip = _map_label(tid, node.tool, st, rec, n_try, max_try, compact, map_slot, tip)
     elif compact:
-        attrs["label"] = _esc(_short(tid, 24))
+        label = _esc(_short(tid, 24))
     else:
-        attrs["label"] = _html_label(tid, node.tool, _detail(st, rec, n_try, max_try))
-    sub.node(_node_name(name), **attrs)
+        label = _html_label(tid, node.tool, _detail(st, rec, n_try, max_try))
+    # The attributes as graphviz writes them: the label first, then sorted by name (an
+    # attribute added here goes in its place in that order).
+    common = _quote_common
+    parts = [f"label={_quote(label)}", f"color={common(_CRITICAL if critical else border)}",
+             f"fillcolor={common(fill)}"]
+    if st == "skipped":
+        parts.append(f"fontcolor={common('#868e96')}")
+    if tag is not None:
+        parts.append(f"id={_quote(f'{tag}_{node.index}')}")
+    if mapped:  # clear of the 3-D edges
+        parts.append(f"margin={common('0.1,0.03' if compact else '0.22,0.08')}")
+    if critical:
+        parts.append(f"penwidth={common('3')}")
+    if n_try > 1:
+        parts.append(f"peripheries={common('2')}")  # retried: double border
+    if mapped:  # a stack: its children are not drawn one by one
+        parts.append(f"shape={common('box3d')}")
+        parts.append(f"style={common('filled,dashed' if st == 'skipped' else 'filled')}")
+    elif st == "skipped":
+        parts.append(f"style={common('rounded,filled,dashed')}")
+    parts.append(f"tooltip={_quote(_esc(tip))}")
+    return f"\t{name} [{' '.join(parts)}]\n"
+
+
+def _map_label(
+    tid: str, tool: str, st: str | None, rec: TaskRecord | None, n_try: int, max_try: int,
+    compact: bool, map_slot: str | None, tip: str,
+) -> tuple[str, str]:
+    """A mapped node's label (``fetch ×40``, its child counts by status, its error code and
+    span) and tooltip."""
+    kids = rec.children if rec is not None else None
+    head = f"{tid} ×{len(kids) if kids is not None else '?'}"
+    if kids is not None:
+        tip += f" · {map_counts([c.status for c in kids])}"
+    if compact:
+        return _esc(_short(head, 28)), tip
+    counts = map_slot if map_slot is not None else (
+        _h(map_counts([c.status for c in kids])) if kids else None)
+    detail = _detail(st, rec, n_try, max_try) if not kids else None
+    if counts is not None:
+        colour = status_colors(st)[1]
+        if map_slot is None and st in ("success", "failed") and rec is not None \
+                and rec.end is not None:
+            counts += f" · {format_seconds(rec.duration)}"
+        detail = f'<font point-size="9" color="{colour}">{counts}</font>'
+        if st == "failed" and rec is not None and rec.error is not None:
+            detail = (f'<font point-size="9" color="{colour}"><b>'
+                      f"{_h(rec.error.code, 28)}</b></font><br/>{detail}")
+    return _html_label(head, tool, detail), tip
 
 
 #: What the live template's mapped nodes show before :meth:`SvgTemplate.recolour` puts their
@@ -444,11 +543,14 @@ def _graph_label(
     has_critical: bool,
     has_skip_cause: bool,
     has_retry: bool,
+    summary_line: str | None = None,
 ) -> str | None:
+    """The graph's HTML-like label; ``summary_line``: the :func:`summary_text` of these
+    arguments when the caller has it already."""
     rows: list[str] = []
     head = f"<b>{_h(title, 80)}</b>  " if title else ""
-    summary = summary_text(graph, outcome, status if coloured else {},
-                           crit_s if has_critical else None)
+    summary = summary_line if summary_line is not None else summary_text(
+        graph, outcome, status if coloured else {}, crit_s if has_critical else None)
     rows.append(f'<tr><td align="left">{head}'
                 f'<font point-size="10" color="{MUTED}">{html.escape(summary)}</font></td></tr>')
     if legend and coloured:

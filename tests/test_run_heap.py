@@ -1,0 +1,96 @@
+"""The garbage collector around runs (oktyv_nb.model.graph.run_heap): paused while a run is
+set up, on but off the set-up's objects while the engine runs, as before afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+import oktyv_nb as ok
+
+
+@pytest.fixture(autouse=True)
+def _collector() -> Iterator[None]:
+    was = gc.isenabled()
+    gc.enable()
+    yield
+    gc.unfreeze()
+    if was:
+        gc.enable()
+    else:
+        gc.disable()
+
+
+def _seen() -> dict[str, object]:
+    return {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
+
+
+def _request(n: int = 3) -> dict[str, object]:
+    return {"tasks": [{"id": f"t{i}", "tool": "probe"} for i in range(n)]}
+
+
+def test_the_engine_runs_with_the_collector_on_and_the_set_up_frozen() -> None:
+    result = ok.execute_request(_request(), {"probe": _seen})
+    for task in result.tasks.values():
+        assert task.result["enabled"] is True and task.result["frozen"] > 0
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_async_tools_and_arun_too() -> None:
+    async def probe() -> dict[str, object]:
+        return _seen()
+
+    async def main() -> None:
+        result = await ok.aexecute_request(_request(), {"probe": probe})
+        assert all(t.result["frozen"] > 0 for t in result.tasks.values())
+        run = await ok.DAG().task("a", probe).arun(live=False)
+        assert run.records["a"].result["enabled"] is True
+
+    asyncio.run(main())
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_dag_run_and_a_nested_run_restore_the_collector() -> None:
+    def outer() -> dict[str, object]:
+        inner = ok.DAG().task("i", _seen).run(live=False)
+        return {"inner": inner.records["i"].result, "after": _seen()}
+
+    run = ok.DAG().task("o", outer).run(live=False)
+    got = run.records["o"].result
+    assert got["inner"]["enabled"] is True and got["after"]["enabled"] is True
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_a_disabled_collector_stays_disabled() -> None:
+    gc.disable()
+    result = ok.execute_request(_request(), {"probe": _seen})
+    assert all(t.result == {"enabled": False, "frozen": 0} for t in result.tasks.values())
+    assert not gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_objects_the_program_froze_stay_frozen() -> None:
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    ok.execute_request(_request(), {"probe": _seen})
+    assert gc.get_freeze_count() == frozen and gc.isenabled()
+
+
+def test_a_validation_error_leaves_the_collector_on() -> None:
+    with pytest.raises(ok.OktyvError):
+        ok.execute_request({"tasks": [{"id": "a", "tool": "probe", "dependsOn": ["x"]}]},
+                           {"probe": _seen})
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_an_interrupted_run_leaves_the_collector_on() -> None:
+    def stop(kind: str, record: object, time: float) -> None:
+        if kind == "task_started":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ok.DAG().task("a", _seen).task("b", _seen, after=["a"]).run(live=False,
+                                                                     on_event=stop)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
