@@ -435,3 +435,20 @@ def test_run_attempts_has_one_row_per_attempt_with_its_own_error() -> None:
     assert 0.2 <= f["backoff_s"].iloc[2] < 0.2 + SLACK
     assert (at["start_s"] >= 0).all() and (at["end_s"] >= at["start_s"]).all()
     assert at.loc[at["task_id"] == "h", "error_code"].tolist() == ["BOOM_CODE"]
+
+
+def test_start_s_and_end_s_are_seconds_since_the_run_started(mixed_run: ok.Run) -> None:
+    df = mixed_run.df
+    t0 = mixed_run.outcome.perf_start
+    recs = mixed_run.outcome.records
+    for tid in df.index:
+        rec = recs[tid]
+        assert df.start_s[tid] == pytest.approx(rec.start - t0)
+        assert df.end_s[tid] == pytest.approx(rec.end - t0)
+    assert (df.end_s - df.start_s).to_numpy() == pytest.approx(df.duration_s.to_numpy())
+    # the same clock as the timestamps and the attempts table
+    elapsed = (df.start - df.start.min()).dt.total_seconds()
+    assert elapsed.to_numpy() == pytest.approx((df.start_s - df.start_s.min()).to_numpy(),
+                                               abs=1e-5)
+    first = mixed_run.attempts.groupby("task_id").start_s.min()
+    assert first["b"] == pytest.approx(df.start_s["b"])

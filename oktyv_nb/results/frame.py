@@ -42,7 +42,9 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
     ``worker`` (where it last ran), ``priority``, ``reused`` (taken from an earlier run),
     ``rolled_back``, ``cached`` (taken from the run store's result cache, SPEC §17),
     ``cpu_s`` (NaN where not measured), ``stdout`` and ``stderr`` (what its attempts
-    printed; "" when nothing or capture is off). Seconds throughout; secrets scrubbed.
+    printed; "" when nothing or capture is off), ``start_s`` and ``end_s`` (``start`` and
+    ``end`` as seconds since the run started, the time axis of ``run.timeline()``).
+    Seconds throughout; secrets scrubbed.
     """
     recs = list(outcome.records.values())
     nodes = outcome.graph.nodes
@@ -94,6 +96,8 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
                              len(recs)),
         "stdout": [r.stdout for r in recs],
         "stderr": [r.stderr for r in recs],
+        "start_s": start - p0,
+        "end_s": end - p0,
     }
     df = pd.DataFrame(data, index=ids)
     for col in ("tool", "error_code", "error_message", "worker", "stdout", "stderr"):
