@@ -452,3 +452,23 @@ def test_start_s_and_end_s_are_seconds_since_the_run_started(mixed_run: ok.Run) 
                                                abs=1e-5)
     first = mixed_run.attempts.groupby("task_id").start_s.min()
     assert first["b"] == pytest.approx(df.start_s["b"])
+
+
+def test_the_one_core_note_names_the_cause_for_the_backend() -> None:
+    from oktyv_nb.results.stats import RunStats
+
+    def stats(backend: str) -> RunStats:  # four tasks overlapped, one core's worth of CPU
+        return RunStats(makespan_s=0.5, work_s=1.9, speedup=3.8, efficiency=0.95,
+                        critical_path=["a"], critical_path_s=0.5, lower_bound_s=0.5,
+                        bound_ratio=1.0, avg_parallelism=3.8, max_concurrent=4, tasks=4,
+                        succeeded=4, failed=0, skipped=0, cpu_s=0.5, cpu_parallelism=1.0,
+                        backend=backend)
+
+    for name in ("threads", "asyncio"):
+        assert stats(name).note is not None and "GIL" in stats(name).note
+        assert 'backend="processes"' in stats(name).note
+    for name in ("processes", "dask"):
+        note = stats(name).note
+        assert note is not None and "GIL" not in note and "did not get a core each" in note
+    run = ok.DAG().task("a", asleep, seconds=0.01).run(live=False, backend="threads")
+    assert run.stats.backend == "threads"
