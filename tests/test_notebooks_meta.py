@@ -113,3 +113,18 @@ def test_sanitize_config_is_valid() -> None:
         "http://127.0.0.1:PORT/api"
     )
 
+
+
+@pytest.mark.parametrize("name", ["03_timing_analysis.ipynb", "04_teaching.ipynb",
+                                  "07_cpu_vs_io.ipynb"])
+def test_exercises_have_collapsed_solutions(name: str) -> None:
+    """Each "Exercise" is followed by a solution cell whose source is collapsed in Jupyter."""
+    nb = load(name)
+    solutions = [c for c in code_cells(nb) if "solution" in c["metadata"].get("tags", [])]
+    exercises = [c for c in nb["cells"] if c["cell_type"] == "markdown"
+                 and re.search(r"^#+ .*Exercise", source(c), re.M)]
+    assert exercises and len(solutions) >= len(exercises), name
+    for cell in solutions:
+        assert cell["metadata"]["jupyter"]["source_hidden"] is True
+        assert source(cell).startswith("# Solution"), source(cell)[:60]
+        assert cell["outputs"], "solutions are executed and checked like any cell"
