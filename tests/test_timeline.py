@@ -286,3 +286,19 @@ def test_xmax_puts_several_runs_on_one_time_axis() -> None:
     for bad in (0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="xmax"):
             short.timeline(xmax=bad)
+
+
+def test_highlight_outlines_a_chosen_chain_instead_of_the_critical_path() -> None:
+    dag = ok.DAG("levels", max_concurrent=2)
+    dag.task("a0", asleep, seconds=0.15).task("b0", asleep, seconds=0.02)
+    dag.task("a1", asleep, seconds=0.02, after="a0").task("b1", asleep, seconds=0.15, after="b0")
+    run = dag.run(live=False, strategy="levels")
+    binding = ["a0", "b1"]  # the slow task of each level, with the barrier between them
+    fig = run.timeline(highlight=binding)
+    crit = [c for c in fig.axes[0].collections if (c.get_gid() or "").endswith(":critical")]
+    rows = {round(y) for c in crit for y, *_ in _bars(fig)[c.get_gid()]}
+    assert rows == {_row_of(fig, "a0"), _row_of(fig, "b1")}
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "highlighted" in legend and "critical path" not in legend
+    with pytest.raises(ValueError, match="nope"):
+        run.timeline(highlight=["a0", "nope"])

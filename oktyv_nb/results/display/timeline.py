@@ -91,6 +91,7 @@ def timeline(
     ax: Axes | None = None,
     group_by: GroupBy = "task",
     show_critical: bool = True,
+    highlight: Iterable[str] | None = None,
     show_wait: bool = True,
     xmax: float | None = None,
     title: str | None = None,
@@ -101,7 +102,11 @@ def timeline(
     ``group_by``: ``"task"`` (one row per task, ordered by level then start), ``"worker"``
     (one row per thread / loop / process where attempts ran; attempts that overlap on one
     worker, such as async tools on the event loop, get extra lanes) or ``"level"``.
-    ``show_critical`` outlines the critical path. ``show_wait`` (``group_by="task"`` only)
+    ``show_critical`` outlines the critical path (the DAG's longest chain by measured
+    durations). ``highlight`` outlines the given task ids instead, under the legend entry
+    "highlighted": for instance the chain that set a schedule's makespan, which differs from
+    the critical path when tasks waited for slots or level barriers (unknown ids are a
+    ``ValueError``). ``show_wait`` (``group_by="task"`` only)
     draws each task's wait from ready to its first start as a thin grey line. ``xmax`` (in
     seconds) sets the right end of the time axis instead of fitting it to this run, so that
     charts of several runs compare on one scale: draw them into axes made with
@@ -119,6 +124,13 @@ def timeline(
     nodes = outcome.graph.nodes
     stats = run_stats(outcome)
     critical = set(stats.critical_path) if show_critical and stats.critical_path_s > 0 else set()
+    label = "critical path"
+    if highlight is not None:
+        critical = set(highlight)
+        unknown = sorted(critical - set(outcome.records))
+        if unknown:
+            raise ValueError(f"highlight names unknown tasks: {', '.join(unknown)}")
+        label = "highlighted"
 
     def first_time(rec: TaskRecord) -> float:
         if rec.spans:
@@ -217,12 +229,12 @@ def timeline(
         f"makespan {stats.makespan_s:.3g} s · {stats.tasks} tasks · "
         f"max_concurrent {stats.max_concurrent}"
     )
-    if critical:
+    if stats.critical_path_s > 0 and (critical or highlight is not None):
         summary += f" · critical path {stats.critical_path_s:.3g} s"
     if outcome.interrupted:
         summary += " · interrupted"
     ax.set_title(summary, loc="right", fontsize=8.5, color=MUTED)
-    _legend(ax, bars, skips, reused, gaps, critical, bool(waits))
+    _legend(ax, bars, skips, reused, gaps, critical, bool(waits), label)
     return fig
 
 
@@ -428,6 +440,7 @@ def _legend(
     gaps: list[tuple[int, float, float]],
     critical: set[str],
     waited: bool = False,
+    critical_label: str = "critical path",
 ) -> None:
     present = {b[3] for b in bars}
     handles: list[Any] = [
@@ -437,7 +450,7 @@ def _legend(
     ]
     if critical:
         handles.append(Patch(facecolor="white", edgecolor=_CRITICAL, lw=2.2, hatch="///",
-                             label="critical path"))
+                             label=critical_label))
     if gaps:
         handles.append(Line2D([], [], ls=(0, (1.5, 1.5)), color=_BACKOFF, lw=1.2,
                               label="retry backoff"))
