@@ -25,8 +25,10 @@ EXPECTED = [
     "04_teaching.ipynb",
     "05_widget_form.ipynb",
     "06_run_store.ipynb",
+    "07_cpu_vs_io.ipynb",
 ]
 IGNORE = "# NBVAL_IGNORE_OUTPUT"
+IGNORE_TAG = "nbval-ignore-output"
 
 
 def load(name: str) -> dict[str, Any]:
@@ -40,6 +42,11 @@ def code_cells(nb: dict[str, Any]) -> list[dict[str, Any]]:
 def source(cell: dict[str, Any]) -> str:
     src = cell["source"]
     return src if isinstance(src, str) else "".join(src)
+
+
+def ignored(cell: dict[str, Any]) -> bool:
+    """Output not compared by nbval: the comment marker or the cell tag."""
+    return source(cell).startswith(IGNORE) or IGNORE_TAG in cell["metadata"].get("tags", [])
 
 
 def test_every_notebook_is_there() -> None:
@@ -63,14 +70,16 @@ def test_stored_executed_in_order_without_errors(name: str) -> None:
 @pytest.mark.parametrize("name", EXPECTED)
 def test_most_cells_are_checked(name: str) -> None:
     cells = code_cells(nb := load(name))
-    ignored = [c for c in cells if source(c).startswith(IGNORE)]
-    checked_with_output = [c for c in cells if c not in ignored and c["outputs"]]
+    ignored_cells = [c for c in cells if ignored(c)]
+    checked_with_output = [c for c in cells if c not in ignored_cells and c["outputs"]]
     # Outputs that vary (durations, timestamps, widgets) are ignored cell by cell, never
     # wholesale: no skips, few ignores, and most cells with output are compared.
     assert not any("NBVAL_SKIP" in source(c) or "nbval-skip" in c["metadata"].get("tags", [])
                    for c in cells)
-    assert len(ignored) <= len(cells) // 3, f"{name}: {len(ignored)} of {len(cells)} ignored"
-    assert len(checked_with_output) > len(ignored)
+    assert len(ignored_cells) <= len(cells) // 3, (
+        f"{name}: {len(ignored_cells)} of {len(cells)} ignored"
+    )
+    assert len(checked_with_output) > len(ignored_cells)
     assert any(c["cell_type"] == "markdown" for c in nb["cells"])
 
 
@@ -78,7 +87,7 @@ def test_most_cells_are_checked(name: str) -> None:
 def test_checked_outputs_hold_no_run_specific_values(name: str) -> None:
     """Checked outputs must not depend on the machine: no temp paths, no memory addresses."""
     for cell in code_cells(load(name)):
-        if source(cell).startswith(IGNORE):
+        if ignored(cell):
             continue
         for out in cell["outputs"]:
             texts = [out.get("text", "")] + [
@@ -103,3 +112,19 @@ def test_sanitize_config_is_valid() -> None:
     assert port.sub(cfg["localhost-ports"]["replace"], "http://127.0.0.1:40669/api") == (
         "http://127.0.0.1:PORT/api"
     )
+
+
+
+@pytest.mark.parametrize("name", ["03_timing_analysis.ipynb", "04_teaching.ipynb",
+                                  "07_cpu_vs_io.ipynb"])
+def test_exercises_have_collapsed_solutions(name: str) -> None:
+    """Each "Exercise" is followed by a solution cell whose source is collapsed in Jupyter."""
+    nb = load(name)
+    solutions = [c for c in code_cells(nb) if "solution" in c["metadata"].get("tags", [])]
+    exercises = [c for c in nb["cells"] if c["cell_type"] == "markdown"
+                 and re.search(r"^#+ .*Exercise", source(c), re.M)]
+    assert exercises and len(solutions) >= len(exercises), name
+    for cell in solutions:
+        assert cell["metadata"]["jupyter"]["source_hidden"] is True
+        assert source(cell).startswith("# Solution"), source(cell)[:60]
+        assert cell["outputs"], "solutions are executed and checked like any cell"

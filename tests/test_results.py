@@ -435,3 +435,40 @@ def test_run_attempts_has_one_row_per_attempt_with_its_own_error() -> None:
     assert 0.2 <= f["backoff_s"].iloc[2] < 0.2 + SLACK
     assert (at["start_s"] >= 0).all() and (at["end_s"] >= at["start_s"]).all()
     assert at.loc[at["task_id"] == "h", "error_code"].tolist() == ["BOOM_CODE"]
+
+
+def test_start_s_and_end_s_are_seconds_since_the_run_started(mixed_run: ok.Run) -> None:
+    df = mixed_run.df
+    t0 = mixed_run.outcome.perf_start
+    recs = mixed_run.outcome.records
+    for tid in df.index:
+        rec = recs[tid]
+        assert df.start_s[tid] == pytest.approx(rec.start - t0)
+        assert df.end_s[tid] == pytest.approx(rec.end - t0)
+    assert (df.end_s - df.start_s).to_numpy() == pytest.approx(df.duration_s.to_numpy())
+    # the same clock as the timestamps and the attempts table
+    elapsed = (df.start - df.start.min()).dt.total_seconds()
+    assert elapsed.to_numpy() == pytest.approx((df.start_s - df.start_s.min()).to_numpy(),
+                                               abs=1e-5)
+    first = mixed_run.attempts.groupby("task_id").start_s.min()
+    assert first["b"] == pytest.approx(df.start_s["b"])
+
+
+def test_the_one_core_note_names_the_cause_for_the_backend() -> None:
+    from oktyv_nb.results.stats import RunStats
+
+    def stats(backend: str) -> RunStats:  # four tasks overlapped, one core's worth of CPU
+        return RunStats(makespan_s=0.5, work_s=1.9, speedup=3.8, efficiency=0.95,
+                        critical_path=["a"], critical_path_s=0.5, lower_bound_s=0.5,
+                        bound_ratio=1.0, avg_parallelism=3.8, max_concurrent=4, tasks=4,
+                        succeeded=4, failed=0, skipped=0, cpu_s=0.5, cpu_parallelism=1.0,
+                        backend=backend)
+
+    for name in ("threads", "asyncio"):
+        assert stats(name).note is not None and "GIL" in stats(name).note
+        assert 'backend="processes"' in stats(name).note
+    for name in ("processes", "dask"):
+        note = stats(name).note
+        assert note is not None and "GIL" not in note and "did not get a core each" in note
+    run = ok.DAG().task("a", asleep, seconds=0.01).run(live=False, backend="threads")
+    assert run.stats.backend == "threads"

@@ -249,3 +249,56 @@ def test_many_tasks() -> None:
     assert time.perf_counter() - t0 < 30  # loose: it completes, in reasonable time
     assert sum(len(v) for v in _bars(fig).values()) == 2000
     assert fig.get_figheight() <= 30
+
+
+def test_ready_to_start_waits_are_drawn_before_the_first_bar() -> None:
+    # one slot: b is ready at 0 but waits for a (0.2 s); c waits for a then b
+    dag = (ok.DAG("queue", max_concurrent=1)
+           .task("a", asleep, seconds=0.2, priority=9)
+           .task("b", asleep, seconds=0.1, priority=5)
+           .task("c", asleep, seconds=0.05, priority=1))
+    run = dag.run(live=False)
+    fig = run.timeline()
+    ax = fig.axes[0]
+    (waits,) = [c for c in ax.collections if c.get_gid() == "wait"]
+    segs = {round(float(s[0, 1])): (float(s[0, 0]), float(s[1, 0])) for s in waits.get_segments()}
+    df = run.df
+    for tid in ("b", "c"):
+        ready, start = segs[_row_of(fig, tid)]
+        assert ready == pytest.approx(df.start_s[tid] - df.wait_s[tid], abs=1e-6)
+        assert start == pytest.approx(df.start_s[tid], abs=1e-6)
+    assert _row_of(fig, "a") not in segs  # a never waited
+    assert "ready, waiting to start" in [t.get_text() for t in ax.get_legend().get_texts()]
+    plain = run.timeline(show_wait=False)
+    assert not any(c.get_gid() == "wait" for c in plain.axes[0].collections)
+
+
+def test_xmax_puts_several_runs_on_one_time_axis() -> None:
+    short = ok.DAG("short").task("a", asleep, seconds=0.05).run(live=False)
+    long = ok.DAG("long").task("a", asleep, seconds=0.25).run(live=False)
+    assert short.timeline().axes[0].get_xlim()[1] < 0.1  # fitted to its own run by default
+    fig = Figure()
+    axes = fig.subplots(2, sharex=True)
+    end = max(short.stats.makespan_s, long.stats.makespan_s) * 1.05
+    long.timeline(ax=axes[0], xmax=end)
+    short.timeline(ax=axes[1], xmax=end)  # drawn last, yet the axis keeps the longer span
+    assert axes[0].get_xlim() == axes[1].get_xlim() == pytest.approx((0.0, end))
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="xmax"):
+            short.timeline(xmax=bad)
+
+
+def test_highlight_outlines_a_chosen_chain_instead_of_the_critical_path() -> None:
+    dag = ok.DAG("levels", max_concurrent=2)
+    dag.task("a0", asleep, seconds=0.15).task("b0", asleep, seconds=0.02)
+    dag.task("a1", asleep, seconds=0.02, after="a0").task("b1", asleep, seconds=0.15, after="b0")
+    run = dag.run(live=False, strategy="levels")
+    binding = ["a0", "b1"]  # the slow task of each level, with the barrier between them
+    fig = run.timeline(highlight=binding)
+    crit = [c for c in fig.axes[0].collections if (c.get_gid() or "").endswith(":critical")]
+    rows = {round(y) for c in crit for y, *_ in _bars(fig)[c.get_gid()]}
+    assert rows == {_row_of(fig, "a0"), _row_of(fig, "b1")}
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "highlighted" in legend and "critical path" not in legend
+    with pytest.raises(ValueError, match="nope"):
+        run.timeline(highlight=["a0", "nope"])

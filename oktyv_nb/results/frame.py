@@ -42,7 +42,9 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
     ``worker`` (where it last ran), ``priority``, ``reused`` (taken from an earlier run),
     ``rolled_back``, ``cached`` (taken from the run store's result cache, SPEC §17),
     ``cpu_s`` (NaN where not measured), ``stdout`` and ``stderr`` (what its attempts
-    printed; "" when nothing or capture is off). Seconds throughout; secrets scrubbed.
+    printed; "" when nothing or capture is off), ``start_s`` and ``end_s`` (``start`` and
+    ``end`` as seconds since the run started, the time axis of ``run.timeline()``).
+    Seconds throughout; secrets scrubbed.
 
     A mapped task that expanded is represented by its children's rows (index ``fetch[i]``,
     SPEC §16), with ``map_of`` (the map's id; missing for other rows) and ``map_index``
@@ -100,6 +102,8 @@ def to_dataframe(outcome: RunOutcome) -> pd.DataFrame:
                              len(recs)),
         "stdout": [r.stdout for r in recs],
         "stderr": [r.stderr for r in recs],
+        "start_s": start - p0,
+        "end_s": end - p0,
     }
     if any(r.map_of is not None for r in recs):  # which map each child row is of
         data["map_of"] = pd.array([r.map_of for r in recs], dtype="string")

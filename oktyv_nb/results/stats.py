@@ -45,7 +45,10 @@ class RunStats:
       CPU time shows one core at work (cpu_parallelism <= 1.2, and CPU busy at least 0.3 of
       the makespan): CPU-bound Python on threads, serialised by the GIL. The real gain over
       a serial run is then about 1, whatever ``speedup`` says; ``backend="processes"``
-      runs such tools in parallel.
+      runs such tools in parallel. On the ``processes`` and ``dask`` backends the same
+      figures mean the worker processes did not get a core each (a busy machine, or fewer
+      cores than workers), and :attr:`note` says that instead.
+    * ``backend``: the name of the backend the run used (the note depends on it).
     """
 
     makespan_s: float
@@ -64,6 +67,7 @@ class RunStats:
     skipped: int
     cpu_s: float | None = None
     cpu_parallelism: float | None = None
+    backend: str | None = None
 
     @property
     def cpu_serialised(self) -> bool:
@@ -75,6 +79,13 @@ class RunStats:
         """A plain sentence when a figure would mislead, else None."""
         if not self.cpu_serialised:
             return None
+        if self.backend in ("processes", "dask"):
+            return (
+                f"CPU time shows about one core at work ({self.cpu_parallelism or 0:.2f} cores "
+                f"busy on average): the speedup of {self.speedup:.2f}× is time overlapped; the "
+                f"{self.backend} workers did not get a core each (a busy machine, or fewer "
+                "cores than workers)"
+            )
         return (
             f"CPU time shows the tasks ran one at a time ({self.cpu_parallelism or 0:.2f} cores "
             f"busy on average): the speedup of {self.speedup:.2f}× is time overlapped, not "
@@ -174,6 +185,7 @@ def run_stats(outcome: RunOutcome) -> RunStats:
         skipped=counts[SKIPPED],
         cpu_s=cpu,
         cpu_parallelism=_div(cpu, makespan) if cpu is not None else None,
+        backend=getattr(outcome, "backend", None),
     )
 
 

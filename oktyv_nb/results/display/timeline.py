@@ -5,8 +5,10 @@ One bar per attempt (:class:`~oktyv_nb.records.AttemptSpan`), coloured by its ou
 ... with the backoff wait between them drawn as a dotted line; skipped tasks are marked
 ``×`` at the moment they were skipped, tasks reused from an earlier run or taken from the
 result cache ``◇``; the critical
-path (from the measured durations) is outlined in black. The time axis is seconds since the
-run started.
+path (from the measured durations) is outlined in black; in the per-task view a thin grey line
+before a task's first bar is its wait from ready (all dependencies done) to start (a slot was
+free). The time axis is seconds since the run started; ``xmax`` fixes its right end so that
+several charts share one scale.
 
 Drawn with the object-oriented matplotlib API only (``matplotlib.figure.Figure``): nothing
 touches pyplot's global state, so it is safe under the Agg backend, in threads and in tests,
@@ -14,7 +16,8 @@ and a figure needs no ``plt.close``. In Jupyter the returned figure renders itse
 
 The artists carry ids (``get_gid()``) for code that inspects a chart: the bars of one outcome
 are one ``PolyCollection`` ``attempts:<outcome>`` (``attempts:<outcome>:critical`` on the
-critical path), backoff waits are lines ``backoff``, marks ``skipped`` and ``reused``.
+critical path), backoff waits are lines ``backoff``, ready-to-start waits one
+``LineCollection`` ``wait``, marks ``skipped`` and ``reused``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import io
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
-from matplotlib.collections import PolyCollection
+from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -88,6 +91,9 @@ def timeline(
     ax: Axes | None = None,
     group_by: GroupBy = "task",
     show_critical: bool = True,
+    highlight: Iterable[str] | None = None,
+    show_wait: bool = True,
+    xmax: float | None = None,
     title: str | None = None,
 ) -> Figure:
     """Draw the Gantt chart of a run and return its ``Figure``.
@@ -96,18 +102,35 @@ def timeline(
     ``group_by``: ``"task"`` (one row per task, ordered by level then start), ``"worker"``
     (one row per thread / loop / process where attempts ran; attempts that overlap on one
     worker, such as async tools on the event loop, get extra lanes) or ``"level"``.
-    ``show_critical`` outlines the critical path. ``ax`` draws into existing axes (the
-    figure returned is then theirs); otherwise a new figure sized to the rows is made.
-    Times are seconds since the run started.
+    ``show_critical`` outlines the critical path (the DAG's longest chain by measured
+    durations). ``highlight`` outlines the given task ids instead, under the legend entry
+    "highlighted": for instance the chain that set a schedule's makespan, which differs from
+    the critical path when tasks waited for slots or level barriers (unknown ids are a
+    ``ValueError``). ``show_wait`` (``group_by="task"`` only)
+    draws each task's wait from ready to its first start as a thin grey line. ``xmax`` (in
+    seconds) sets the right end of the time axis instead of fitting it to this run, so that
+    charts of several runs compare on one scale: draw them into axes made with
+    ``plt.subplots(n, sharex=True)`` and pass the longest makespan (a ``ValueError`` if it is
+    not positive). ``ax`` draws into existing axes (the figure returned is then theirs);
+    otherwise a new figure sized to the rows is made. Times are seconds since the run started.
     """
     outcome = getattr(outcome, "outcome", outcome)  # a Run
     if group_by not in ("task", "worker", "level"):
         raise ValueError(f"group_by must be 'task', 'worker' or 'level', got {group_by!r}")
+    if xmax is not None and not xmax > 0:
+        raise ValueError(f"xmax must be a positive number of seconds, got {xmax!r}")
     t0 = outcome.perf_start
     records = outcome.records
     nodes = outcome.graph.nodes
     stats = run_stats(outcome)
     critical = set(stats.critical_path) if show_critical and stats.critical_path_s > 0 else set()
+    label = "critical path"
+    if highlight is not None:
+        critical = set(highlight)
+        unknown = sorted(critical - set(outcome.records))
+        if unknown:
+            raise ValueError(f"highlight names unknown tasks: {', '.join(unknown)}")
+        label = "highlighted"
 
     def first_time(rec: TaskRecord) -> float:
         if rec.spans:
@@ -124,12 +147,16 @@ def timeline(
     skips: list[tuple[int, float]] = []
     reused: list[tuple[int, float]] = []
     notes: list[tuple[int, float, str]] = []  # text next to skip / reuse marks
+    waits: list[tuple[int, float, float]] = []  # (row, ready, first start)
 
     if group_by == "task":
         for rec in order:
             i = len(rows)
             rows.append(_Row(rec.task_id, f"level {rec.level}"))
             _place_task(rec, i, t0, critical, bars, gaps, skips, reused)
+            ready = rec.ready_at
+            if show_wait and rec.spans and ready is not None and rec.spans[0].start > ready:
+                waits.append((i, ready - t0, rec.spans[0].start - t0))
             if not rec.spans and rec.finished:
                 notes.append((i, (rec.end if rec.end is not None else t0) - t0, _why(rec)))
     else:
@@ -180,7 +207,17 @@ def timeline(
     fig, ax = _axes(ax, len(rows))
     _draw(ax, rows, bars, gaps, skips, reused, notes, group_by)
     span_end = max([b[2] for b in bars] + [t for _, t in skips] + [0.0])
-    ax.set_xlim(0.0, span_end * 1.04 if span_end > 0 else 1.0)
+    # waits shorter than 0.5 % of the chart would be specks: drawn only when visible
+    waits = [w for w in waits if w[2] - w[1] >= 0.005 * (xmax or span_end or 1.0)]
+    if waits:
+        ax.add_collection(LineCollection(
+            [[(a, i), (b, i)] for i, a, b in waits], colors=FAINT, linewidths=1.6,
+            capstyle="butt", zorder=1, gid="wait",
+        ))
+    if xmax is not None:
+        ax.set_xlim(0.0, xmax)
+    else:
+        ax.set_xlim(0.0, span_end * 1.04 if span_end > 0 else 1.0)
     ax.set_xlabel("seconds since run start")
     if group_by == "task":
         ax.set_ylabel("task")
@@ -192,12 +229,12 @@ def timeline(
         f"makespan {stats.makespan_s:.3g} s · {stats.tasks} tasks · "
         f"max_concurrent {stats.max_concurrent}"
     )
-    if critical:
+    if stats.critical_path_s > 0 and (critical or highlight is not None):
         summary += f" · critical path {stats.critical_path_s:.3g} s"
     if outcome.interrupted:
         summary += " · interrupted"
     ax.set_title(summary, loc="right", fontsize=8.5, color=MUTED)
-    _legend(ax, bars, skips, reused, gaps, critical)
+    _legend(ax, bars, skips, reused, gaps, critical, bool(waits), label)
     return fig
 
 
@@ -402,6 +439,8 @@ def _legend(
     reused: list[tuple[int, float]],
     gaps: list[tuple[int, float, float]],
     critical: set[str],
+    waited: bool = False,
+    critical_label: str = "critical path",
 ) -> None:
     present = {b[3] for b in bars}
     handles: list[Any] = [
@@ -411,10 +450,12 @@ def _legend(
     ]
     if critical:
         handles.append(Patch(facecolor="white", edgecolor=_CRITICAL, lw=2.2, hatch="///",
-                             label="critical path"))
+                             label=critical_label))
     if gaps:
         handles.append(Line2D([], [], ls=(0, (1.5, 1.5)), color=_BACKOFF, lw=1.2,
                               label="retry backoff"))
+    if waited:
+        handles.append(Line2D([], [], color=FAINT, lw=1.6, label="ready, waiting to start"))
     if skips:
         handles.append(Line2D([], [], ls="", marker="X", ms=8, color=_SKIP,
                               markeredgecolor="white", label="skipped"))
