@@ -575,11 +575,55 @@ def test_live_frames_show_a_maps_counts() -> None:
     assert "/ 4" in svg
 
 
+def _attempt_bars(fig: Any) -> list[tuple[float, float, float]]:
+    """(row y, x0, x1) of every attempt bar of a timeline."""
+    from matplotlib.collections import PolyCollection
+
+    out = []
+    for coll in fig.axes[0].collections:
+        if isinstance(coll, PolyCollection) and (coll.get_gid() or "").startswith("attempts:"):
+            for path in coll.get_paths():
+                v = path.vertices
+                out.append(((v[:, 1].min() + v[:, 1].max()) / 2, v[:, 0].min(), v[:, 0].max()))
+    return out
+
+
 def test_timeline_groups_a_maps_children() -> None:
-    run = ok.DAG().map("m", upper, over=["a", "b", "c"], param="url").run(live=False)
+    from oktyv_nb.results.display.timeline import MAP_ROWS
+
+    flaky_seen: set[str] = set()
+
+    def flaky(url: str) -> str:
+        if url == "b" and url not in flaky_seen:
+            flaky_seen.add(url)
+            raise RuntimeError("once")
+        return url
+
+    run = (ok.DAG().task("list", lambda: ["a", "b", "c"])
+           .map("m", flaky, over="${list.result}", param="url", retries=1)
+           .task("after", gather, pages="${m.result}")).run(live=False)
     fig = run.timeline()
-    labels = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()]
-    assert any("m[0]" in lab for lab in labels) or any("m" in lab for lab in labels)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    head = labels.index("m ×3")
+    assert labels[head + 1: head + 4] == ["  [0]", "  [1]", "  [2]"]
+    bars = _attempt_bars(fig)
+    spans = sum(len(r.spans) for r in run.outcome.ran())
+    assert len(bars) == spans == 6  # list, after, three children, one of them twice
+    rows_of_kids = {round(y) for y, *_ in bars} & {head + 1, head + 2, head + 3}
+    assert len(rows_of_kids) == 3
+
+    big = ok.DAG(max_concurrent=8).map("m", str, over=list(range(2000)),
+                                       param="object").run(live=False)
+    t0 = time.perf_counter()
+    fig = big.timeline()
+    took = time.perf_counter() - t0
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels[0] == "m ×2000" and labels[1] == "  children"
+    assert len(labels) <= MAP_ROWS + 1  # packed into lanes, not a row a child
+    assert len(_attempt_bars(fig)) == 2000
+    assert took < 30, took  # loose: drawing stays linear
+    by_worker = big.timeline(group_by="worker")
+    assert len(_attempt_bars(by_worker)) == 2000
 
 
 # ---------------------------------------------------------------------- every child's fate

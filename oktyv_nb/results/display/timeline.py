@@ -99,7 +99,8 @@ def timeline(
     """Draw the Gantt chart of a run and return its ``Figure``.
 
     ``outcome`` is a :class:`~oktyv_nb.engine.RunOutcome` or a :class:`~oktyv_nb.run.Run`.
-    ``group_by``: ``"task"`` (one row per task, ordered by level then start), ``"worker"``
+    ``group_by``: ``"task"`` (one row per task, ordered by level then start; an expanded
+    map's children in rows under its own, packed into lanes past :data:`MAP_ROWS`), ``"worker"``
     (one row per thread / loop / process where attempts ran; attempts that overlap on one
     worker, such as async tools on the event loop, get extra lanes) or ``"level"``.
     ``show_critical`` outlines the critical path (the DAG's longest chain by measured
@@ -152,6 +153,11 @@ def timeline(
     if group_by == "task":
         for rec in order:
             i = len(rows)
+            if rec.children:  # an expanded map: a head row, its children grouped under it
+                rows.append(_Row(f"{rec.task_id} ×{len(rec.children)}", f"level {rec.level}"))
+                _place_children(rec, rows, t0, critical, bars, gaps, skips, reused, waits,
+                                show_wait)
+                continue
             rows.append(_Row(rec.task_id, f"level {rec.level}"))
             _place_task(rec, i, t0, critical, bars, gaps, skips, reused)
             ready = rec.ready_at
@@ -179,7 +185,7 @@ def timeline(
             return worker or "(unknown worker)"
 
         spans = sorted(
-            ((s, rec) for rec in records.values() for s in rec.spans), key=lambda x: x[0].start
+            ((s, rec) for rec in outcome.ran() for s in rec.spans), key=lambda x: x[0].start
         )
         for span, rec in spans:
             i = lane_for(group_of(rec, span.worker), span.start, span.end)
@@ -187,7 +193,7 @@ def timeline(
             bars.append((i, span.start - t0, span.end - t0, span.outcome,
                          rec.task_id in critical, text))
         for rec in order:
-            if rec.spans:
+            if rec.spans or rec.children:
                 continue
             group = f"level {rec.level}" if group_by == "level" else "not run"
             key = f"{group}\0marks"
@@ -283,6 +289,63 @@ def _place_task(
             reused.append((i, t))
         elif rec.status == SKIPPED or rec.finished:
             skips.append((i, t))
+
+
+#: A map with more children than this draws them packed into lanes (a child's attempts on
+#: the first lane free at their start) instead of one row each; at most this many lanes.
+MAP_ROWS = 24
+
+
+def _place_children(
+    rec: TaskRecord,
+    rows: list[_Row],
+    t0: float,
+    critical: set[str],
+    bars: list[tuple[int, float, float, str, bool, str]],
+    gaps: list[tuple[int, float, float]],
+    skips: list[tuple[int, float]],
+    reused: list[tuple[int, float]],
+    waits: list[tuple[int, float, float]],
+    show_wait: bool,
+) -> None:
+    """An expanded map's children under its head row (SPEC §16): one row each, or, past
+    :data:`MAP_ROWS` children, packed into at most that many lanes. On the critical path,
+    the map's longest child is outlined."""
+    kids = rec.children or []
+    group = f"level {rec.level}"
+    longest = max(kids, key=lambda c: c.duration).task_id if rec.task_id in critical else None
+    marks = critical | {longest} if longest is not None else critical
+    if len(kids) <= MAP_ROWS:
+        for c in kids:
+            i = len(rows)
+            rows.append(_Row(f"  [{c.map_index}]", group))
+            _place_task(c, i, t0, marks, bars, gaps, skips, reused)
+            if show_wait and c.spans and c.ready_at is not None \
+                    and c.spans[0].start > c.ready_at:
+                waits.append((i, c.ready_at - t0, c.spans[0].start - t0))
+        return
+    lanes: list[int] = []  # row indices
+    ends: list[float] = []  # each lane's last end
+    unrun: int | None = None
+    for c in sorted(kids, key=lambda c: c.spans[0].start if c.spans else float("inf")):
+        if not c.spans:
+            if unrun is None:
+                unrun = len(rows)
+                rows.append(_Row("  not run", group))
+            _place_task(c, unrun, t0, marks, bars, gaps, skips, reused)
+            continue
+        start, end = c.spans[0].start, c.spans[-1].end
+        free = next((k for k, e in enumerate(ends) if e <= start + 1e-9), None)
+        if free is None:
+            if len(lanes) < MAP_ROWS:
+                lanes.append(len(rows))
+                ends.append(end)
+                rows.append(_Row("  children" if len(lanes) == 1 else "", group))
+                free = len(lanes) - 1
+            else:  # as many lanes as allowed: the one that frees first
+                free = min(range(len(ends)), key=ends.__getitem__)
+        ends[free] = max(ends[free], end)
+        _place_task(c, lanes[free], t0, marks, bars, gaps, skips, reused)
 
 
 def _grouped(rows: list[_Row]) -> tuple[list[_Row], dict[int, int]]:
