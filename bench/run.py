@@ -71,6 +71,7 @@ __all__ = ["Settings", "Suite", "main"]
 MIN_REPEATS = 5
 QUICK_REPEATS = 3
 EVENT_REPEATS = 51  # small overheads need more rounds to show through the noise
+GROWTH_REPEATS = 9  # the growth figure compares runs of two sizes: noisier than a pair
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 
 
@@ -472,7 +473,9 @@ class Suite:
         t = best_floor(z.floor_n, s.repeats, mc)
         floor_ratio = ratio(t, "ours", "best")
         _log(f"scale: growth N={z.growth_small} -> {z.growth_large}")
-        grow = growth(z.growth_small, z.growth_large, s.repeats, mc)
+        # a ratio of two sizes run one after the other, not side by side: more rounds
+        grow_rounds = s.repeats if s.quick else max(s.repeats, GROWTH_REPEATS)
+        grow = growth(z.growth_small, z.growth_large, grow_rounds, mc)
         _log(f"scale: builder memory N={z.builder_n}")
         built = builder_memory(z.builder_n, s.repeats, mc)
         _log(f"scale: graph picture N={z.graph_n}")
@@ -484,9 +487,10 @@ class Suite:
             f"{mc} long-lived worker coroutines on a `graphlib` ready queue "
             "(`bench.peers.best_floor_run`), interleaved with `execute_request`; *growth* = "
             "µs per task of `execute_request` at the large size over the small one, both run "
-            "in each round; *builder* = tracemalloc peak from an empty `ok.DAG` through "
-            "`DAG.task` × N and `dag.run()`, per task; *graph* = `run.graph()` with its DOT "
-            "source, over the `dag.run()` it pictures. Medians of per-round figures.\n\n"
+            f"in each round ({grow_rounds} rounds); *builder* = tracemalloc peak from an "
+            "empty `ok.DAG` through `DAG.task` × N and `dag.run()`, per task; *graph* = "
+            "`run.graph()` with its DOT source, over the `dag.run()` it pictures. Medians of "
+            "per-round figures.\n\n"
             "| figure | value |\n|---|---:|\n"
             f"| execute_request, N={z.floor_n:,}: ms (µs/task) | {med(t['ours']) * 1e3:.1f} "
             f"({med(t['ours']) / z.floor_n * 1e6:.2f}) |\n"

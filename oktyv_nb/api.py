@@ -94,8 +94,8 @@ async def _arun_prepared(
     )
     if journal is not None:
         await journal.wait()
-    with paused_gc():
-        return to_result(outcome)
+    with paused_gc():  # no subscriber or journal keeps the outcome: the graph may go early
+        return to_result(outcome, release_graph=not subscribers)
 
 
 def _check_store(store: Any) -> RunStore | None:

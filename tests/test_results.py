@@ -472,3 +472,28 @@ def test_the_one_core_note_names_the_cause_for_the_backend() -> None:
         assert note is not None and "GIL" not in note and "did not get a core each" in note
     run = ok.DAG().task("a", asleep, seconds=0.01).run(live=False, backend="threads")
     assert run.stats.backend == "threads"
+
+
+def test_a_result_made_while_releasing_the_graph_is_the_same_result() -> None:
+    from oktyv_nb.execution.engine import RunConfig, run_graph
+    from oktyv_nb.model.graph import prepare
+    from oktyv_nb.results.result import to_result
+
+    def boom() -> None:
+        raise ValueError("no")
+
+    request = {"tasks": [
+        {"id": "a", "tool": "ok"}, {"id": "b", "tool": "boom", "dependsOn": ["a"]},
+        {"id": "c", "tool": "ok", "dependsOn": ["a", "b"]}, {"id": "d", "tool": "ok"},
+    ]}
+    cfg, graph = prepare(request, {"ok": lambda: 1, "boom": boom}, keep_specs=False)
+    outcome = asyncio.run(run_graph(graph, RunConfig.from_request(cfg)))
+    kept = to_result(outcome).to_json()
+    released = to_result(outcome, release_graph=True)
+    assert released.to_json() == kept and not outcome.graph.nodes
+    assert [(e.from_, e.to) for e in released.dag.edges] == [("a", "b"), ("a", "c"), ("b", "c")]
+    # execute_request lets the graph go only when no subscriber could still read it
+    seen: list[Any] = []
+    ok.execute_request(request, {"ok": lambda: 1, "boom": boom},
+                       on_event=lambda kind, rec, t: seen.append(rec))
+    assert seen[-1].graph.nodes  # run_finished's outcome keeps its graph

@@ -75,7 +75,9 @@ def test_objects_the_program_froze_stay_frozen() -> None:
     gc.freeze()
     frozen = gc.get_freeze_count()
     ok.execute_request(_request(), {"probe": _seen})
-    assert gc.get_freeze_count() == frozen and gc.isenabled()
+    # neither unfrozen (the count would be 0) nor frozen more (objects freed meanwhile
+    # leave the permanent generation, so the count may only go down)
+    assert 0 < gc.get_freeze_count() <= frozen and gc.isenabled()
 
 
 def test_a_validation_error_leaves_the_collector_on() -> None:

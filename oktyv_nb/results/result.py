@@ -34,13 +34,27 @@ if TYPE_CHECKING:
 __all__ = ["to_result"]
 
 
-def to_result(outcome: RunOutcome) -> ExecutionResult:
+def to_result(outcome: RunOutcome, *, release_graph: bool = False) -> ExecutionResult:
     """The SPEC §3 result of a run, secrets scrubbed.
 
     The engine's records already hold values of the result's field types, so the result is
     assembled without validating them again (:func:`~oktyv_nb.models.trusted_task_result`);
     ``ExecutionResult.model_validate_json(result.to_json())`` gives an equal result.
+
+    ``release_graph``: the caller owns the outcome and drops it afterwards (a one-off
+    ``execute_request`` without subscribers): once its levels and edges are taken, the
+    graph's nodes are let go before the task results are made, so that the nodes and the
+    results are not both in memory at once.
     """
+    graph = outcome.graph
+    dag = DagInfo.model_construct(
+        levels=[list(level) for level in graph.levels],
+        edges=[  # as graph.edges(), without a list of pairs first
+            trusted_edge(d, node.id) for node in graph.nodes.values() for d in node.deps
+        ],
+    )
+    if release_graph:
+        graph.nodes = {}
     redact = outcome.redactor
     base = outcome.clock_offset  # perf s -> Unix s (as RunOutcome.wall, for ${x.startTime})
     records = outcome.records
@@ -67,13 +81,7 @@ def to_result(outcome: RunOutcome) -> ExecutionResult:
         summary=Summary.model_construct(
             total=len(tasks), succeeded=nsuccess, failed=nfailed, skipped=nskipped
         ),
-        dag=DagInfo.model_construct(
-            levels=[list(level) for level in outcome.graph.levels],
-            edges=[  # as graph.edges(), without a list of pairs first
-                trusted_edge(d, node.id) for node in outcome.graph.nodes.values()
-                for d in node.deps
-            ],
-        ),
+        dag=dag,
     )
 
 
