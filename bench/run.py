@@ -513,11 +513,33 @@ class Suite:
         self.check(f"run.graph() of a {z.graph_n:,}-task run / that run's time",
                    med(pic["ratio"]), 1.0, "{:.2f}×", "≤ 1.0×")
 
+    def maps(self) -> None:
+        """A mapped task's expansion against as many ordinary tasks (:mod:`bench.maps`)."""
+        from bench.maps import TARGET, variants
+
+        n = self.settings.events_n
+        _log(f"maps: {n} children against {n} tasks")
+        t = interleaved(variants(n), self.settings.repeats)
+        r = ratio(t, "map", "tasks")
+        self.sections.append(
+            f"## Maps: one mapped task of {n:,} children against {n:,} ordinary tasks\n\n"
+            "Both through `execute_request`, async no-op tools, maxConcurrent 10: *tasks* = "
+            f"{n:,} independent tasks in the request; *map* = one task listing {n:,} elements "
+            "and one mapped task over them, expanded at run time (`bench.maps`).\n\n"
+            "| | ms | µs per task or child |\n|---|---:|---:|\n"
+            f"| tasks | {med(t['tasks']) * 1e3:.1f} | {med(t['tasks']) / n * 1e6:.2f} |\n"
+            f"| map | {med(t['map']) * 1e3:.1f} | {med(t['map']) / n * 1e6:.2f} |\n"
+            f"| map / tasks | {r:.2f}× | |"
+        )
+        self.check(f"mapped task of {n:,} children / {n:,} tasks", r, TARGET, "{:.2f}×",
+                   f"≤ {TARGET}×")
+
     # ---------------------------------------------------------------- report
     def run(self, only: Sequence[str] | None = None) -> None:
         steps: dict[str, Callable[[], None]] = {
             "w1": self.w1, "w2": self.w2, "w3": self.w3, "validation": self.validation,
             "dataframe": self.dataframe, "events": self.events, "scale": self.scale,
+            "maps": self.maps,
         }
         for name, step in steps.items():
             if only and name not in only:
@@ -679,7 +701,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"write the report here (default {DEFAULT_OUT.name} next to this "
                              "file for a full run, nowhere for --quick)")
     parser.add_argument("--only", nargs="+", default=None,
-                        choices=["w1", "w2", "w3", "validation", "dataframe", "events", "scale"],
+                        choices=["w1", "w2", "w3", "validation", "dataframe", "events", "scale",
+                                 "maps"],
                         help="run only these workloads")
     args = parser.parse_args(argv)
     settings = Settings.make(args.quick, args.repeats)

@@ -36,6 +36,7 @@ TARGET_ROWS = [
     "growth: µs/task at 10,000 / at 1,000",
     "builder DAG.task × N then run(), N=1,000: peak per task",
     "run.graph() of a 1,000-task run / that run's time",
+    "mapped task of 1,000 children / 1,000 tasks",
 ]
 
 
