@@ -26,6 +26,7 @@ EXPECTED = [
     "05_widget_form.ipynb",
     "06_run_store.ipynb",
     "07_cpu_vs_io.ipynb",
+    "08_fan_out.ipynb",
 ]
 IGNORE = "# NBVAL_IGNORE_OUTPUT"
 IGNORE_TAG = "nbval-ignore-output"
