@@ -710,3 +710,90 @@ def test_editing_a_task_with_a_non_json_param_shows_its_text(tmp_path: Path) -> 
     form.run_button.click()
     assert form.last_run is not None and form.last_run.status == "success"
     assert target.read_text() == "x"
+
+
+# ----------------------------------------------------------------------------- maps, pools
+
+
+def test_a_mapped_task_in_the_form(form: BuilderForm) -> None:
+    add(form, "nums", "numbers", n="4")
+    form.new_button.click()
+    form.tool_input.value = "greet"
+    form.id_input.value = "hello"
+    assert [v for _, v in form.map_param_input.options] == ["", "name", "punctuation"]
+    form.map_over_input.value = "${nums.result}"
+    form.map_param_input.value = "name"
+    form.map_max_input.value = 2
+    form.params["punctuation"].input.value = "?"
+    form.add_button.click()
+    spec = form.dag.specs["hello"]
+    assert spec.map is not None and spec.map.over == "${nums.result}"
+    assert (spec.map.param, spec.map.max_concurrent) == ("name", 2)
+    assert spec.params == {"punctuation": "?"}
+    assert spec.depends_on is None or "nums" in (spec.depends_on or [])
+    assert form.dag.validate().nodes["hello"].deps == ("nums",)
+    # editing it shows the map again; saving unchanged keeps the DAG equal
+    before = form.dag.to_request()
+    form.edit("hello")
+    assert form.map_over_input.value == "${nums.result}"
+    assert form.map_param_input.value == "name" and form.map_max_input.value == 2
+    form.add_button.click()
+    assert form.dag.to_request() == before
+    # the exports keep it, and the code rebuilds an equal DAG that runs
+    code = form.to_code()
+    assert '.map("hello", greet' in code and 'over="${nums.result}"' in code
+    rebuilt = _exec(code, **TOOLS)
+    assert rebuilt == form.dag
+    run = rebuilt.run(live=False)
+    assert run.result.tasks["hello"].result == [f"hello {i}?" for i in range(4)]
+    # the graph draws it as a stack
+    assert "hello ×?" in form.dag.graph().source
+
+
+def test_map_and_pool_errors_show_by_their_fields(form: BuilderForm) -> None:
+    add(form, "nums", "numbers", n="2")
+    form.new_button.click()
+    form.tool_input.value = "greet"
+    form.id_input.value = "m"
+    form.map_over_input.value = "nums"  # neither a reference nor a JSON list
+    form.add_button.click()
+    assert "reference like ${list.result} or a JSON list" in text(form.map_msg)
+    assert "m" not in form.dag.specs
+    form.map_over_input.value = '["a", "b"]'
+    form.add_button.click()
+    assert "choose the parameter" in text(form.map_msg)
+    form.map_param_input.value = "name"
+    form.map_over_input.value = "${nope.result}"
+    assert "there is no task 'nope'" in text(form.map_msg)
+    form.map_over_input.value = '["a", "b"]'
+    form.pool_input.value = "api"
+    form.add_button.click()
+    assert "pool 'api' is not defined" in text(form.pool_msg)
+    assert "m" not in form.dag.specs
+    form.dag.configure(pools={"api": 1})
+    form.pool_input.value = "api "  # re-checked against the DAG's pools
+    form.add_button.click()
+    assert form.dag.specs["m"].pool == "api"
+    assert form.dag.specs["m"].map.over == ["a", "b"]
+    assert form.dag.run(live=False).result.tasks["m"].result == ["hello a!", "hello b!"]
+
+
+def test_pools_and_rates_in_the_settings(form: BuilderForm) -> None:
+    form.pools_input.value = "api=3, db=1"
+    form.rates_input.value = "api=5/s"
+    assert form.dag.config.pools == {"api": 3, "db": 1}
+    assert form.dag.config.rates == {"api": "5/s"}
+    form.rates_input.value = "api=fast"
+    assert "'fast' is not a rate" in text(form.settings_msg)
+    assert form.dag.config.rates == {"api": "5/s"}  # unchanged on an error
+    form.rates_input.value = "api=10/min"
+    form.pools_input.value = "api"
+    assert "name=value pairs like api=3" in text(form.settings_msg)
+    form.pools_input.value = "api=0"
+    assert "pool 'api' must have an int >= 1" in text(form.settings_msg)
+    form.pools_input.value = "api=2"
+    assert text(form.settings_msg) == ""
+    assert json.loads(form.dag.to_json())["config"]["pools"] == {"api": 2}
+    assert 'pools={"api": 2}' in form.to_code() and 'rates={"api": "10/min"}' in form.to_code()
+    again = ok.builder(form.dag)
+    assert again.pools_input.value == "api=2" and again.rates_input.value == "api=10/min"

@@ -23,6 +23,7 @@ from oktyv_nb.errors import (
     MissingDependencyError,
     OktyvError,
     ToolNotFoundError,
+    UnknownPoolError,
 )
 from oktyv_nb.model.registry import resolve_tools
 from oktyv_nb.model.schema import (
@@ -47,7 +48,9 @@ class Draft:
 
     ``editing`` is the id of the task the draft replaces (None for a new task); ``timeout``
     and ``extra`` (the other params, a JSON object) are the text typed; ``retry`` and
-    ``rollback`` are a loaded task's own, kept as they are.
+    ``rollback`` are a loaded task's own, kept as they are. ``map_over`` (a ``${ref}`` to a
+    list or a JSON list, as typed; empty: not mapped), ``map_param`` and ``map_max`` make
+    it a mapped task (SPEC §16); ``pool`` names a pool or rate of the DAG (SPEC §20).
     """
 
     task_id: str
@@ -63,6 +66,10 @@ class Draft:
     vault: str | None = None
     trigger: str | None = None
     editing: str | None = None
+    map_over: str = ""
+    map_param: str | None = None
+    map_max: int | None = None
+    pool: str | None = None
 
 
 def check_draft(
@@ -91,6 +98,7 @@ def check_draft(
     elif tool not in resolve_tools(dag.tools):
         errors["tool"] = (f"unknown tool {tool!r}: register it with ok.tool or pass "
                           "tools={name: callable}")
+    over = _map_over(draft, known, errors)
     params = _params(draft, known, errors, show_required)
     timeout: float | None = None
     if draft.timeout:
@@ -101,9 +109,12 @@ def check_draft(
     spec = None
     if not errors:
         try:
-            spec = _make_spec(dag, draft, params, timeout)
+            spec = _make_spec(dag, draft, params, timeout, over)
         except ValueError as exc:  # pydantic's ValidationError too
-            errors["status"] = str(exc).splitlines()[0]
+            key = getattr(exc, "option", None)
+            field = {"over": "map", "param": "map", "max_concurrent": "map", "map.param": "map",
+                     "pool": "pool"}.get(key or "", "status")
+            errors[field] = str(exc).splitlines()[0]
     if spec is not None:
         whole = _trial(dag, draft.editing, spec)
         if whole is not None:
@@ -120,6 +131,8 @@ def _params(draft: Draft, known: set[str], errors: dict[str, str],
     params: dict[str, Any] = {}
     for name, field in draft.fields.items():
         key = f"param:{name}"
+        if draft.map_over and name == draft.map_param:
+            continue  # each child gets its element here
         try:
             value = field.parse()
             _check_refs(value, tid, known)
@@ -152,6 +165,35 @@ def _params(draft: Draft, known: set[str], errors: dict[str, str],
     return params
 
 
+def _map_over(draft: Draft, known: set[str], errors: dict[str, str]) -> str | list[Any] | None:
+    """What the draft maps over (a reference or a list), None when it is not mapped; a
+    problem goes into ``errors["map"]``."""
+    text = draft.map_over
+    if not text:
+        return None
+    over: str | list[Any]
+    if text.startswith("${"):
+        over = text
+        try:
+            _check_refs(text, draft.task_id, known)
+        except (FieldError, OktyvError) as exc:
+            errors["map"] = str(exc)
+            return None
+    else:
+        try:
+            over = json.loads(text)
+        except json.JSONDecodeError:
+            over = None  # type: ignore[assignment]
+        if not isinstance(over, list):
+            errors["map"] = ("map over a reference like ${list.result} or a JSON list like "
+                             '["a", "b"]')
+            return None
+    if not draft.map_param:
+        errors["map"] = "choose the parameter each element goes to"
+        return None
+    return over
+
+
 def _check_refs(value: Any, tid: str, known: set[str]) -> None:
     if not has_references(value):
         return
@@ -165,17 +207,22 @@ def _check_refs(value: Any, tid: str, known: set[str]) -> None:
 
 
 def _make_spec(dag: DAG, draft: Draft, params: dict[str, Any],
-               timeout: float | None) -> TaskSpec:
-    """The draft's task, built by :meth:`DAG.task` (on a scratch DAG with the same tools)."""
+               timeout: float | None, over: str | list[Any] | None = None) -> TaskSpec:
+    """The draft's task, built by :meth:`DAG.task` or, mapped, :meth:`DAG.map` (on a
+    scratch DAG with the same tools)."""
     scratch = DAG(tools=dag.tools)
     plain = {k: v for k, v in params.items() if k not in TASK_OPTIONS}
-    scratch.task(
-        draft.task_id, draft.tool, {k: v for k, v in params.items() if k in TASK_OPTIONS},
+    options: dict[str, Any] = dict(
         after=list(draft.after) or None, priority=draft.priority, timeout=timeout,
         retries=draft.retries, retry=draft.retry, rollback=draft.rollback,
-        vault=draft.vault, trigger=draft.trigger,
-        **plain,
+        vault=draft.vault, trigger=draft.trigger, pool=draft.pool,
     )
+    named_like = {k: v for k, v in params.items() if k in TASK_OPTIONS}
+    if over is None:
+        scratch.task(draft.task_id, draft.tool, named_like, **options, **plain)
+    else:
+        scratch.map(draft.task_id, draft.tool, named_like, over=over,
+                    param=draft.map_param, max_concurrent=draft.map_max, **options, **plain)
     return scratch.specs[draft.task_id]
 
 
@@ -198,7 +245,8 @@ def ordered_with(dag: DAG, editing: str | None, spec: TaskSpec) -> list[TaskSpec
 def _trial(dag: DAG, editing: str | None, spec: TaskSpec) -> tuple[str, str] | None:
     """Validate the DAG as it would be with ``spec``; (field, message) on error."""
     try:
-        DAG(tools=dag.tools).replace_tasks(ordered_with(dag, editing, spec)).validate()
+        DAG(tools=dag.tools, pools=dag.config.pools, rates=dag.config.rates).replace_tasks(
+            ordered_with(dag, editing, spec)).validate()
     except OktyvError as exc:
         current = dag_error(dag)
         if current is not None and str(current) == str(exc):
@@ -207,6 +255,8 @@ def _trial(dag: DAG, editing: str | None, spec: TaskSpec) -> tuple[str, str] | N
             return "id", exc.message
         if isinstance(exc, ToolNotFoundError) and exc.task_id == spec.id:
             return "tool", exc.message
+        if isinstance(exc, UnknownPoolError):
+            return "pool", exc.message
         if isinstance(exc, CircularDependencyError):
             return "deps", exc.message + " (remove one of these dependencies)"
         if isinstance(exc, MissingDependencyError) and exc.task_id != spec.id:

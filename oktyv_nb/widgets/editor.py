@@ -51,7 +51,8 @@ class TaskEditor:
         "tool_input", "tool_msg", "tool_doc", "params_box", "extra_input", "extra_msg",
         "extra_row", "deps_input", "deps_msg", "refs_html", "dag_msg", "priority_input",
         "timeout_input", "timeout_msg", "retries_input", "retries_msg", "trigger_input",
-        "vault_input", "vault_msg", "add_button", "status_msg",
+        "vault_input", "vault_msg", "map_over_input", "map_param_input", "map_max_input",
+        "map_msg", "pool_input", "pool_msg", "add_button", "status_msg",
     )
 
     def __init__(self, dag: DAG, on_change: Callable[[], None]) -> None:
@@ -117,6 +118,19 @@ class TaskEditor:
         self.vault_input = W.Text(placeholder="(none)", layout=W.Layout(width="180px"))
         self.vault_input.add_class("oktyv-vault")
         self.vault_msg = message_area()
+        self.map_over_input = W.Text(placeholder="not mapped; ${list.result} or [1, 2, 3]",
+                                     layout=lw)
+        self.map_over_input.add_class("oktyv-map-over")
+        self.map_param_input = W.Dropdown(options=[("(parameter)", "")], value="",
+                                          layout=W.Layout(width="180px"))
+        self.map_param_input.add_class("oktyv-map-param")
+        self.map_max_input = W.BoundedIntText(min=0, max=10_000, value=0,
+                                              layout=W.Layout(width="120px"))
+        self.map_max_input.add_class("oktyv-map-max")
+        self.map_msg = message_area()
+        self.pool_input = W.Text(placeholder="(none)", layout=W.Layout(width="180px"))
+        self.pool_input.add_class("oktyv-pool")
+        self.pool_msg = message_area()
         self.add_button = W.Button(description="Add task", button_style="primary",
                                    icon="check", layout=W.Layout(width="auto"))
         self.add_button.add_class("oktyv-add")
@@ -126,7 +140,9 @@ class TaskEditor:
         for name, w in (("id", self.id_input), ("extra", self.extra_input),
                         ("deps", self.deps_input), ("priority", self.priority_input),
                         ("timeout", self.timeout_input), ("retries", self.retries_input),
-                        ("trigger", self.trigger_input), ("vault", self.vault_input)):
+                        ("trigger", self.trigger_input), ("vault", self.vault_input),
+                        ("map", self.map_over_input), ("map", self.map_param_input),
+                        ("map", self.map_max_input), ("pool", self.pool_input)):
             w.observe(self._changed_fn(name), "value")
         self.tool_input.observe(self._tool_changed, "value")
 
@@ -154,6 +170,13 @@ class TaskEditor:
                 self.trigger_input),
             row(label("<b>vault</b>", "secret set passed as credentials"),
                 self.vault_input, self.vault_msg),
+            row(label("<b>map over</b>", "one child task per element of this list, known "
+                      "at run time (SPEC §16)"), self.map_over_input),
+            row(label("<b>each element as</b>", "the tool parameter each child gets its "
+                      "element as; at most this many children at once (0: no bound)"),
+                self.map_param_input, self.map_max_input, self.map_msg),
+            row(label("<b>pool</b>", "a pool or rate of the DAG's pools= / rates="),
+                self.pool_input, self.pool_msg),
             row(self.add_button, self.status_msg),
         ], layout=W.Layout(flex="1 1 auto", min_width="560px", border=f"1px solid {GRID}",
                            padding="6px 10px"))
@@ -203,6 +226,7 @@ class TaskEditor:
         self.extra_input.value = ""
         self.extra_row.layout.display = None if var_kw else "none"
         self._layout_params()
+        self._param_options()
 
     def _layout_params(self) -> None:
         rows: list[W.Widget] = []
@@ -276,6 +300,7 @@ class TaskEditor:
             self.retries_input.value = 0
             self.trigger_input.value = ""
             self.vault_input.value = ""
+            self._load_map(None, None)
         finally:
             self._loading = False
         self._kept = {}
@@ -315,6 +340,7 @@ class TaskEditor:
             self._retry_loaded = (self.retries_input.value, rp)
             self.trigger_input.value = spec.run_if or ""
             self.vault_input.value = spec.vault or ""
+            self._load_map(spec.map, spec.pool)
         finally:
             self._loading = False
         self._kept = {"rollback": spec.rollback}
@@ -328,6 +354,33 @@ class TaskEditor:
             self.editor_title.value += message(
                 "info", f"  (its rollback {spec.rollback.tool} is kept as it is)")
         self.check()
+
+    def _param_options(self) -> None:
+        """The mapped-parameter choices: the tool's parameters."""
+        current = self.map_param_input.value
+        names = list(self.params)
+        if current and current not in names:
+            names.append(current)
+        self.map_param_input.options = [("(parameter)", ""), *[(n, n) for n in names]]
+        self.map_param_input.value = current if current in names else ""
+
+    def _load_map(self, spec: Any, pool: str | None) -> None:
+        """Show a task's map (a MapSpec or None) and pool."""
+        if spec is None:
+            self.map_over_input.value = ""
+            self._param_options()
+            self.map_param_input.value = ""
+            self.map_max_input.value = 0
+        else:
+            over = spec.over
+            self.map_over_input.value = over if isinstance(over, str) else json.dumps(over)
+            self._param_options()
+            if spec.param not in [v for _, v in self.map_param_input.options]:
+                self.map_param_input.options = [*self.map_param_input.options,
+                                                (spec.param, spec.param)]
+            self.map_param_input.value = spec.param
+            self.map_max_input.value = spec.max_concurrent or 0
+        self.pool_input.value = pool or ""
 
     def _load_params(self, params: Mapping[str, Any]) -> None:
         extra: dict[str, Any] = {}
@@ -362,6 +415,10 @@ class TaskEditor:
             timeout=self.timeout_input.value.strip(), retries=retries, retry=retry,
             rollback=self._kept.get("rollback"), vault=self.vault_input.value.strip() or None,
             trigger=self.trigger_input.value or None, editing=self._editing,
+            map_over=self.map_over_input.value.strip(),
+            map_param=self.map_param_input.value or None,
+            map_max=self.map_max_input.value or None,
+            pool=self.pool_input.value.strip() or None,
         )
 
     def check(self, submit: bool = False) -> TaskSpec | None:
@@ -382,6 +439,8 @@ class TaskEditor:
             ("extra", self.extra_msg, [self.extra_input]),
             ("deps", self.deps_msg, [self.deps_input]),
             ("timeout", self.timeout_msg, [self.timeout_input]),
+            ("map", self.map_msg, [self.map_over_input]),
+            ("pool", self.pool_msg, [self.pool_input]),
         ]
         for name, field in self.params.items():
             widgets = [field.input] + ([field.ref_input] if field.ref_input else [])

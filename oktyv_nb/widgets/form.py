@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as W
 
 from oktyv_nb.dag import DAG
-from oktyv_nb.errors import InvalidOptionError
+from oktyv_nb.errors import InvalidOptionError, InvalidRateError
 from oktyv_nb.model.registry import ToolTable
 from oktyv_nb.results.display.theme import FAINT
 from oktyv_nb.widgets.common import STYLE, guarded, mark, message_area, row, set_msg
@@ -122,9 +122,13 @@ class BuilderForm(W.VBox):
         self.failure_mode_input = W.Dropdown(options=["continue", "stop", "rollback"],
                                              layout=W.Layout(width="110px"))
         self.run_timeout_input = W.Text(placeholder="none", layout=W.Layout(width="80px"))
+        self.pools_input = W.Text(placeholder="none, e.g. api=3, db=1",
+                                  layout=W.Layout(width="200px"))
+        self.rates_input = W.Text(placeholder="none, e.g. api=5/s",
+                                  layout=W.Layout(width="200px"))
         self.settings_msg = message_area()
         for w in (self.name_input, self.max_concurrent_input, self.failure_mode_input,
-                  self.run_timeout_input):
+                  self.run_timeout_input, self.pools_input, self.rates_input):
             w.observe(self._settings_changed, "value")
         # graph
         self.graph_html = W.HTML(layout=W.Layout(width="100%", overflow="auto"))
@@ -152,13 +156,17 @@ class BuilderForm(W.VBox):
             W.HTML("&nbsp;&nbsp;run timeout (s)&nbsp;"), self.run_timeout_input,
             self.settings_msg,
         )
+        limits = row(
+            W.HTML("pools&nbsp;"), self.pools_input,
+            W.HTML("&nbsp;&nbsp;rates&nbsp;"), self.rates_input,
+        )
         tasks, editor = self.editor.columns(head)
         graph = W.VBox([head("Graph"), self.graph_html],
                        layout=W.Layout(flex="1 1 320px", min_width="280px", margin="0 0 0 12px"))
         export = row(self.code_button, self.json_button, W.HTML("&nbsp;&nbsp;file&nbsp;"),
                      self.path_input, self.save_button, self.load_button, self.file_msg)
         return [
-            self.style_html, self.title_html, settings,
+            self.style_html, self.title_html, settings, limits,
             W.HBox([tasks, editor, graph], layout=W.Layout(align_items="flex-start",
                                                            margin="6px 0")),
             head("Run"), self.runner.controls(), self.runner.result_html,
@@ -193,6 +201,8 @@ class BuilderForm(W.VBox):
             self.max_concurrent_input.value = min(c.max_concurrent, self.max_concurrent_input.max)
             self.failure_mode_input.value = c.failure_mode
             self.run_timeout_input.value = repr(c.timeout) if c.timeout is not None else ""
+            self.pools_input.value = ", ".join(f"{k}={v}" for k, v in c.pools.items())
+            self.rates_input.value = ", ".join(f"{k}={v}" for k, v in c.rates.items())
         finally:
             self._loading = False
 
@@ -202,13 +212,28 @@ class BuilderForm(W.VBox):
             return
         text = self.run_timeout_input.value.strip()
         try:
+            pools = _pairs(self.pools_input.value, "pools", int)
+            rates = _pairs(self.rates_input.value, "rates", str)
+        except InvalidOptionError as exc:
+            set_msg(self.settings_msg, "error", exc.message)
+            mark(self.pools_input, exc.option == "pools")
+            mark(self.rates_input, exc.option == "rates")
+            return
+        try:
             self.dag.configure(  # checked by the DAG, as its constructor checks them
                 name=self.name_input.value.strip() or None,
                 max_concurrent=self.max_concurrent_input.value,
                 failure_mode=self.failure_mode_input.value,
                 timeout=float(text) if text else None,
+                pools=pools, rates=rates,
             )
         except ValueError as exc:  # not a number, or a setting the DAG refuses
+            rate = isinstance(exc, InvalidRateError)
+            if rate or getattr(exc, "option", None) == "pools":
+                set_msg(self.settings_msg, "error", exc.message)  # type: ignore[attr-defined]
+                mark(self.rates_input, rate)
+                mark(self.pools_input, not rate)
+                return
             timeout_error = not isinstance(exc, InvalidOptionError) or exc.option == "timeout"
             set_msg(self.settings_msg, "error",
                     f"run timeout {text!r} is not a number of seconds > 0" if timeout_error
@@ -216,8 +241,11 @@ class BuilderForm(W.VBox):
             mark(self.run_timeout_input, timeout_error)
             return
         mark(self.run_timeout_input, False)
+        mark(self.pools_input, False)
+        mark(self.rates_input, False)
         set_msg(self.settings_msg, "error", "")
         self._refresh_title()
+        self._dag_changed()  # a task's pool may be defined, or no longer
 
     # ------------------------------------------------------------------ export
     def to_request(self) -> dict[str, Any]:
@@ -313,3 +341,24 @@ def builder(dag: DAG | None = None, tools: Mapping[str, Callable[..., Any]] | No
     run started by the *Run* button, ``form.to_code()`` / ``form.to_request()`` export it.
     """
     return BuilderForm(dag, tools)
+
+
+def _pairs(text: str, option: str, kind: type) -> dict[str, Any]:
+    """``"api=3, db=1"`` as ``{"api": 3, "db": 1}`` (``kind`` int) or ``"api=5/s"`` as
+    ``{"api": "5/s"}``; an :class:`InvalidOptionError` naming ``option`` otherwise."""
+    out: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = (x.strip() for x in part.partition("="))
+        if not sep or not name or not value:
+            example = "api=3" if kind is int else "api=5/s"
+            raise InvalidOptionError(f"{option}: write name=value pairs like {example}, "
+                                     f"got {part!r}", option=option)
+        if kind is int:
+            try:
+                out[name] = int(value)
+            except ValueError:
+                raise InvalidOptionError(f"pool {name!r} must have an int >= 1 of slots, "
+                                         f"got {value!r}", option=option) from None
+        else:
+            out[name] = value
+    return out
