@@ -591,3 +591,21 @@ def test_original_diamond_on_builtin_tools(tmp_path: Path) -> None:
     d = out.records["D"]
     assert d.start >= max(b.end, c.end)
     assert out.perf_end - out.perf_start < 0.2 * 2
+
+
+def test_a_timed_out_sync_task_names_the_thread_it_ran_on() -> None:
+    import time as _time
+
+    import oktyv_nb as ok
+
+    def slow() -> None:
+        _time.sleep(0.5)
+
+    run = ok.DAG().task("a", slow, timeout=0.1).task("b", lambda: 1, after="a").run(
+        live=False)
+    df = run.df
+    assert df.loc["a", "error_code"] == "TASK_TIMEOUT"
+    assert str(df.loc["a", "worker"]).startswith("oktyv-")
+    assert run.attempts.worker.iloc[0] == df.loc["a", "worker"]
+    # wait_s: ready to first start; NaN for a task that never started (the one rule)
+    assert df.loc["a", "wait_s"] >= 0 and df["wait_s"].isna()["b"]

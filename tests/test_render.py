@@ -534,3 +534,15 @@ def test_node_and_edge_lines_match_graphviz() -> None:
         "\ta -> b\n",
     ]
     assert _attr_list({}) == ""
+
+
+def test_a_failed_nodes_tooltip_has_its_error_code_and_first_line() -> None:
+    def bad() -> None:
+        raise ValueError("the disk is full\nmore detail here")
+
+    run = ok.DAG().task("t", bad).task("u", lambda: 1, after="t").run(live=False)
+    src = run.graph().source
+    line = next(ln for ln in src.splitlines() if ln.strip().startswith("t ["))
+    assert "ValueError: the disk is full" in line and "more detail" not in line
+    skipped = next(ln for ln in src.splitlines() if ln.strip().startswith("u ["))
+    assert "DEPENDENCY_FAILED: Skipped: dependency t failed" in skipped

@@ -17,6 +17,7 @@ wait for it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import queue
 import threading
@@ -78,6 +79,8 @@ class ThreadPool:
                         return
                 continue
             channel, fn, kwargs, done = item
+            with contextlib.suppress(AttributeError):  # where it runs, known before it ends
+                done.worker = worker  # (the engine's Attempt: a timed-out call names it)
             cpu0 = thread_time()
             try:
                 value = call_maybe_async(fn, kwargs)

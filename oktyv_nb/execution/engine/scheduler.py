@@ -169,6 +169,7 @@ class Attempt:
 
     __slots__ = (
         "closed", "engine", "handle", "kwargs", "limits", "node", "rec", "start", "task", "timer",
+        "worker",
     )
 
     def __init__(
@@ -185,6 +186,7 @@ class Attempt:
         self.task: asyncio.Task[Any] | None = None  # the loop worker awaiting the call
         self.handle: Any = None  # the backend's handle of the call
         self.timer: asyncio.TimerHandle | None = None  # the attempt's timeout
+        self.worker: str | None = None  # where the call runs, when the backend says so early
 
     def __call__(
         self, ok: bool, value: Any, worker: str | None, cpu_s: float | None = None
@@ -781,7 +783,7 @@ class Engine:
         """Where an attempt that is being abandoned ran, as far as the engine knows."""
         if att.node.is_async and self.on_loop:
             return LOOP_WORKER
-        return att.rec.worker
+        return att.worker or att.rec.worker
 
     def _abandon(self, att: Attempt) -> None:
         """Cancel an attempt's async task, or tell the backend to drop its call."""

@@ -393,6 +393,10 @@ def _node_line(
         tip += f" · {st}"
         if n_try > 1 or (n_try and max_try > 1):
             tip += f" · attempt {n_try}/{max_try}"
+        err = rec.error if rec is not None and st in ("failed", "skipped") else None
+        if err is not None:  # the code and the first line of the message
+            first = (err.message or "").strip().splitlines()[0] if err.message else ""
+            tip += f" · {err.code}: {_short(first, 160)}" if first else f" · {err.code}"
     if mapped:
         label, tip = _map_label(tid, node.tool, st, rec, n_try, max_try, compact, map_slot, tip)
     elif compact:
