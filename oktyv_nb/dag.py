@@ -249,6 +249,7 @@ class DAG:
         trigger: str | None = None,
         cache: bool | Cache | None = None,
         pool: str | None = None,
+        replace: bool = False,
         **kwargs: Any,
     ) -> DAG:
         """Add task ``id`` calling ``tool(**params)``; returns the DAG.
@@ -268,7 +269,9 @@ class DAG:
         ``cache=ok.Cache(expire=seconds)`` takes the result from the run store's cache when
         the same tool (same source) was called with the same resolved params (SPEC §17);
         ``pool`` names a pool or rate of the DAG (``pools=``/``rates=``) the task takes a
-        slot of (SPEC §20).
+        slot of (SPEC §20). An id the DAG has already is an ``ok.DuplicateTaskError``;
+        ``replace=True`` puts the new task in the old one's place instead (a notebook cell
+        that adds tasks can then be run again).
         """
         mapped = sorted(set(kwargs) & _MAP_OPTIONS)
         if mapped:
@@ -281,7 +284,7 @@ class DAG:
         return self._task(
             id, tool, params, kwargs, after=after, priority=priority, timeout=timeout,
             retries=retries, retry=retry, rollback=rollback, vault=vault, trigger=trigger,
-            cache=cache, pool=pool,
+            cache=cache, pool=pool, replace=replace,
         )
 
     def map(
@@ -304,6 +307,7 @@ class DAG:
         trigger: str | None = None,
         cache: bool | Cache | None = None,
         pool: str | None = None,
+        replace: bool = False,
         **kwargs: Any,
     ) -> DAG:
         """Add mapped task ``id`` (SPEC §16): at run time, one child task ``id[i]`` per
@@ -316,20 +320,25 @@ class DAG:
         slot, cache and pool slot). ``${id.result}`` is the list of the children's results in
         element order, ``${id.result.3}`` one of them. At most :data:`ok.MAP_LIMIT` children.
         """
-        task_id = self._check_id(id)
+        task_id = self._check_id(id, replace)
         return self._task(
             task_id, tool, params, kwargs, after=after, priority=priority, timeout=timeout,
             retries=retries, retry=retry, rollback=rollback, vault=vault, trigger=trigger,
             cache=cache, pool=pool, map=_map_spec(task_id, over, param, max_concurrent),
+            replace=replace,
         )
 
     def _task(
         self, id: Any, tool: Tool, params: Mapping[str, Any] | None, kwargs: dict[str, Any],
         *, after: Any, priority: Any, timeout: Any, retries: Any, retry: Any, rollback: Any,
         vault: Any, trigger: Any, cache: Any, pool: Any, map: MapSpec | None = None,
+        replace: bool = False,
     ) -> DAG:
         """What :meth:`task` and :meth:`map` share: their options checked, the task added."""
-        task_id = self._check_id(id)
+        if not isinstance(replace, bool):
+            raise InvalidOptionError(f"Task {id}: replace must be True or False, got "
+                                     f"{replace!r}", option="replace")
+        task_id = self._check_id(id, replace)
         if params is None:
             params = kwargs
         elif not isinstance(params, Mapping):
@@ -540,7 +549,7 @@ class DAG:
         self._graph = None
         return self
 
-    def _check_id(self, task_id: Any) -> str:
+    def _check_id(self, task_id: Any, replace: bool = False) -> str:
         if not isinstance(task_id, str):
             raise InvalidOptionError(f"a task id must be a string, got {type(task_id).__name__}")
         if not _ID.match(task_id) or len(task_id) > TASK_ID_MAX:
@@ -549,8 +558,11 @@ class DAG:
                 "letters, digits, _ and - (not starting with -), so that ${id.result} can "
                 "reference them"
             )
-        if task_id in self.specs:
-            raise DuplicateTaskError(task_id)
+        if task_id in self.specs and not replace:
+            raise DuplicateTaskError(
+                task_id, f"; the DAG has a task {task_id} already (a notebook cell run "
+                f"again?): pass replace=True to put this one in its place, or "
+                f"dag.remove({task_id!r}) first")
         return task_id
 
     @staticmethod

@@ -54,9 +54,10 @@ def test_task_signature_is_the_specs() -> None:
     keyword_only = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
     assert keyword_only == [
         "after", "priority", "timeout", "retries", "retry", "rollback", "vault", "trigger",
-        "cache", "pool",
+        "cache", "pool", "replace",
     ]
-    assert all(sig.parameters[n].default is None for n in keyword_only)
+    assert all(sig.parameters[n].default is None for n in keyword_only[:-1])
+    assert sig.parameters["replace"].default is False
     assert params[-1].kind is inspect.Parameter.VAR_KEYWORD
     # .map takes the same options, after its own three (SPEC §16)
     mapped = [p.name for p in inspect.signature(ok.DAG.map).parameters.values()
@@ -185,7 +186,7 @@ def test_duplicate_id_raises_at_task_time() -> None:
     dag = ok.DAG().task("a", echo)
     with pytest.raises(ok.DuplicateTaskError) as exc:
         dag.task("a", echo)
-    assert str(exc.value) == "Duplicate task ID: a"
+    assert str(exc.value).startswith("Duplicate task ID: a; ") and "replace=True" in str(exc.value)
     assert exc.value.code == "DUPLICATE_TASK"
     assert isinstance(exc.value, ValueError)
 
@@ -1026,3 +1027,16 @@ def test_to_code_rebuilds_an_equal_dag_without_loading_widgets() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_a_cell_run_again_says_how_to_replace_and_replace_keeps_the_place() -> None:
+    dag = ok.DAG().task("a", echo, value=1).task("b", echo, value="${a.result}")
+    with pytest.raises(ok.DuplicateTaskError, match=r"pass replace=True .* dag.remove\('a'\)"):
+        dag.task("a", echo, value=2)
+    dag.task("a", echo, value=3, replace=True)
+    assert dag.task_ids == ["a", "b"] and dag.specs["a"].params == {"value": 3}
+    assert dag.run(live=False).result.tasks["b"].result == {"value": {"value": 3}}
+    dag.map("b", echo, over=[1, 2], param="value", replace=True)
+    assert dag.specs["b"].map is not None and dag.task_ids == ["a", "b"]
+    with pytest.raises(ok.InvalidOptionError, match="replace must be True or False"):
+        dag.task("c", echo, replace="yes")  # type: ignore[arg-type]
