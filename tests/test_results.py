@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from typing import Any
@@ -497,3 +498,27 @@ def test_a_result_made_while_releasing_the_graph_is_the_same_result() -> None:
     ok.execute_request(request, {"ok": lambda: 1, "boom": boom},
                        on_event=lambda kind, rec, t: seen.append(rec))
     assert seen[-1].graph.nodes  # run_finished's outcome keeps its graph
+
+
+def test_an_interrupted_runs_figures_say_they_are_partial() -> None:
+    async def slow() -> None:
+        await asyncio.sleep(10)
+
+    dag = ok.DAG("cut").task("a", lambda: 1).task("b", slow).task("c", slow, after="a")
+
+    async def main() -> None:
+        task = asyncio.ensure_future(dag.arun(live=False))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    run = dag.last_run
+    assert run is not None and run.outcome.interrupted
+    stats = run.stats
+    assert stats.interrupted and stats.to_dict()["interrupted"] is True
+    assert "interrupted" in (stats.note or "") and "only what ran" in str(stats)
+    assert "(interrupted: what ran until then)" in run.graph().summary
+    done = ok.DAG().task("a", lambda: 1).run(live=False).stats
+    assert not done.interrupted and "interrupted" not in done.to_dict() and done.note is None

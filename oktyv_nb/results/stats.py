@@ -49,6 +49,9 @@ class RunStats:
       figures mean the worker processes did not get a core each (a busy machine, or fewer
       cores than workers), and :attr:`note` says that instead.
     * ``backend``: the name of the backend the run used (the note depends on it).
+    * ``interrupted``: the run was stopped before it ended (an interrupt, a cancelled
+      ``arun``): every figure covers only what ran until then, and :attr:`note` says so.
+      Listed by :meth:`to_dict` only when true.
     """
 
     makespan_s: float
@@ -68,6 +71,7 @@ class RunStats:
     cpu_s: float | None = None
     cpu_parallelism: float | None = None
     backend: str | None = None
+    interrupted: bool = False
 
     @property
     def cpu_serialised(self) -> bool:
@@ -77,6 +81,9 @@ class RunStats:
     @property
     def note(self) -> str | None:
         """A plain sentence when a figure would mislead, else None."""
+        if self.interrupted:
+            return ("the run was interrupted: these figures cover only what ran before it "
+                    "stopped, not the whole DAG (speedup and bounds are of that part)")
         if not self.cpu_serialised:
             return None
         if self.backend in ("processes", "dask"):
@@ -94,8 +101,12 @@ class RunStats:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a dict (``critical_path`` a fresh list)."""
-        return asdict(self)
+        """The fields as a dict (``critical_path`` a fresh list; ``interrupted`` only when
+        true)."""
+        d = asdict(self)
+        if not d["interrupted"]:
+            del d["interrupted"]
+        return d
 
     def _repr_html_(self) -> str:
         rows = "".join(
@@ -186,6 +197,7 @@ def run_stats(outcome: RunOutcome) -> RunStats:
         cpu_s=cpu,
         cpu_parallelism=_div(cpu, makespan) if cpu is not None else None,
         backend=getattr(outcome, "backend", None),
+        interrupted=bool(outcome.interrupted or outcome.aborted),
     )
 
 

@@ -527,12 +527,14 @@ def summary_text(
             f"{counts[s]} {s}" for s in STATUS_STYLE if counts.get(s)
         )
     if outcome is not None and outcome.perf_end is not None:
-        spans = [(s.start, s.end) for r in outcome.records.values() for s in r.spans]
+        spans = [(s.start, s.end) for r in outcome.ran() for s in r.spans]
         if spans:
             makespan = max(e for _, e in spans) - min(s for s, _ in spans)
             summary += f"; makespan {format_seconds(makespan)}"
         if critical_s is not None:
             summary += f", critical path {format_seconds(critical_s)}"
+        if outcome.interrupted or outcome.aborted:
+            summary += " (interrupted: what ran until then)"
     return summary
 
 
