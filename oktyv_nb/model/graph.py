@@ -601,7 +601,9 @@ def run_heap() -> Iterator[RunHeap]:
     made. Reference counting frees objects as usual throughout; only a cycle of objects that
     existed when the engine started is collected after the run rather than during it. While
     any engine runs the collector stays on. A collector the program disabled, or objects it
-    froze itself (``gc.get_freeze_count()`` non-zero outside any run), are left alone. Scopes
+    froze itself (``gc.get_freeze_count()`` non-zero outside any run), are left alone; so is
+    an interpreter that starts with objects frozen (CPython 3.12 does): there the collector
+    runs as it would without oktyv_nb. Scopes
     nest and may overlap across threads and tasks.
     """
     scope = RunHeap()
