@@ -225,7 +225,7 @@ class DAG:
         self.specs: dict[str, TaskSpec] = {}
         self.last_run: Run | None = None
         self._graph: Graph | None = None
-        self._graph_key: tuple[int, ...] = ()
+        self._graph_key = 0
         # Exact JSON values of a request this DAG came from, kept so that to_request() gives
         # them back unchanged: (seconds, ms) of the run timeout, and enableRollback.
         self._timeout_ms: tuple[float, float] | None = None
@@ -522,21 +522,15 @@ class DAG:
             checked = {**params, map.param: None}
         if callable(tool):  # a name is checked when the graph is built, once it resolves
             check_params(tool, tool_name, checked, task_id, has_vault=vault is not None)
-        spec = TaskSpec(
-            id=task_id,
-            tool=tool_name,
-            params=params,
-            depends_on=deps,
-            priority=priority,
-            timeout=timeout_ms,
-            vault=vault,
-            retry_policy=policy,
-            rollback=self._rollback(rollback, task_id),
-            run_if=trigger,  # type: ignore[arg-type]
-            cache=_cache_spec(cache, task_id),
-            map=map,
-            pool=pool,
-        )
+        options = {
+            "depends_on": deps, "priority": priority, "timeout": timeout_ms, "vault": vault,
+            "retry_policy": policy, "rollback": self._rollback(rollback, task_id),
+            "run_if": trigger, "cache": _cache_spec(cache, task_id), "map": map, "pool": pool,
+        }
+        # Only the options given, so that model_fields_set names what the task was given
+        # (specs given the same fields share that set: TaskSpec.model_post_init).
+        spec = TaskSpec(id=task_id, tool=tool_name, params=params,
+                        **{k: v for k, v in options.items() if v is not None})
         self.specs[task_id] = spec
         self._graph = None
         return self
@@ -773,9 +767,10 @@ class DAG:
         return self._graph
 
     @property
-    def _version(self) -> tuple[int, ...]:
-        """Changes whenever a task spec is added, replaced, removed or reordered."""
-        return tuple(map(id, self.specs.values()))
+    def _version(self) -> int:
+        """Changes whenever a task spec is added, replaced, removed or reordered: a hash of
+        the specs' identities in order (one int kept, not a tuple of one a task)."""
+        return hash(tuple(map(id, self.specs.values())))
 
     def _build(self) -> Graph:
         request = ExecutionRequest.model_construct(tasks=list(self.specs.values()))

@@ -132,7 +132,7 @@ def cache_of(value: Any) -> Cache | None:
 
 
 _CACHE_FOREVER = Cache()
-_NO_DEPENDENTS: list[TaskNode] = []  # shared by every leaf; build_graph gives others a list
+_NO_DEPENDENTS: tuple[TaskNode, ...] = ()  # every leaf's; build_graph gives others a tuple
 _NO_PARAMS: dict[str, Any] = {}  # shared by every task without params; never written to
 
 
@@ -196,7 +196,7 @@ class TaskNode:
         self.parent: TaskNode | None = None  # a map's child: its mapped task
         self.extra: dict[str, Any] | None = None  # a child's own param: {param: element}
         self.deps: tuple[str, ...] = ()
-        self.dependents: list[TaskNode] = _NO_DEPENDENTS
+        self.dependents: tuple[TaskNode, ...] = _NO_DEPENDENTS
         self.level = 0
         self.chain = 1
 
@@ -418,7 +418,7 @@ def build_graph(
     pick = made.__getitem__
     for node, kids in zip(made, children, strict=True):
         if kids:
-            node.dependents = list(tuple(map(pick, kids)))  # sized exactly
+            node.dependents = tuple(map(pick, kids))
     levels: list[list[str]] = [[] for _ in range(max(level, default=-1) + 1)]
     for tid, lv in zip(ids, level, strict=True):
         levels[lv].append(tid)

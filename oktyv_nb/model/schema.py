@@ -259,6 +259,23 @@ class TaskSpec(_Model):
     def _credentials_param(cls, vault: str | None, info: ValidationInfo) -> str | None:
         return _no_credentials_param(vault, info)
 
+    def model_post_init(self, context: Any, /) -> None:
+        """Specs given the same fields share one set of their names (``model_fields_set``):
+        a set per spec would cost about 200 B a task for as long as its DAG lives. An
+        assignment copies the set first (:meth:`__setattr__`), so no spec sees another's."""
+        given = self.__pydantic_fields_set__
+        shared = _GIVEN_FIELDS.setdefault(frozenset(given), given)
+        if shared is not given:
+            object.__setattr__(self, "__pydantic_fields_set__", shared)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, "__pydantic_fields_set__", set(self.__pydantic_fields_set__))
+        super().__setattr__(name, value)
+
+
+# One set of given field names per combination seen (at most 2**13 of them).
+_GIVEN_FIELDS: dict[frozenset[str], set[str]] = {}
+
 
 def _no_credentials_param(vault: str | None, info: ValidationInfo) -> str | None:
     if vault is not None and "credentials" in info.data.get("params", ()):
