@@ -104,36 +104,13 @@ class AttemptSpan:
 
 
 class TaskRecord:
-    """The fate of one task. ``start``/``end``/``ready_at`` are perf-counter seconds.
-
-    The fields most tasks never set (the cache's, rollback's, resume's, a map's, CPU time,
-    output, extra attempts) are class-level defaults: a record gets an instance dict only
-    when one of them is set, so that a plain task's record stays small.
-    """
+    """The fate of one task. ``start``/``end``/``ready_at`` are perf-counter seconds."""
 
     __slots__ = (
-        "__dict__", "attempts", "end", "error", "level", "ready_at", "result", "start",
-        "status", "task_id", "tool", "worker",
+        "_spans", "attempts", "cache_key", "cache_note", "cached", "children", "cpu_s", "end",
+        "error", "level", "map_index", "map_of", "output", "ready_at", "result", "reused",
+        "rollback_error", "rolled_back", "start", "status", "task_id", "tool", "worker",
     )
-
-    # The rare fields, read from the class until a record sets its own.
-    rolled_back: bool | None = None
-    rollback_error: ErrorInfo | None = None
-    reused: bool | None = None
-    # The result cache (SPEC §17), for tasks that ask for it when the run has a store:
-    # ``cached`` is True for a hit (no call), False for a call; ``cache_key`` the key its
-    # result is stored under; ``cache_note`` why a call could not be cached.
-    cached: bool | None = None
-    cache_key: str | None = None
-    cache_note: str | None = None
-    cpu_s: float | None = None  # CPU seconds of the attempts that measured it
-    output: tuple[str, str] | None = None  # every attempt's (stdout, stderr), joined
-    _spans: list[AttemptSpan] | None = None
-    # Mapped tasks (SPEC §16): an expanded map's ``children`` (in element order); a
-    # child's ``map_of`` (its map's id) and ``map_index``.
-    children: list[TaskRecord] | None = None
-    map_of: str | None = None
-    map_index: int | None = None
 
     def __init__(self, task_id: str, tool: str, level: int) -> None:
         self.task_id = task_id
@@ -146,7 +123,24 @@ class TaskRecord:
         self.end: float | None = None
         self.result: Any = None
         self.error: ErrorInfo | None = None
+        self.rolled_back: bool | None = None
+        self.rollback_error: ErrorInfo | None = None
+        self.reused: bool | None = None
+        # The result cache (SPEC §17), for tasks that ask for it when the run has a store:
+        # ``cached`` is True for a hit (no call), False for a call; ``cache_key`` the key its
+        # result is stored under; ``cache_note`` why a call could not be cached.
+        self.cached: bool | None = None
+        self.cache_key: str | None = None
+        self.cache_note: str | None = None
         self.worker: str | None = None
+        self.cpu_s: float | None = None  # CPU seconds of the attempts that measured it
+        self.output: tuple[str, str] | None = None  # every attempt's (stdout, stderr), joined
+        self._spans: list[AttemptSpan] | None = None
+        # Mapped tasks (SPEC §16): an expanded map's ``children`` (in element order); a
+        # child's ``map_of`` (its map's id) and ``map_index``.
+        self.children: list[TaskRecord] | None = None
+        self.map_of: str | None = None
+        self.map_index: int | None = None
 
     @property
     def spans(self) -> list[AttemptSpan]:
