@@ -14,6 +14,9 @@ Workloads (see :mod:`bench.workloads`, peers in :mod:`bench.peers`):
 * Validation (``prepare``), the DataFrame build (``to_dataframe``) and the event stream's cost.
 * Scale (:mod:`bench.scale`): against the best hand-written floor, growth from 10k to 100k
   tasks, the builder's memory per task, and the cost of the graph picture.
+* Maps (:mod:`bench.maps`): a mapped task's children against as many ordinary tasks.
+* Dask (:mod:`bench.dask_backend`): the Dask backend against hand-written ``client.submit``
+  futures on a shared in-process cluster.
 
 Times are seconds internally and milliseconds in the report.
 """
@@ -87,13 +90,14 @@ class Settings:
     dataframe_n: int
     events_n: int
     scale: ScaleSizes
+    dask_n: int = 1000
     max_concurrent: int = 10
 
     @classmethod
     def make(cls, quick: bool, repeats: int | None) -> Settings:
         if quick:
             return cls(True, repeats or QUICK_REPEATS, (100, 1000), 1000, (100, 1000, 10_000),
-                       1000, 1000, ScaleSizes(1000, 1000, 10_000, 1000, 1000))
+                       1000, 1000, ScaleSizes(1000, 1000, 10_000, 1000, 1000), dask_n=200)
         repeats = repeats or MIN_REPEATS
         if repeats < MIN_REPEATS:
             raise SystemExit(
@@ -534,12 +538,41 @@ class Suite:
         self.check(f"mapped task of {n:,} children / {n:,} tasks", r, TARGET, "{:.2f}×",
                    f"≤ {TARGET}×")
 
+    def dask(self) -> None:
+        """The Dask backend against hand-written Dask futures (:mod:`bench.dask_backend`)."""
+        from bench.dask_backend import MAX_CONCURRENT, TARGET, measure
+
+        n = self.settings.dask_n
+        _log(f"dask: layered N={n} on a shared LocalCluster")
+        try:
+            fig = measure(n, self.settings.repeats)
+        except ImportError:
+            self.check(f"Dask backend, layered N={n:,}: ours / client.submit futures", None,
+                       TARGET, "{:.2f}×", f"≤ {TARGET}× (needs distributed)")
+            return
+        self.sections.append(
+            f"## Dask backend: layered N={n:,} of no-op sync tools, maxConcurrent "
+            f"{MAX_CONCURRENT}\n\n"
+            f"Both peers share one {fig.cluster} started before timing, in this process "
+            "(`bench.dask_backend`): *ours* = `execute_request(..., backend=DaskBackend("
+            "client))` (validation, our schedule, each result fetched back, every record); "
+            "*futures* = one `client.submit` per task with its dependencies' futures as "
+            "arguments, then one `client.gather`. Process CPU time is shown beside the wall "
+            "time, since the cluster's threads share the GIL with both.\n\n"
+            + fig.table()
+            + f"\n\nours / futures: {fig.ratio:.2f}× (CPU {fig.cpu_ratio:.2f}×). "
+            f"The cluster the backend starts by itself for maxConcurrent {MAX_CONCURRENT}: "
+            f"{fig.own_cluster}."
+        )
+        self.check(f"Dask backend, layered N={n:,}: ours / client.submit futures", fig.ratio,
+                   TARGET, "{:.2f}×", f"≤ {TARGET}×")
+
     # ---------------------------------------------------------------- report
     def run(self, only: Sequence[str] | None = None) -> None:
         steps: dict[str, Callable[[], None]] = {
             "w1": self.w1, "w2": self.w2, "w3": self.w3, "validation": self.validation,
             "dataframe": self.dataframe, "events": self.events, "scale": self.scale,
-            "maps": self.maps,
+            "maps": self.maps, "dask": self.dask,
         }
         for name, step in steps.items():
             if only and name not in only:
@@ -702,7 +735,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "file for a full run, nowhere for --quick)")
     parser.add_argument("--only", nargs="+", default=None,
                         choices=["w1", "w2", "w3", "validation", "dataframe", "events", "scale",
-                                 "maps"],
+                                 "maps", "dask"],
                         help="run only these workloads")
     args = parser.parse_args(argv)
     settings = Settings.make(args.quick, args.repeats)

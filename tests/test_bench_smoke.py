@@ -37,6 +37,7 @@ TARGET_ROWS = [
     "builder DAG.task × N then run(), N=1,000: peak per task",
     "run.graph() of a 1,000-task run / that run's time",
     "mapped task of 1,000 children / 1,000 tasks",
+    "Dask backend, layered N=200: ours / client.submit futures",
 ]
 
 
@@ -53,6 +54,8 @@ def test_quick_suite_runs_and_writes_the_table(tmp_path: Path) -> None:
     assert "**Quick mode**" in text and "3 runs per figure" in text
     assert "## Errors" not in text
     assert "## Scale: the best floor, growth, builder memory, the graph picture" in text
+    assert "## Dask backend: layered N=200" in text
+    assert "The cluster the backend starts by itself for maxConcurrent 10:" in text
     for key in ("date", "CPU", "Python", "packages"):
         assert f"- {key}: " in text
     rows = {}

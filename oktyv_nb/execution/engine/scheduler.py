@@ -160,6 +160,9 @@ __all__ = ["Engine", "LevelGate"]
 perf = time.perf_counter
 
 
+_UNWRAP: Any = object()  # _attempt_done: the call's output, if any, travels with its value
+
+
 class _Timeout(Exception):
     code = TASK_TIMEOUT
 
@@ -712,8 +715,11 @@ class Engine:
     # ------------------------------------------------------------------ completion
     def _attempt_done(
         self, att: Attempt, ok: bool, value: Any, worker: str | None, retryable: bool = True,
-        cpu_s: float | None = None, output: tuple[str, str] | None = None,
+        cpu_s: float | None = None, output: Any = _UNWRAP,
     ) -> None:
+        """An attempt's outcome. ``output`` is what the call printed (``(stdout, stderr)`` or
+        None), when the caller captured it apart (loop workers); by default it is unwrapped
+        from ``value`` when capture is on (:func:`~oktyv_nb.execution.capture.take_output`)."""
         if att.closed:
             return  # a late outcome of an abandoned attempt: dropped
         att.closed = True
@@ -729,8 +735,11 @@ class Engine:
             rec.worker = worker
         if cpu_s is not None:
             rec.cpu_s = cpu_s if rec.cpu_s is None else rec.cpu_s + cpu_s
-        if self.capture and output is None:
-            value, output = take_output(ok, value)
+        if output is _UNWRAP:
+            if self.capture:
+                value, output = take_output(ok, value)
+            else:
+                output = None
         if output is not None:
             if self.redactor:
                 output = (self.redactor.text(output[0]), self.redactor.text(output[1]))
