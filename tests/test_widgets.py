@@ -797,3 +797,34 @@ def test_pools_and_rates_in_the_settings(form: BuilderForm) -> None:
     assert 'pools={"api": 2}' in form.to_code() and 'rates={"api": "10/min"}' in form.to_code()
     again = ok.builder(form.dag)
     assert again.pools_input.value == "api=2" and again.rates_input.value == "api=10/min"
+
+
+# ----------------------------------------------------------------------------- tool descriptions
+
+
+def sphinx_doc(seconds: float = 1.0) -> float:
+    """Wait with :func:`asyncio.sleep`, as :meth:`~oktyv_nb.dag.DAG.run` would, then
+    return ``seconds`` (a :py:class:`float`, see :class:`the DAG <oktyv_nb.dag.DAG>`,
+    :mod:`~oktyv_nb.widgets.form`, :exc:`!ValueError`, :attr:`.level` and `x < y`).
+
+    Not shown: the second paragraph.
+    """
+    return seconds
+
+
+def test_a_tools_description_renders_its_restructuredtext(form: BuilderForm) -> None:
+    form.dag.tools["sphinx_doc"] = sphinx_doc
+    form.new_button.click()
+    form.tool_input.value = "sphinx_doc"
+    doc = form.tool_doc.value
+    for code in ("asyncio.sleep", "run", "seconds", "float", "the DAG", "form", "ValueError",
+                 "level", "x &lt; y"):
+        assert f"<code>{code}</code>" in doc, (code, doc)
+    assert "`" not in doc and ":func:" not in doc and ":py:class:" not in doc
+    assert "second paragraph" not in doc and "then return" in doc  # the summary, joined
+
+    from oktyv_nb.widgets.fields import rst_inline_html
+
+    assert rst_inline_html("a < b, :data:`~x.Y` and :obj:`z`") == \
+        "a &lt; b, <code>Y</code> and <code>z</code>"
+    assert rst_inline_html("no markup: 1 * 2") == "no markup: 1 * 2"

@@ -31,7 +31,7 @@ from oktyv_nb.model.variables import REFERENCE, has_references
 from oktyv_nb.results.display.theme import FAINT, MUTED
 from oktyv_nb.widgets.common import ERR_COLOUR, INPUT_WIDTH, LABEL_WIDTH, label, row
 
-__all__ = ["FieldError", "ParamField", "param_fields", "tool_help_html"]
+__all__ = ["FieldError", "ParamField", "param_fields", "rst_inline_html", "tool_help_html"]
 
 _EMPTY = inspect.Parameter.empty
 _MISSING: Any = object()  # a field left empty: the tool's default applies
@@ -39,13 +39,59 @@ _INT_RE = re.compile(r"[+-]?\d+")
 _ENGINE_PARAMS = frozenset({"credentials"})  # passed by the engine for tasks with a vault
 
 
-def _first_line(doc: str | None) -> str:
+def _summary(doc: str | None) -> str:
+    """The first paragraph of a docstring, its lines joined by spaces."""
     if not doc:
         return ""
+    lines: list[str] = []
     for line in inspect.cleandoc(doc).splitlines():
         if line.strip():
-            return line.strip()
-    return ""
+            lines.append(line.strip())
+        elif lines:
+            break
+    return " ".join(lines)
+
+
+#: Inline reStructuredText in a docstring: a Sphinx role (``:func:`x```, ``:py:meth:`~a.b```,
+#: ``:class:`title <a.B>```), a ````literal```` or a `default-role` text.
+_RST_INLINE = re.compile(
+    r"(?P<role>:(?:[A-Za-z][\w-]*:)*[A-Za-z][\w-]*:)`(?P<target>[^`]+)`"
+    r"|``(?P<literal>.+?)``"
+    r"|(?<![\w`])`(?P<plain>[^`\s][^`]*)`(?!`)"
+)
+_EXPLICIT_TITLE = re.compile(r"^(?P<title>.+?)\s*<(?P<target>[^<>]+)>$", re.DOTALL)
+
+
+def _role_text(target: str) -> str:
+    """What a Sphinx cross-reference shows: an explicit title as given; else the target
+    without its ``!``/``.`` markers, only its last component when it starts with ``~``."""
+    m = _EXPLICIT_TITLE.match(target.strip())
+    if m is not None:
+        return m.group("title")
+    text = target.strip().lstrip("!")
+    if text.startswith("~"):
+        return text[1:].rstrip(".").rsplit(".", 1)[-1]
+    return text.lstrip(".")
+
+
+def rst_inline_html(text: str) -> str:
+    """``text`` (a line of a docstring) as HTML: Sphinx roles (``:func:``, ``:meth:``,
+    ``:class:``, ``:mod:``, ``:attr:``, ``:exc:``, ``:data:``, ``:obj:``, with or without
+    a ``py:`` domain...), ````literals```` and `default-role` text become ``<code>``, a
+    leading ``~`` keeping the last component (``:meth:`~a.B.run``` shows ``run``); the rest
+    is escaped."""
+    out: list[str] = []
+    pos = 0
+    for m in _RST_INLINE.finditer(text):
+        out.append(escape(text[pos:m.start()]))
+        if m.group("role") is not None:
+            code = _role_text(m.group("target"))
+        else:
+            code = m.group("literal") if m.group("literal") is not None else m.group("plain")
+        out.append(f"<code>{escape(code)}</code>")
+        pos = m.end()
+    out.append(escape(text[pos:]))
+    return "".join(out)
 
 
 def _type_text(ann: Any) -> str:
@@ -380,17 +426,18 @@ def param_fields(fn: Callable[..., Any] | None) -> tuple[dict[str, ParamField], 
 
 
 def tool_help_html(name: str | None, fn: Callable[..., Any] | None) -> str:
-    """The line under the tool dropdown: ``name(signature)`` and the docstring's first
-    line."""
+    """The line under the tool dropdown: ``name(signature)`` and the first paragraph of the
+    tool's docstring, its reStructuredText roles and literals shown as code
+    (:func:`rst_inline_html`)."""
     if not name:
         return ""
-    doc = _first_line(getattr(fn, "__doc__", None)).replace("``", "") if fn is not None else ""
+    doc = _summary(getattr(fn, "__doc__", None)) if fn is not None else ""
     sig = ""
     if fn is not None:
         with contextlib.suppress(TypeError, ValueError):
             sig = str(inspect.signature(fn))
     desc = f"<code>{escape(name)}{escape(sig)}</code>"
     if doc:
-        desc += f"<br><i>{escape(doc)}</i>"
+        desc += f"<br><i>{rst_inline_html(doc)}</i>"
     return (f'<div style="margin:0 0 4px {LABEL_WIDTH};color:{MUTED};font-size:12px">'
             f"{desc}</div>")
