@@ -320,9 +320,11 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from oktyv_nb.units import plural
+
     dag = _load_dag(args, sandboxed=True)
     levels = dag.levels
-    print(f"valid: {len(dag)} tasks in {len(levels)} levels")
+    print(f"valid: {plural(len(dag), 'task')} in {plural(len(levels), 'level')}")
     for k, level in enumerate(levels):
         print(f"level {k}: {', '.join(level)}")
     return 0

@@ -1,4 +1,5 @@
-"""Units: the one home of seconds ⇄ milliseconds and of how a duration is shown.
+"""Units: the one home of seconds ⇄ milliseconds, of how a duration is shown and of how a
+count of things is written (``1 task``, ``3 tasks``).
 
 The JSON format keeps **milliseconds** (as the original Oktyv design did); the Python
 builder, the engine, the DataFrame and the statistics use **seconds** (floats), like
@@ -13,7 +14,9 @@ from typing import Any
 
 from oktyv_nb.errors import InvalidOptionError
 
-__all__ = ["check_seconds", "format_seconds", "is_number", "ms_to_seconds", "seconds_to_ms"]
+__all__ = [
+    "check_seconds", "format_seconds", "is_number", "ms_to_seconds", "plural", "seconds_to_ms",
+]
 
 
 def seconds_to_ms(seconds: float) -> float:
@@ -70,3 +73,10 @@ def format_seconds(s: float) -> str:
         return f"{m} min {sec:02d} s"
     h, m = divmod(m, 60)
     return f"{h} h {m:02d} min"
+
+
+def plural(n: int, noun: str, plural_form: str | None = None) -> str:
+    """``n`` and ``noun`` as text, the noun in the plural unless ``n`` is 1: ``1 task``,
+    ``0 tasks``, ``3 levels``; ``plural_form`` for an irregular noun (``child``,
+    ``children``). Every text made from a count goes through here."""
+    return f"{n} {noun if n == 1 else (plural_form or noun + 's')}"

@@ -4,6 +4,8 @@ status, bold critical path, skip cause, retries), escaping, secrets, SVG/PNG wit
 
 from __future__ import annotations
 
+import asyncio
+import html
 import re
 import shutil
 import time
@@ -218,7 +220,7 @@ def test_skip_cause_is_a_dashed_red_edge(etl_run: ok.Run) -> None:
     assert red == {("clean-orders", "orders-report"), ("orders-report", "totals")}
     for e in red:
         assert dot.edges[e]["style"] == "dashed"
-        assert dot.edges[e]["xlabel"] == "skip"
+        assert ">skip<" in dot.edges[e]["label"] and "xlabel" not in dot.edges[e]
     assert dot.edges[("join", "totals")].get("color") != "#c92a2a"  # not the cause
     assert "skip cause" in dot.graph_attrs["label"]
 
@@ -277,7 +279,7 @@ def test_direction_and_options(etl_run: ok.Run) -> None:
     assert "retrying" not in no_legend and "etl-demo" in no_legend
     compact = Dot(etl_run.graph(compact=True).source)
     assert compact.nodes["join"]["label"] == "join"  # plain label, id only
-    assert "xlabel" not in compact.edges[("clean-orders", "orders-report")]
+    assert "label" not in compact.edges[("clean-orders", "orders-report")]
 
 
 def many_tasks_dag(n: int, name: str = "big") -> ok.DAG:
@@ -381,7 +383,7 @@ def test_to_svg_and_save_graph(etl_run: ok.Run, tmp_path: Path) -> None:
     assert etl_run.dag is not None
     assert etl_run.dag.save_graph(tmp_path / "dag.png").stat().st_size > 1000
     assert "<svg" in etl_run.to_svg(direction="LR")
-    assert list(render.mimebundle(etl_run.graph())) == ["image/svg+xml"]
+    assert list(render.mimebundle(etl_run.graph())) == ["text/html"]
 
 
 @needs_dot
@@ -459,9 +461,111 @@ def test_missing_dot_notebook_bundle_shows_source_and_hint(
 
 @needs_dot
 def test_the_digraph_displays_itself_as_svg(etl_run: ok.Run) -> None:
-    assert list(etl_run.graph()._repr_mimebundle_()) == ["image/svg+xml"]
+    assert list(etl_run.graph()._repr_mimebundle_()) == ["text/html"]
     png = etl_run.graph()._repr_mimebundle_(include=["image/png"])
     assert png["image/png"][:4] == b"\x89PNG"
+
+
+def _root_svg(html_text: str) -> str:
+    """The opening tag of the (one) root ``<svg>`` in ``html_text``."""
+    assert html_text.count("<svg") == 1 and "<?xml" not in html_text
+    start = html_text.index("<svg")
+    return html_text[start:html_text.index(">", start) + 1]
+
+
+@needs_dot
+def test_every_graph_display_fits_the_cell_width() -> None:
+    """A level of 10 tasks is wider than a notebook cell: the DAG's display, the run's and
+    ``run.graph()``'s (and, in test_live, the live view's) are HTML holding the SVG scaled
+    down to the cell (max-width 100%, proportions kept by its viewBox), never an
+    ``image/svg+xml`` output, which JupyterLab shows as an unscaled <img>."""
+    from IPython.core.formatters import DisplayFormatter
+
+    dag = ok.DAG("wide", max_concurrent=10)
+    dag.task("source", work)
+    for i in range(10):
+        dag.task(f"worker-number-{i:02d}", work, after="source")
+    run = dag.run(live=False)
+    width_pt = float(re.search(r'width="([\d.]+)pt"', run.to_svg()).group(1))
+    assert width_pt > 900  # far wider than a cell (about 700-900 px)
+    formatter = DisplayFormatter()
+    shown = {
+        "dag": formatter.format(dag)[0],
+        "run": formatter.format(run)[0],
+        "run.graph()": formatter.format(run.graph())[0],
+        "dag.graph()": formatter.format(dag.graph())[0],
+    }
+    for what, data in shown.items():
+        assert "image/svg+xml" not in data, what
+        root = _root_svg(data["text/html"])
+        assert "max-width:100%" in root and "height:auto" in root and "viewBox=" in root, what
+    assert shown["run.graph()"]["text/plain"].startswith("<graph wide: 11 tasks, 2 levels")
+    # the one helper: an SVG with a style of its own keeps it after the scaling
+    styled = render.svg_html('<?xml version="1.0"?>\n<svg width="9pt" style="color:red">'
+                             "<g/></svg>")
+    assert styled == '<svg width="9pt" style="max-width:100%;height:auto;color:red"><g/></svg>'
+
+
+async def _sleep(seconds: float = 0.0) -> None:
+    await asyncio.sleep(seconds)
+
+
+def _texts(svg: str) -> list[tuple[float, float, float, str]]:
+    """(x, y, font size, text) of every <text> element of ``svg``."""
+    return [(float(x), float(y), float(size), html.unescape(text)) for x, y, size, text in
+            re.findall(r'<text[^>]* x="([-\d.]+)" y="([-\d.]+)"[^>]* font-size="([\d.]+)"'
+                       r"[^>]*>([^<]*)</text>", svg)]
+
+
+def _points(svg_part: str) -> list[tuple[float, float]]:
+    """Every coordinate pair of the paths and polygons in ``svg_part``."""
+    coords = " ".join(re.findall(r' (?:d|points)="([^"]+)"', svg_part))
+    return [(float(x), float(y)) for x, y in re.findall(r"(-?[\d.]+),(-?[\d.]+)", coords)]
+
+
+@needs_dot
+def test_marks_and_error_codes_keep_clear_of_edges_and_durations() -> None:
+    d = ok.DAG("clear", max_concurrent=2)
+    d.task("slow", _sleep, seconds=2.0, timeout=0.05)
+    d.task("next", _sleep, after="slow")
+    d.task("last", _sleep, after="next")
+    run = d.run(live=False)
+    assert run.records["slow"].error.code == "TASK_TIMEOUT"
+    svg = run.to_svg()
+    # the skip mark of each skip-cause edge: beside the edge and its arrowhead, not on them
+    edges = [part.split('<g id="node')[0] for part in svg.split('<g id="edge')[1:]]
+    marked = [e for e in edges if ">skip</text>" in e]
+    assert len(marked) == 2
+    for edge in marked:
+        ((x, y, size, _),) = [t for t in _texts(edge) if t[3] == "skip"]
+        start = x if 'text-anchor="start"' in edge else x - size  # "skip" is ~2 em wide
+        near = [px for px, py in _points(edge) if y - 1.5 * size <= py <= y + 0.5 * size]
+        assert near and all(px < start - 1 for px in near), (start, near)
+    # "TASK_TIMEOUT" and the duration are on lines of their own
+    node = svg.split("<title>slow</title>")[1].split('class="node"')[0]
+    texts = _texts(node)
+    code = [t for t in texts if "TASK_TIMEOUT" in t[3]]
+    took = [t for t in texts if re.fullmatch(r"\d+(\.\d+)? ms", t[3].strip())]
+    assert code and took, texts
+    assert took[0][1] - code[0][1] >= 0.8 * took[0][2]  # the next line down
+    label = Dot(run.graph().source).nodes["slow"]["label"]
+    assert re.search(r"TASK_TIMEOUT</b></font><br/><font[^>]*>\d", label), label
+
+
+def test_text_made_from_a_count_agrees_with_the_count() -> None:
+    from oktyv_nb.units import plural
+
+    assert [plural(n, "task") for n in (0, 1, 2)] == ["0 tasks", "1 task", "2 tasks"]
+    assert plural(1, "child", "children") == "1 child"
+    assert plural(3, "child", "children") == "3 children"
+    one = ok.DAG("one").task("only", work)
+    dot = Dot(one.graph().source)
+    assert dot.nodes["#level0"]["tooltip"] == "level 0: 1 task"
+    assert "1 task, 1 level" in dot.graph_attrs["label"]
+    two = Dot(etl_dag().graph().source)
+    assert two.nodes["#level1"]["tooltip"] == "level 1: 2 tasks"
+    mapped = ok.DAG("m").map("each", work, over=[1], param="seconds")
+    assert "mapped over 1 item as seconds" in Dot(mapped.graph().source).nodes["each"]["tooltip"]
 
 
 # ------------------------------------------------------------------ scale

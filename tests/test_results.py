@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import re
 import time
 from typing import Any
 
@@ -522,3 +523,36 @@ def test_an_interrupted_runs_figures_say_they_are_partial() -> None:
     assert "(interrupted: what ran until then)" in run.graph().summary
     done = ok.DAG().task("a", lambda: 1).run(live=False).stats
     assert not done.interrupted and "interrupted" not in done.to_dict() and done.note is None
+
+
+def test_an_interrupted_run_reports_no_speedup_as_if_complete() -> None:
+    async def slow() -> None:
+        await asyncio.sleep(10)
+
+    dag = ok.DAG("cut").task("a", lambda: 1).task("b", slow).task("c", slow, after="a")
+
+    async def main() -> None:
+        task = asyncio.ensure_future(dag.arun(live=False))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    run = dag.last_run
+    assert run is not None and run.outcome.interrupted
+    head = run._repr_html_().split("</p>")[0]
+    assert "×" not in head and "only what ran" in head  # no speedup figure
+    stats = run.stats
+    page = stats._repr_html_()
+    assert page.index("Note:") < page.index("<table")  # said before any figure
+    assert re.search(r"<th[^>]*>speedup</th><td[^>]*>[^<]*× \(of what ran\)</td>", page)
+    assert "makespan_s</th><td style='text-align:left'>" in page
+    assert "(of what ran)" not in page.split("makespan_s</th>")[1].split("</tr>")[0]
+    text = str(stats).splitlines()
+    assert text[0].strip().startswith("note: the run was interrupted")
+    assert any(line.strip().startswith("speedup:") and line.endswith("(of what ran)")
+               for line in text)
+    done = ok.DAG("whole").task("a", lambda: 1).run(live=False)
+    assert re.search(r"speedup \d+\.\d\d×", done._repr_html_().split("</p>")[0])
+    assert "(of what ran)" not in done.stats._repr_html_() + str(done.stats)

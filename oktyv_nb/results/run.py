@@ -220,16 +220,18 @@ class Run:
     def _repr_html_(self) -> str:
         st = self.stats
         name = f" {escape(self.name)}" if self.name else ""
-        head = (
-            f"<p><b>Run{name}</b> {escape(self._summary())}; speedup {st.speedup:.2f}×, "
-            f"critical path {st.critical_path_s:.3f} s</p>"
-        )
+        if st.interrupted:  # no speedup as if the whole DAG had run
+            figures = f"<br/><i>{escape(st.note or '')}</i>"
+        else:
+            figures = (f"; speedup {st.speedup:.2f}×, critical path "
+                       f"{st.critical_path_s:.3f} s")
+        head = f"<p><b>Run{name}</b> {escape(self._summary())}{figures}</p>"
         graph_html = ""
         if len(self.outcome.records) <= GRAPH_LIMIT:
             try:
-                from oktyv_nb.results.display.render import to_svg
+                from oktyv_nb.results.display.render import svg_html, to_svg
 
-                graph_html = f"<div>{to_svg(self.graph())}</div>"
+                graph_html = f"<div>{svg_html(to_svg(self.graph()))}</div>"
             except Exception as exc:  # no dot: the table still shows, with the hint
                 graph_html = f"<pre>{escape(str(exc))}</pre>"
         cols = ["tool", "level", "status", "attempts", "duration_s", "wait_s", "error_code"]

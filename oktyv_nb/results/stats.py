@@ -1,23 +1,25 @@
 """Timing statistics of a run (SPEC §7), in seconds (no pandas).
 
-:func:`run_stats` reads a run's records into a frozen :class:`RunStats`; :func:`skip_cause`
-names the dependency that made a task skip.
+:func:`run_stats` reads a run's records into a frozen :class:`RunStats`; :func:`makespan`
+is the one home of the makespan (the statistics, the graph's summary and the live view's
+final line all show it); :func:`skip_cause` names the dependency that made a task skip.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from html import escape
 from typing import TYPE_CHECKING, Any
 
 from oktyv_nb.errors import DEPENDENCY_FAILED
-from oktyv_nb.execution.records import FAILED, SKIPPED, SUCCESS, TaskRecord
+from oktyv_nb.execution.records import FAILED, SKIPPED, SUCCESS, TaskRecord, ran
 from oktyv_nb.model.graph import critical_path
 
 if TYPE_CHECKING:
     from oktyv_nb.execution.outcome import RunOutcome
 
-__all__ = ["RunStats", "run_stats", "skip_cause"]
+__all__ = ["PARTIAL_FIGURES", "RunStats", "makespan", "run_stats", "skip_cause"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,21 +110,35 @@ class RunStats:
             del d["interrupted"]
         return d
 
+    def _shown(self) -> list[tuple[str, str]]:
+        """(field, value text with its unit) for the text and HTML forms; an interrupted
+        run's :data:`PARTIAL_FIGURES` say that they are of what ran."""
+        rows = []
+        for k, v in self.to_dict().items():
+            text = f"{_fmt(v)}{_UNITS.get(k, '') if v is not None else ''}"
+            if self.interrupted and k in PARTIAL_FIGURES:
+                text += " (of what ran)"
+            rows.append((k, text))
+        return rows
+
     def _repr_html_(self) -> str:
         rows = "".join(
             f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>"
-            f"{escape(_fmt(v))}{escape(_UNITS.get(k, '') if v is not None else '')}</td></tr>"
-            for k, v in self.to_dict().items()
+            f"{escape(v)}</td></tr>"
+            for k, v in self._shown()
         )
         note = self.note
         extra = f"<p class='oktyv-note'><b>Note:</b> {escape(note)}</p>" if note else ""
+        if self.interrupted:  # said before any figure is read
+            return f"{extra}<table class='oktyv-stats'>{rows}</table>"
         return f"<table class='oktyv-stats'>{rows}</table>{extra}"
 
     def __str__(self) -> str:
-        lines = [f"{k:>16}: {_fmt(v)}{_UNITS.get(k, '') if v is not None else ''}"
-                 for k, v in self.to_dict().items()]
+        lines = [f"{k:>16}: {v}" for k, v in self._shown()]
         note = self.note
-        if note:
+        if note and self.interrupted:
+            lines.insert(0, f"{'note':>16}: {note}")
+        elif note:
             lines.append(f"{'note':>16}: {note}")
         return "\n".join(lines)
 
@@ -136,6 +152,13 @@ class RunStats:
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # IPython's text display
         p.text("RunStats\n" + str(self))
 
+
+#: The figures that compare a run with the whole DAG or with its best schedule: of an
+#: interrupted run they describe only the part that ran, and are shown as such.
+PARTIAL_FIGURES = frozenset((
+    "speedup", "efficiency", "critical_path", "critical_path_s", "lower_bound_s",
+    "bound_ratio", "avg_parallelism", "cpu_parallelism",
+))
 
 _UNITS = {
     "makespan_s": " s", "work_s": " s", "critical_path_s": " s", "lower_bound_s": " s",
@@ -158,12 +181,26 @@ def _div(a: float, b: float) -> float:
     return a / b if b > 0 else float("nan")
 
 
+def makespan(records: Iterable[TaskRecord]) -> float:
+    """Seconds from the first attempt's start to the last attempt's end among ``records``
+    (an expanded map's children in its place); 0.0 when nothing ran. An interrupted run's
+    makespan ends with the last attempt that ended, not with the interrupt."""
+    first = last = None
+    for rec in ran(records):
+        for span in rec.spans:
+            if first is None or span.start < first:
+                first = span.start
+            if last is None or span.end > last:
+                last = span.end
+    return last - first if first is not None and last is not None else 0.0
+
+
 def run_stats(outcome: RunOutcome) -> RunStats:
     """Makespan, work, speedup, critical path and bounds of a finished run."""
     recs = outcome.records.values()
-    ran = list(outcome.ran())  # a map's children in its place: their work counts
-    spans = [(s.start, s.end) for r in ran for s in r.spans]
-    cpus = [r.cpu_s for r in ran if r.cpu_s is not None]
+    done = list(outcome.ran())  # a map's children in its place: their work counts
+    spans = [(s.start, s.end) for r in done for s in r.spans]
+    cpus = [r.cpu_s for r in done if r.cpu_s is not None]
     cpu = sum(cpus) if cpus else None
     # a map's children run side by side: on a chain it weighs its longest child
     durations = {
@@ -171,7 +208,7 @@ def run_stats(outcome: RunOutcome) -> RunStats:
         for r in recs
     }
     work = sum(e - s for s, e in spans)
-    makespan = max(e for _, e in spans) - min(s for s, _ in spans) if spans else 0.0
+    span = makespan(done)
     path, path_s = critical_path(outcome.graph, durations)
     mc = outcome.config.max_concurrent
     lower = max(path_s, work / mc)
@@ -180,22 +217,22 @@ def run_stats(outcome: RunOutcome) -> RunStats:
         if r.status in counts:
             counts[r.status] += 1
     return RunStats(
-        makespan_s=makespan,
+        makespan_s=span,
         work_s=work,
-        speedup=_div(work, makespan),
-        efficiency=_div(work, makespan) / mc if makespan > 0 else float("nan"),
+        speedup=_div(work, span),
+        efficiency=_div(work, span) / mc if span > 0 else float("nan"),
         critical_path=path,
         critical_path_s=path_s,
         lower_bound_s=lower,
-        bound_ratio=_div(makespan, lower),
-        avg_parallelism=_div(work, makespan),
+        bound_ratio=_div(span, lower),
+        avg_parallelism=_div(work, span),
         max_concurrent=mc,
         tasks=len(outcome.records),
         succeeded=counts[SUCCESS],
         failed=counts[FAILED],
         skipped=counts[SKIPPED],
         cpu_s=cpu,
-        cpu_parallelism=_div(cpu, makespan) if cpu is not None else None,
+        cpu_parallelism=_div(cpu, span) if cpu is not None else None,
         backend=getattr(outcome, "backend", None),
         interrupted=bool(outcome.interrupted or outcome.aborted),
     )

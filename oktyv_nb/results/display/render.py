@@ -6,11 +6,13 @@
 * one ``rank=same`` subgraph per level, headed by a ``level k`` label;
 * edges run dependency -> dependent;
 * node labels show the task id and tool; after a run also the duration (seconds), the
-  attempts (a retried task has a double border), for failures the error code, and whether
-  the result was reused from an earlier run or taken from the cache (``cached``);
+  attempts (a retried task has a double border), for failures the error code (on a line of
+  its own), and whether the result was reused from an earlier run or taken from the cache
+  (``cached``);
 * fill colour by status (pending, ready, running, retrying, success, failed, skipped), with a
   legend; the critical path (measured durations) drawn bold; the dependency whose failure
-  made a task skip drawn as a dashed red edge.
+  made a task skip drawn as a dashed red edge marked ``skip`` (an edge label, which ``dot``
+  places beside the edge, clear of it and of the arrowhead).
 
 Labels only ever show ids, tool names, durations, attempts, statuses and error codes, never
 params, results or error messages, so secrets cannot reach a picture.
@@ -19,7 +21,12 @@ params, results or error messages, so secrets cannot reach a picture.
 they raise :class:`~oktyv_nb.errors.GraphvizNotFound` (the notebook bundle falls back to the
 DOT text and the install hint). ``digraph.source`` never needs ``dot``.
 
-The module (about 530 lines) is the one home of the graph picture: the static graph, the
+Every notebook display of a graph (``dag``, ``run``, ``run.graph()``, the live view) is
+HTML holding the SVG inline, scaled down to the cell's width (:func:`svg_html`): an
+``image/svg+xml`` output is shown by JupyterLab as an ``<img>`` at its full size (a wide
+level needs sideways scrolling there) and without the nodes' tooltips.
+
+The module (about 750 lines) is the one home of the graph picture: the static graph, the
 live template that recolours it, and the labels and legend both share.
 """
 
@@ -40,8 +47,8 @@ import graphviz
 from oktyv_nb.errors import GraphvizNotFound
 from oktyv_nb.model.graph import Graph, critical_path
 from oktyv_nb.results.display.theme import FAINT, INK, MUTED, STATUS_STYLE, status_colors
-from oktyv_nb.results.stats import skip_cause
-from oktyv_nb.units import format_seconds
+from oktyv_nb.results.stats import makespan, skip_cause
+from oktyv_nb.units import format_seconds, plural
 
 if TYPE_CHECKING:
     from oktyv_nb.execution.engine import RunOutcome
@@ -56,6 +63,7 @@ __all__ = [
     "format_seconds",
     "mimebundle",
     "save_graph",
+    "svg_html",
     "to_svg",
 ]
 
@@ -65,6 +73,10 @@ COMPACT_THRESHOLD = 100
 _CRITICAL = INK
 _SKIP_EDGE = STATUS_STYLE["failed"][1]  # the failed dependency that made a task skip
 _EDGE = FAINT
+#: The mark on a skip-cause edge: an edge label, padded so that its text keeps clear of the
+#: edge and its arrowhead (dot sets a label right beside the edge's middle).
+_SKIP_MARK = (f'<<table border="0" cellborder="0" cellpadding="3"><tr><td>'
+              f'<font point-size="8" color="{_SKIP_EDGE}">skip</font></td></tr></table>>')
 _MAX_LABEL = 48  # characters of an id or tool shown in a label; the tooltip has it all
 _FONT = "Helvetica,Arial,sans-serif"
 _NoHtml = graphviz.quoting.NoHtml  # what graphviz.nohtml and graphviz.escape return
@@ -172,9 +184,10 @@ _COMMON = frozenset(("fillcolor", "color", "style", "fontcolor", "peripheries", 
 
 # ---------------------------------------------------------------------- the graph
 class DagDigraph(graphviz.Digraph):
-    """A ``graphviz.Digraph`` whose notebook display, without the ``dot`` program, shows the
-    DOT text and the install hint instead of raising (SPEC §11). Its text form (``repr``,
-    and what a notebook stores beside the picture) is the one-line summary, not an address."""
+    """A ``graphviz.Digraph`` whose notebook display is the SVG scaled to the cell's width
+    (:func:`mimebundle`) and, without the ``dot`` program, the DOT text and the install hint
+    instead of an exception (SPEC §11). Its text form (``repr``, and what a notebook stores
+    beside the picture) is the one-line summary, not an address."""
 
     #: ``title: 5 tasks, 3 levels — 5 success; makespan …, critical path a → c → e``
     summary: str = ""
@@ -188,6 +201,10 @@ class DagDigraph(graphviz.Digraph):
     def _repr_mimebundle_(
         self, include: Any = None, exclude: Any = None, **kwargs: Any
     ) -> dict[str, Any]:
+        """The scaled SVG as ``text/html``; a format asked for by ``include`` (such as
+        ``image/png``) as graphviz makes it."""
+        if include is None or "text/html" in include:
+            return mimebundle(self)
         try:
             return super()._repr_mimebundle_(include, exclude, **kwargs)
         except graphviz.ExecutableNotFound:
@@ -324,7 +341,8 @@ def _build(
         body.append("\t\trank=same\n")
         head = _attr_list({
             "label": f"level {k}", "shape": "plaintext", "style": "", "fontsize": "9",
-            "fontcolor": FAINT, "tooltip": f"level {k}: {len(level)} tasks", "margin": "0",
+            "fontcolor": FAINT, "tooltip": f"level {k}: {plural(len(level), 'task')}",
+            "margin": "0",
             "height": "0.2",
         })
         body.append(f'\t\t"#level{k}"{head}\n')
@@ -350,8 +368,8 @@ def _build(
         if causes.get(tid) == dep:
             attrs.update(style="dashed", color=_SKIP_EDGE, penwidth="1.5",
                          tooltip=_esc(f"{tid} skipped because {dep} did not succeed"))
-            if not compact:
-                attrs.update(xlabel="skip", fontcolor=_SKIP_EDGE, fontsize="8")
+            if not compact:  # a label (not an xlabel): dot keeps it clear of the edge
+                attrs.update(label=_SKIP_MARK)
         elif coloured and status.get(tid) == "skipped":
             attrs.setdefault("style", "dashed")
         body.append(f"\t{quoted[dep]} -> {quoted[tid]}{_attr_list(attrs)}\n")
@@ -383,7 +401,7 @@ def _node_line(
     mapped = node.map is not None
     if mapped:
         over = node.map.over
-        tip += (f" · mapped over {over if isinstance(over, str) else f'{len(over)} items'}"
+        tip += (f" · mapped over {over if isinstance(over, str) else plural(len(over), 'item')}"
                 f" as {node.map.param}")
         if node.map.max_concurrent:
             tip += f" · at most {node.map.max_concurrent} at once"
@@ -477,20 +495,24 @@ def _html_label(tid: str, tool: str, detail: str | None) -> str:
 
 
 def _detail(st: str | None, rec: TaskRecord | None, n_try: int, max_try: int) -> str | None:
-    """The third label line: duration, attempts, error code or state (HTML-escaped)."""
+    """The label's lines under the tool (HTML): a failure's error code on a line of its own,
+    then duration, attempts or state."""
     if st is None:
         return None
+    colour = status_colors(st)[1]
+    lines: list[str] = []
+    if st == "failed" and rec is not None and rec.error is not None:
+        lines.append(f'<font point-size="9" color="{colour}"><b>{_h(rec.error.code, 28)}'
+                     "</b></font>")
     parts: list[str] = []
     if st in ("success", "failed") and rec is not None and rec.end is not None:
         parts.append(format_seconds(rec.duration))
-    if st == "failed" and rec is not None and rec.error is not None:
-        parts.insert(0, f"<b>{_h(rec.error.code, 28)}</b>")
     if st in ("running", "retrying", "ready"):
         parts.append(st)
     if st in ("running", "retrying", "ready") and max_try > 1 and n_try:
         parts.append(f"attempt {n_try}/{max_try}")
     elif n_try > 1:
-        parts.append(f"{n_try} attempts")
+        parts.append(plural(n_try, "attempt"))
     if st == "skipped":
         parts.append("skipped")
     if rec is not None and rec.reused:
@@ -501,10 +523,9 @@ def _detail(st: str | None, rec: TaskRecord | None, n_try: int, max_try: int) ->
         parts.append("rolled back")
     if rec is not None and rec.rollback_error is not None:
         parts.append("rollback failed")
-    if not parts:
-        return None
-    colour = status_colors(st)[1]
-    return f'<font point-size="9" color="{colour}">' + " · ".join(parts) + "</font>"
+    if parts:
+        lines.append(f'<font point-size="9" color="{colour}">' + " · ".join(parts) + "</font>")
+    return "<br/>".join(lines) or None
 
 
 def summary_text(
@@ -515,10 +536,7 @@ def summary_text(
 ) -> str:
     """The one-line summary a graph picture is headed by, and its plain-text form: tasks and
     levels, the count of each status, the makespan and critical path (seconds)."""
-    n = len(graph.nodes)
-    summary = f"{n} task{'s' if n != 1 else ''}, {len(graph.levels)} level" + (
-        "s" if len(graph.levels) != 1 else ""
-    )
+    summary = f"{plural(len(graph.nodes), 'task')}, {plural(len(graph.levels), 'level')}"
     if status:
         counts: dict[str, int] = {}
         for st in status.values():
@@ -527,10 +545,8 @@ def summary_text(
             f"{counts[s]} {s}" for s in STATUS_STYLE if counts.get(s)
         )
     if outcome is not None and outcome.perf_end is not None:
-        spans = [(s.start, s.end) for r in outcome.ran() for s in r.spans]
-        if spans:
-            makespan = max(e for _, e in spans) - min(s for s, _ in spans)
-            summary += f"; makespan {format_seconds(makespan)}"
+        if any(r.spans for r in outcome.ran()):
+            summary += f"; makespan {format_seconds(makespan(outcome.records.values()))}"
         if critical_s is not None:
             summary += f", critical path {format_seconds(critical_s)}"
         if outcome.interrupted or outcome.aborted:
@@ -690,11 +706,34 @@ def save_graph(digraph: graphviz.Digraph, path: str | Path) -> Path:
     return path
 
 
+#: The style that scales a graph's SVG down to the width of its container.
+_FIT = "max-width:100%;height:auto;"
+
+
+def svg_html(svg: str) -> str:
+    """SVG text (as :func:`to_svg` gives it) for inline HTML, scaled down to the width of
+    its container: without the XML declaration and DOCTYPE, the root ``<svg>`` styled
+    ``max-width:100%;height:auto`` (its ``viewBox`` keeps the proportions). The one way
+    every notebook display of a graph fits its cell."""
+    start = svg.find("<svg")
+    if start < 0:
+        return svg
+    svg = svg[start:]
+    end = svg.find(">")
+    head = svg[:end]
+    if ' style="' in head:
+        head = head.replace(' style="', f' style="{_FIT}', 1)
+    else:
+        head += f' style="{_FIT}"'
+    return head + svg[end:]
+
+
 def mimebundle(digraph: graphviz.Digraph) -> dict[str, Any]:
-    """A Jupyter mime bundle: ``image/svg+xml``; without ``dot``, the DOT source and the
-    install hint as ``text/plain`` and ``text/html`` (never a traceback)."""
+    """A Jupyter mime bundle: ``text/html`` holding the SVG scaled to the cell's width
+    (:func:`svg_html`); without ``dot``, the DOT source and the install hint as
+    ``text/plain`` and ``text/html`` (never a traceback)."""
     try:
-        return {"image/svg+xml": to_svg(digraph)}
+        return {"text/html": svg_html(to_svg(digraph))}
     except GraphvizNotFound as exc:
         return _fallback_bundle(digraph, exc)
 

@@ -42,6 +42,7 @@ from oktyv_nb.results.display.theme import (
     SHADE,
 )
 from oktyv_nb.results.stats import run_stats
+from oktyv_nb.units import plural
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -232,7 +233,7 @@ def timeline(
     ax.set_title(title if title is not None else "Run timeline", loc="left",
                  fontweight="bold", fontsize=11)
     summary = (
-        f"makespan {stats.makespan_s:.3g} s · {stats.tasks} tasks · "
+        f"makespan {stats.makespan_s:.3g} s · {plural(stats.tasks, 'task')} · "
         f"max_concurrent {stats.max_concurrent}"
     )
     if stats.critical_path_s > 0 and (critical or highlight is not None):
@@ -478,7 +479,7 @@ def _draw(
                     lab.set_fontstyle("italic")
     else:
         ax.set_yticks([])
-        ax.set_ylabel(f"{n} rows")
+        ax.set_ylabel(plural(n, "row"))
     ax.tick_params(axis="y", length=0)
     ax.grid(axis="x", color=GRID, lw=0.7, zorder=0)
     ax.set_axisbelow(True)
