@@ -799,6 +799,156 @@ def test_pools_and_rates_in_the_settings(form: BuilderForm) -> None:
     assert again.pools_input.value == "api=2" and again.rates_input.value == "api=10/min"
 
 
+# ----------------------------------------------------------------------------- what a run shows
+
+
+_NODE = re.compile(r'<g id="[^"]*" class="node">\s*<title>([^<]*)</title>.*?\sfill="([^"]+)"',
+                   re.S)
+
+
+def _node_fills(svg: str) -> dict[str, str]:
+    """Task id -> the fill colour of its node in the form's graph SVG."""
+    return {html.unescape(tid): fill for tid, fill in _NODE.findall(svg)
+            if not tid.startswith("#")}  # level labels and the legend are not tasks
+
+
+def test_the_graph_shows_status_colours_while_the_run_goes_on(form: BuilderForm) -> None:
+    from oktyv_nb.results.display.theme import STATUS_STYLE
+
+    for tid, seconds in (("a", "0.05"), ("b", "0.1"), ("c", "0.15"), ("d", "30")):
+        add(form, tid, "wait", seconds=seconds)
+    preview = form.graph_html.value
+    seen: dict[str, str] = {}
+
+    async def main() -> None:
+        form.run_button.click()
+        for _ in range(1000):  # until three tasks are done and the last one runs
+            await asyncio.sleep(0.01)
+            if "3/4" in text(form.counts_label) and "1 running" in text(form.counts_label):
+                break
+        await asyncio.sleep(0.3)  # the graph is painted at most every 0.1 s
+        seen.update(_node_fills(form.graph_html.value))
+        assert form.dag.last_run is None  # the run goes on
+        form.stop_button.click()
+        await form.run_task
+
+    asyncio.run(main())
+    success, running = STATUS_STYLE["success"][0], STATUS_STYLE["running"][0]
+    assert seen == {"a": success, "b": success, "c": success, "d": running}, seen
+    assert form.runner.graph_frames >= 2  # the first frame (all pending) and later ones
+    assert _node_fills(preview) and STATUS_STYLE["success"][0] not in preview
+    # the finished run's own graph replaces the live one: d was cancelled
+    assert _node_fills(form.graph_html.value)["d"] == STATUS_STYLE["failed"][0]
+
+
+def test_a_run_without_dot_shows_no_live_graph_and_no_error(
+        form: BuilderForm, monkeypatch: pytest.MonkeyPatch) -> None:
+    add(form, "a", "numbers")
+    monkeypatch.setenv("PATH", "")
+    form.run_button.click()
+    assert form.last_run is not None and form.last_run.status == "success"
+    assert form.runner.graph_frames == 0
+    assert "digraph" in form.graph_html.value and "apt-get install graphviz" in \
+        form.graph_html.value
+
+
+def _px(css: str) -> float:
+    """The pixels of ``min(NNNpx, 100%)`` or ``NNNpx``."""
+    m = re.search(r"([\d.]+)px", css)
+    assert m is not None, css
+    return float(m.group(1))
+
+
+def test_the_graph_keeps_its_natural_width_after_a_run(form: BuilderForm) -> None:
+    for tid in ("a", "b", "c", "d"):
+        add(form, tid, "numbers")
+    form.name_input.value = "four tasks"
+    form.run_button.click()
+    svg = form.graph_html.value
+    assert svg.startswith("<svg") and "four tasks" in svg  # the run's graph, titled
+    m = re.match(r'<svg width="([\d.]+)pt"', svg)
+    assert m is not None, svg[:80]
+    natural = float(m.group(1)) * 4 / 3  # CSS pixels
+    assert natural > 400  # title and legend make it wide
+    # the column is as wide as the SVG, or as the whole row (then the SVG scales to it);
+    # it goes below the editor when it does not fit beside it, never squeezed smaller
+    row_of_graph, column = next(
+        (r, c) for r in form.children if isinstance(r, W.HBox)
+        for c in r.children if form.graph_html in getattr(c, "children", ()))
+    min_width = column.layout.min_width
+    assert min_width.endswith("100%)") and _px(min_width) >= natural - 1, min_width
+    assert row_of_graph.layout.flex_flow == "row wrap"
+
+
+def test_the_export_follows_the_tasks_and_the_settings(form: BuilderForm,
+                                                        tmp_path: Path) -> None:
+    add(form, "a", "numbers", n="1")
+    add(form, "b", "numbers", n="2")
+    assert form.export_area.value == ""  # nothing shown before an export was asked for
+    form.code_button.click()
+    add(form, "c", "total", deps=("a",), values="${a.result}")
+    assert form.export_area.value == form.to_code() and '.task("c", total' in \
+        form.export_area.value
+    form.name_input.value = "renamed"
+    assert form.export_area.value == form.to_code() and "renamed" in form.export_area.value
+    form.json_button.click()
+    form.max_concurrent_input.value = 3
+    assert json.loads(form.export_area.value) == form.to_request()
+    assert json.loads(form.export_area.value)["config"]["maxConcurrent"] == 3
+    form.tasks_list.value = "b"
+    form.remove_button.click()
+    assert [t["id"] for t in json.loads(form.export_area.value)["tasks"]] == ["a", "c"]
+    path = tmp_path / "req.json"
+    path.write_text(json.dumps(ok.DAG(tools=TOOLS).task("z", "numbers").to_request()
+                               .model_dump(by_alias=True, exclude_none=True, mode="json")))
+    form.path_input.value = str(path)
+    form.load_button.click()
+    assert [t["id"] for t in json.loads(form.export_area.value)["tasks"]] == ["z"]
+
+
+def test_after_stop_the_bar_shows_what_ended_before_it(form: BuilderForm) -> None:
+    add(form, "quick", "numbers", n="2")
+    add(form, "slow", "wait", seconds="30")
+    add(form, "after_slow", "total", deps=("slow",), values="${quick.result}")
+
+    async def main() -> None:
+        form.run_button.click()
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if "1 succeeded" in text(form.counts_label) and "1 running" in \
+                    text(form.counts_label):
+                break
+        form.stop_button.click()
+        await form.run_task
+
+    asyncio.run(main())
+    run = form.last_run
+    assert run is not None and run.interrupted
+    # slow was cancelled and after_slow skipped by the stop: one task of three ended
+    assert (form.progress.value, form.progress.max) == (1, 3)
+    counts = text(form.counts_label)
+    assert "1/3 finished" in counts and "1 succeeded" in counts and "2 stopped" in counts
+    assert "0 failed" in counts and "0 skipped" in counts, counts
+    # one line: the counts never wrap and never shrink; the message beside them may
+    assert "white-space:nowrap" in form.counts_label.value
+    assert form.counts_label.layout.flex == "0 0 auto"
+    assert form.run_msg.layout.flex == "1 1 auto" and form.run_msg.layout.min_width == "0"
+
+
+def test_marking_the_dependencies_keeps_their_size(form: BuilderForm) -> None:
+    add(form, "a", "numbers")
+    add(form, "b", "numbers", deps=("a",))
+    width = form.deps_input.layout.width
+    form.tasks_list.value = "a"
+    form.deps_input.value = ("b",)  # a cycle
+    assert "Circular" in text(form.deps_msg)
+    assert "oktyv-invalid" in form.deps_input._dom_classes
+    # a flex item of its row: it must not shrink to make room for the message
+    assert form.deps_input.layout.width == width
+    assert form.deps_input.layout.flex is not None
+    assert form.deps_input.layout.flex.split()[1] == "0", form.deps_input.layout.flex
+
+
 # ----------------------------------------------------------------------------- tool descriptions
 
 

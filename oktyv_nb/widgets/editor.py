@@ -94,7 +94,9 @@ class TaskEditor:
         self.extra_msg = message_area()
         self.extra_row = row(label("<b>other params</b>", "JSON object of more keyword "
                                    "arguments"), self.extra_input, self.extra_msg)
-        self.deps_input = W.SelectMultiple(options=[], rows=4, layout=lw)
+        # its own width whatever the message beside it says (a flex item would shrink)
+        self.deps_input = W.SelectMultiple(options=[], rows=4,
+                                           layout=W.Layout(width=INPUT_WIDTH, flex="0 0 auto"))
         self.deps_input.add_class("oktyv-deps")
         self.deps_msg = message_area()
         self.refs_html = W.HTML()
@@ -178,7 +180,7 @@ class TaskEditor:
             row(label("<b>pool</b>", "a pool or rate of the DAG's pools= / rates="),
                 self.pool_input, self.pool_msg),
             row(self.add_button, self.status_msg),
-        ], layout=W.Layout(flex="1 1 auto", min_width="560px", border=f"1px solid {GRID}",
+        ], layout=W.Layout(flex="1 1 560px", min_width="560px", border=f"1px solid {GRID}",
                            padding="6px 10px"))
         return tasks, editor
 

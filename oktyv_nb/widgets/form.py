@@ -9,13 +9,18 @@ and holds its run settings and exports; its parts live beside it:
   task* clears the fields for *Add task*), checked as you type by
   :mod:`~oktyv_nb.widgets.draft`, with the parameter fields of
   :mod:`~oktyv_nb.widgets.fields`;
-* :mod:`~oktyv_nb.widgets.runner`: *Run* / *Stop*, progress and the result table;
+* :mod:`~oktyv_nb.widgets.runner`: *Run* / *Stop*, progress, the graph's live colours
+  during a run (from the run's events) and the result table;
 * :mod:`~oktyv_nb.widgets.results`: the HTML of the graph preview (an SVG from Graphviz
   ``dot``; without ``dot`` its DOT text and the install hint) and of the result table.
 
+The graph keeps its natural size when it fits beside the editor; otherwise it moves below it
+and takes the cell's width, scaled down only to fit that width.
+
 *Python code* / *JSON request* show :meth:`BuilderForm.to_code` (:mod:`oktyv_nb.codegen`) and
-:meth:`BuilderForm.to_request`; *Save JSON* / *Load JSON* write and read the request file.
-Times in the form are **seconds** (timeouts); the JSON request keeps milliseconds.
+:meth:`BuilderForm.to_request`, kept up to date as the tasks and settings change; *Save
+JSON* / *Load JSON* write and read the request file. Times in the form are **seconds**
+(timeouts); the JSON request keeps milliseconds.
 """
 
 from __future__ import annotations
@@ -37,13 +42,16 @@ from oktyv_nb.widgets.common import STYLE, guarded, mark, message_area, row, set
 from oktyv_nb.widgets.draft import dag_error
 from oktyv_nb.widgets.editor import TaskEditor
 from oktyv_nb.widgets.fields import ParamField
-from oktyv_nb.widgets.results import graph_html
+from oktyv_nb.widgets.results import graph_html, svg_width_px
 from oktyv_nb.widgets.runner import RunPanel
 
 if TYPE_CHECKING:
     from oktyv_nb.results.run import Run
 
 __all__ = ["BuilderForm", "ParamField", "builder"]
+
+#: The least width of the graph's column when it shows no SVG (a message, DOT text).
+_GRAPH_MIN_WIDTH = "280px"
 
 
 class BuilderForm(W.VBox):
@@ -66,8 +74,10 @@ class BuilderForm(W.VBox):
                     dag.tools[name] = fn
         self.dag: DAG = dag
         self._loading = False
+        self._export_kind: str | None = None  # what the export box shows: "code", "json"
         self.editor = TaskEditor(dag, on_change=self._dag_changed)
-        self.runner = RunPanel(dag, show_run=self._preview, refresh=self._dag_changed)
+        self.runner = RunPanel(dag, show_run=self._preview, refresh=self._dag_changed,
+                               show_graph=self._show_graph)
         for part in (self.editor, self.runner):
             for name in part.WIDGETS:
                 setattr(self, name, getattr(part, name))
@@ -130,9 +140,13 @@ class BuilderForm(W.VBox):
         for w in (self.name_input, self.max_concurrent_input, self.failure_mode_input,
                   self.run_timeout_input, self.pools_input, self.rates_input):
             w.observe(self._settings_changed, "value")
-        # graph
+        # graph: its column is at least as wide as the SVG (or the whole row, then the SVG
+        # scales to that width); when that does not fit beside the editor it goes below
         self.graph_html = W.HTML(layout=W.Layout(width="100%", overflow="auto"))
         self.graph_html.add_class("oktyv-graph")
+        self.graph_box = W.VBox(layout=W.Layout(flex="1 1 320px", min_width=_GRAPH_MIN_WIDTH,
+                                                margin="0 0 0 12px"))
+        self.graph_box.add_class("oktyv-graph-box")
         # export
         self.code_button = _button("Python code", "code", self._on_export)
         self.json_button = _button("JSON request", "file-code-o", self._on_export)
@@ -161,14 +175,14 @@ class BuilderForm(W.VBox):
             W.HTML("&nbsp;&nbsp;rates&nbsp;"), self.rates_input,
         )
         tasks, editor = self.editor.columns(head)
-        graph = W.VBox([head("Graph"), self.graph_html],
-                       layout=W.Layout(flex="1 1 320px", min_width="280px", margin="0 0 0 12px"))
+        self.graph_box.children = [head("Graph"), self.graph_html]
         export = row(self.code_button, self.json_button, W.HTML("&nbsp;&nbsp;file&nbsp;"),
                      self.path_input, self.save_button, self.load_button, self.file_msg)
         return [
             self.style_html, self.title_html, settings, limits,
-            W.HBox([tasks, editor, graph], layout=W.Layout(align_items="flex-start",
-                                                           margin="6px 0")),
+            W.HBox([tasks, editor, self.graph_box],
+                   layout=W.Layout(align_items="flex-start", flex_flow="row wrap",
+                                   margin="6px 0")),
             head("Run"), self.runner.controls(), self.runner.result_html,
             head("Export"), export, self.export_area,
         ]
@@ -182,15 +196,25 @@ class BuilderForm(W.VBox):
         )
 
     def _dag_changed(self) -> None:
-        """Refresh the task list, title, whole-DAG message and graph preview."""
+        """Refresh the task list, title, whole-DAG message, graph preview and export."""
         self.editor.refresh()
         self._refresh_title()
         self.runner.run_button.disabled = self.runner.running
         self.editor.show_dag_error(dag_error(self.dag))
         self._preview()
+        self._refresh_export()
 
     def _preview(self, run: Run | None = None) -> None:
-        self.graph_html.value = graph_html(self.dag, run)
+        """Show the DAG's graph, coloured by ``run`` when given."""
+        self._show_graph(graph_html(self.dag, run))
+
+    def _show_graph(self, html: str) -> None:
+        """Show ``html`` (an SVG, or a message) as the graph, its column at least as wide as
+        the SVG asks for, or as the whole row when it asks for more."""
+        width = svg_width_px(html) if html.lstrip().startswith("<svg") else None
+        self.graph_box.layout.min_width = (
+            _GRAPH_MIN_WIDTH if width is None else f"min({width:.0f}px, 100%)")
+        self.graph_html.value = html
 
     # ------------------------------------------------------------------ settings
     def _load_settings(self) -> None:
@@ -263,9 +287,15 @@ class BuilderForm(W.VBox):
 
     @guarded("file_msg")
     def _on_export(self, btn: W.Button) -> None:
-        if btn is self.code_button:
+        self._export_kind = "code" if btn is self.code_button else "json"
+        self._refresh_export()
+
+    @guarded("file_msg")
+    def _refresh_export(self) -> None:
+        """Show the export asked for last (nothing before one was), as the DAG is now."""
+        if self._export_kind == "code":
             self._show_export(self.to_code())
-        else:
+        elif self._export_kind == "json":
             self._show_export(json.dumps(self.to_request(), indent=2))
 
     def _show_export(self, text: str) -> None:

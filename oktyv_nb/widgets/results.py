@@ -1,5 +1,5 @@
 """What the form shows of a DAG and of a run, as HTML: the graph preview, the progress line
-and the result table.
+and the result table; and the graph laid out once for a run's live colours.
 
 Pure functions of a :class:`~oktyv_nb.dag.DAG` or a :class:`~oktyv_nb.results.run.Run`;
 they make no widgets. pandas loads only when a result table is made.
@@ -8,6 +8,7 @@ they make no widgets. pandas loads only when a result table is made.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from html import escape
 from typing import TYPE_CHECKING, Any
@@ -19,9 +20,15 @@ from oktyv_nb.widgets.draft import dag_error
 
 if TYPE_CHECKING:
     from oktyv_nb.dag import DAG
+    from oktyv_nb.model.graph import Graph
+    from oktyv_nb.results.display.render import SvgTemplate
     from oktyv_nb.results.run import Run
 
-__all__ = ["counts_html", "graph_html", "result_html"]
+__all__ = ["counts_html", "graph_html", "inline_svg", "live_template", "result_html",
+           "svg_width_px"]
+
+#: The width attribute of Graphviz's SVG, in points (``width="492pt"``) or pixels.
+_SVG_WIDTH = re.compile(r'<svg\b[^>]*?\swidth="(?P<n>[\d.]+)(?P<unit>pt|px)?"')
 
 
 def graph_html(dag: DAG, run: Run | None = None) -> str:
@@ -43,16 +50,47 @@ def graph_html(dag: DAG, run: Run | None = None) -> str:
     except GraphvizNotFound as exc:
         return (message("info", str(exc))
                 + f'<pre style="font-size:11px">{escape(digraph.source)}</pre>')
-    return svg[svg.find("<svg"):] if "<svg" in svg else svg
+    return inline_svg(svg)
 
 
-def counts_html(done: int, total: int, counts: Mapping[str, int], running: int) -> str:
-    """The progress line of a run: finished of total, by status, and how many run now."""
+def inline_svg(svg: str) -> str:
+    """SVG text for inline HTML: from its ``<svg`` tag on (no XML declaration, DOCTYPE or
+    comment)."""
+    i = svg.find("<svg")
+    return svg[i:] if i > 0 else svg
+
+
+def svg_width_px(svg: str) -> float | None:
+    """The width an SVG asks for, in CSS pixels (Graphviz writes points: 1 pt = 4/3 px);
+    None when it gives none."""
+    m = _SVG_WIDTH.search(svg)
+    if m is None:
+        return None
+    n = float(m.group("n"))
+    return n * 4 / 3 if m.group("unit") == "pt" else n
+
+
+def live_template(graph: Graph, title: str | None = None) -> SvgTemplate | None:
+    """``graph`` laid out once by ``dot`` for a run's live colours; None without ``dot``
+    (the preview then shows the DOT text and the install hint)."""
+    from oktyv_nb.results.display.render import SvgTemplate
+
+    try:
+        return SvgTemplate(graph, title=title)
+    except GraphvizNotFound:
+        return None
+
+
+def counts_html(done: int, total: int, counts: Mapping[str, int], running: int,
+                cancelled: int = 0) -> str:
+    """The progress line of a run, on one line: finished of total, by status, and how many
+    run now; after a stop, how many it cancelled instead."""
+    now = f"{cancelled} stopped" if cancelled else f"{running} running"
     return (
-        f"<b>{done}/{total}</b> finished: "
+        f'<span style="white-space:nowrap"><b>{done}/{total}</b> finished: '
         f'<span style="color:{OK_COLOUR}">{counts.get("success", 0)} succeeded</span>, '
         f'<span style="color:{ERR_COLOUR}">{counts.get("failed", 0)} failed</span>, '
-        f'{counts.get("skipped", 0)} skipped; {running} running'
+        f'{counts.get("skipped", 0)} skipped; {now}</span>'
     )
 
 
