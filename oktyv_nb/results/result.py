@@ -96,21 +96,24 @@ def _task_result(rec: TaskRecord, redact: Any, base: float, end_perf: float) -> 
     if end is None:
         end = end_perf
     result = None
-    children = None
-    if rec.children is not None:
-        children = [_task_result(c, redact, base, end_perf) for c in rec.children]
-    if status == SUCCESS or (status == FAILED and rec.children is not None):
+    children = rec.children
+    if children is not None:
+        children = [_task_result(c, redact, base, end_perf) for c in children]
+    if status == SUCCESS or (status == FAILED and children is not None):
         result = redact.value(rec.result) if redact else rec.result
     elif status != SKIPPED:
         status = FAILED
+    error = rec.error
+    output = rec.output  # already redacted by the engine; None where a stream is empty
     return trusted_task_result(
         rec.task_id, status, (end - start) * 1000.0, utc_datetime(base + start),
         utc_datetime(base + end), rec.attempts, result,
-        None if rec.error is None else _error(rec.error, redact),
+        None if error is None else _error(error, redact),
         rec.rolled_back,
         None if rec.rollback_error is None else _error(rec.rollback_error, redact),
         True if rec.reused else None,
-        *((None, None) if rec.output is None else _output(rec.output)),
+        None if output is None else output[0] or None,
+        None if output is None else output[1] or None,
         rec.cached,
         rec.cache_note,
         children,
@@ -120,11 +123,3 @@ def _task_result(rec: TaskRecord, redact: Any, base: float, end_perf: float) -> 
 def _error(err: ErrorInfo, redact: Any) -> TaskError:
     d = err.to_dict()
     return TaskError.model_validate(redact.value(d) if redact else d)
-
-
-def _output(output: tuple[str, str] | None) -> tuple[str | None, str | None]:
-    """A record's captured ``(stdout, stderr)`` for the result: None where empty (already
-    redacted by the engine)."""
-    if output is None:
-        return None, None
-    return output[0] or None, output[1] or None

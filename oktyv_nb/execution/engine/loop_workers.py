@@ -56,7 +56,9 @@ perf = time.perf_counter
 
 
 class LoopWorkers:
-    """The loop workers of one run; :meth:`submit` queues an attempt's call."""
+    """The loop workers of one run. The engine queues an attempt's call (``att.kwargs``
+    set) by appending it to :attr:`jobs`, and calls :meth:`staff` when the queued calls
+    outnumber the workers about to take them (``len(jobs) > coming + in_worker``)."""
 
     __slots__ = ("closing", "coming", "engine", "idle", "in_worker", "jobs", "loop", "workers")
 
@@ -69,14 +71,6 @@ class LoopWorkers:
         self.in_worker = False
         self.coming = 0
         self.closing = False
-
-    def submit(self, att: Attempt) -> None:
-        """Queue ``att``'s call (``att.kwargs`` set); :meth:`staff` makes sure it is taken."""
-        self.jobs.append(att)
-
-    def needs_staff(self) -> bool:
-        """True when queued calls outnumber the workers about to take them."""
-        return len(self.jobs) > self.coming + self.in_worker
 
     def staff(self) -> None:
         """Make sure a loop worker will take each queued async call."""
@@ -131,8 +125,9 @@ class LoopWorkers:
             att.kwargs = None
             retryable = True
             if cap is not None:
-                cap.out = cap.err = None
-                cap.out_n = cap.err_n = 0
+                if cap.out is not None or cap.err is not None:  # the last call wrote
+                    cap.out = cap.err = None
+                    cap.out_n = cap.err_n = 0
                 token = current.set(cap)
             try:
                 try:
@@ -162,8 +157,11 @@ class LoopWorkers:
                 continue
             self.in_worker = True
             try:
-                engine._attempt_done(att, ok, value, LOOP_WORKER, retryable,
-                                     output=cap.output() if cap is not None else None)
+                engine._attempt_done(
+                    att, ok, value, LOOP_WORKER, retryable,
+                    output=None if cap is None or (cap.out is None and cap.err is None)
+                    else cap.output(),
+                )
             except BaseException as exc:  # an engine bug: end the run, never hang it
                 engine._crash(exc)
             finally:

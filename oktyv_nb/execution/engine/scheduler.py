@@ -458,7 +458,7 @@ class Engine:
         finally:
             self.starting = False
         workers = self.workers
-        if workers.jobs and workers.needs_staff():
+        if len(workers.jobs) > workers.coming + workers.in_worker:  # more calls than takers
             workers.staff()
 
     def _admit(self, entry: tuple[int, int, int, TaskNode]) -> tuple[Limit, ...] | None:
@@ -554,7 +554,7 @@ class Engine:
         try:
             if node.is_async and self.on_loop:
                 att.kwargs = kwargs
-                self.workers.submit(att)
+                self.workers.jobs.append(att)  # a loop worker takes it (see LoopWorkers)
             else:
                 att.handle = self.backend.submit(self.call_fn(node), kwargs, att)
         except Exception as exc:  # the backend could not start the call
