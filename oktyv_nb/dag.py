@@ -1002,7 +1002,12 @@ class DAG:
         raise RunInterrupted(note) from None
 
     def sweep(
-        self, max_concurrent: Sequence[int] = (1, 2, 4, 8), *, repeat: int = 1, **kwargs: Any
+        self,
+        max_concurrent: Sequence[int] = (1, 2, 4, 8),
+        *,
+        repeat: int = 1,
+        progress: bool | Callable[[str], Any] | None = None,
+        **kwargs: Any,
     ) -> pd.DataFrame:
         """Run once per ``max_concurrent`` setting (``repeat`` times each), for Amdahl's law.
 
@@ -1011,28 +1016,51 @@ class DAG:
         setting / this makespan), ``efficiency``, ``critical_path_s``, ``lower_bound_s``,
         ``bound_ratio``, ``avg_parallelism``, ``status``. Seconds. Other keyword arguments
         go to :meth:`run` (``live`` is off unless given).
+
+        ``progress`` shows which setting runs, of how many, and that run's progress line
+        (:class:`oktyv_nb.live.SweepProgress`): by default one line updated in place in
+        Jupyter and nothing in a script; ``True`` prints a line per run in a script too,
+        ``False`` shows nothing, a callable gets each line of text.
         """
-        kwargs.setdefault("live", False)
-        runs = [
-            (mc, r, self.run(max_concurrent=mc, **kwargs))
-            for mc in _sweep_settings(max_concurrent, repeat)
-            for r in range(repeat)
-        ]
+        from oktyv_nb.live import SweepProgress
         from oktyv_nb.results.frame import sweep_frame
 
+        settings = _sweep_settings(max_concurrent, repeat)
+        shown = SweepProgress(settings, repeat, self.name, progress)
+        runs: list[tuple[int, int, Run]] = []
+        try:
+            for mc in settings:
+                for r in range(repeat):
+                    live = shown.start(len(runs), mc, r)
+                    options = {"live": live if live is not None else False, **kwargs}
+                    runs.append((mc, r, self.run(max_concurrent=mc, **options)))
+        finally:
+            shown.finish(len(runs))
         return sweep_frame(runs)
 
     async def asweep(
-        self, max_concurrent: Sequence[int] = (1, 2, 4, 8), *, repeat: int = 1, **kwargs: Any
+        self,
+        max_concurrent: Sequence[int] = (1, 2, 4, 8),
+        *,
+        repeat: int = 1,
+        progress: bool | Callable[[str], Any] | None = None,
+        **kwargs: Any,
     ) -> pd.DataFrame:
         """:meth:`sweep` on the running loop (``await dag.asweep(...)``)."""
-        kwargs.setdefault("live", False)
-        runs = []
-        for mc in _sweep_settings(max_concurrent, repeat):
-            for r in range(repeat):
-                runs.append((mc, r, await self.arun(max_concurrent=mc, **kwargs)))
+        from oktyv_nb.live import SweepProgress
         from oktyv_nb.results.frame import sweep_frame
 
+        settings = _sweep_settings(max_concurrent, repeat)
+        shown = SweepProgress(settings, repeat, self.name, progress)
+        runs: list[tuple[int, int, Run]] = []
+        try:
+            for mc in settings:
+                for r in range(repeat):
+                    live = shown.start(len(runs), mc, r)
+                    options = {"live": live if live is not None else False, **kwargs}
+                    runs.append((mc, r, await self.arun(max_concurrent=mc, **options)))
+        finally:
+            shown.finish(len(runs))
         return sweep_frame(runs)
 
     # ------------------------------------------------------------------ pictures
@@ -1066,8 +1094,11 @@ class DAG:
                 f"<p style='color:{STATUS_STYLE['failed'][1]}'><b>{type(exc).__name__}</b>: "
                 f"{escape(str(exc))}</p>",
             }
+        from oktyv_nb.units import plural
+
         if len(graph) > GRAPH_LIMIT:  # dot would take long: the outline, and how to draw it
-            note = f"{len(graph)} tasks: call dag.graph() or dag.save_graph(path) to draw it"
+            note = (f"{plural(len(graph), 'task')}: call dag.graph() or dag.save_graph(path) "
+                    "to draw it")
             return {"text/plain": f"{text}\n{note}",
                     "text/html": f"<pre>{escape(text)}</pre><p>{escape(note)}</p>"}
         from oktyv_nb.results.display.render import build_digraph, mimebundle
@@ -1078,13 +1109,15 @@ class DAG:
         return bundle
 
     def __repr__(self) -> str:
+        from oktyv_nb.units import plural
+
         name = f" {self.name!r}" if self.name else ""
         try:
-            levels = f", {len(self.validate().levels)} levels"
+            levels = f", {plural(len(self.validate().levels), 'level')}"
         except ValueError as exc:
             levels = f", invalid: {type(exc).__name__}"
         return (
-            f"<DAG{name}: {len(self.specs)} tasks{levels}, "
+            f"<DAG{name}: {plural(len(self.specs), 'task')}{levels}, "
             f"max_concurrent={self.config.max_concurrent}>"
         )
 

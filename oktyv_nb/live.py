@@ -5,8 +5,9 @@ events (``event_kinds``): ``run_started`` hands it the run, whose records it the
 the tasks' own events cost it nothing. From there a ticker on the event loop looks at the
 records every ``min_interval`` seconds (less often when looking and showing cost more than
 ``budget`` of the elapsed time) and makes a **frame**, a snapshot of every task's status,
-when a status changed; ``run_finished`` stops it and :meth:`LiveView.close` shows the final
-frame.
+when a status changed, and at least every ``_HEARTBEAT_S`` seconds while the run lasts (so
+the elapsed time keeps counting while a task waits out a retry backoff and no status
+changes); ``run_finished`` stops it and :meth:`LiveView.close` shows the final frame.
 
 Where frames go:
 
@@ -14,15 +15,22 @@ Where frames go:
   updated in place through its display id. Rendering happens in a background thread, never
   in the thread running the event loop: the graph is laid out once by ``dot`` (off the loop)
   and each frame only recolours that SVG (:class:`~oktyv_nb.render.SvgTemplate`). The graph
-  joins the progress bar once laying it out fits in ``budget`` of the run so far; the final
-  frame is drawn afresh (durations, critical path) when that fits too, else recoloured;
+  joins the progress bar once laying it out fits in ``budget`` of the run so far. The final
+  frame of a finished run is the full picture, the same graph as ``run.graph()``
+  (durations, error codes, the critical path) and its time the run's makespan, whatever the
+  run's length; only a graph of more than ``GRAPH_LIMIT`` tasks whose layout would take
+  longer than ``budget`` of the run is left out, with a note saying ``run.graph()`` draws
+  it;
 * ``display=callable``: the callable gets each :class:`Frame` synchronously, in the thread
   that emits events (the event loop) — keep it quick; ``display=print`` prints a progress
   line per frame. A frame renders its SVG only when asked (:meth:`Frame.svg`);
 * otherwise (outside a notebook, no ``display``) the view does nothing.
 
+:class:`SweepProgress` shows ``dag.sweep()``'s progress on one line: which setting runs, of
+how many, and that run's progress line, taken from the frames of a live view of each run.
+
 Times are seconds. The module is one concern, a subscriber and its frames, and stays whole
-(about 550 lines): the ticker, the budget and the renderer thread share one lock and one
+(about 700 lines): the ticker, the budget and the renderer thread share one lock and one
 notion of "the latest frame", which reads best in one place.
 """
 
@@ -41,9 +49,17 @@ from typing import TYPE_CHECKING, Any
 
 from oktyv_nb.errors import GraphvizNotFound
 from oktyv_nb.jupyter import in_notebook
-from oktyv_nb.results.display.render import SvgTemplate, build_digraph, map_counts, to_svg
+from oktyv_nb.results.display import GRAPH_LIMIT
+from oktyv_nb.results.display.render import (
+    SvgTemplate,
+    build_digraph,
+    map_counts,
+    svg_html,
+    to_svg,
+)
 from oktyv_nb.results.display.theme import MUTED, STATUS_STYLE
-from oktyv_nb.units import format_seconds
+from oktyv_nb.results.stats import makespan
+from oktyv_nb.units import format_seconds, plural
 
 if TYPE_CHECKING:
     from oktyv_nb.execution.engine import RunOutcome
@@ -51,7 +67,7 @@ if TYPE_CHECKING:
     from oktyv_nb.execution.records import TaskRecord
     from oktyv_nb.model.graph import Graph
 
-__all__ = ["Frame", "LiveView"]
+__all__ = ["Frame", "LiveView", "SweepProgress"]
 
 perf = time.perf_counter
 _status = attrgetter("status")
@@ -64,10 +80,12 @@ _FINAL = ("success", "failed", "skipped")
 #: (``dot`` itself runs in the display thread's subprocess, off the event loop).
 _TEMPLATE_COST_PER_TASK = 60e-6
 #: ``dot``'s cost per task for a whole layout, seconds (about 1 s for 500 tasks), used to
-#: decide whether a final frame may lay the graph out (``close()`` waits for it).
+#: decide whether the final frame of a graph of more than ``GRAPH_LIMIT`` tasks may lay it
+#: out (``close()`` waits for it); up to ``GRAPH_LIMIT`` tasks it always does.
 _DOT_COST_PER_TASK = 2e-3
-#: The final frame always shows graphs up to this many tasks (a layout takes tens of ms).
-_SMALL = 100
+#: A frame comes at least this often (seconds) while the run lasts, changed or not, so that
+#: the elapsed time keeps counting (or every ``min_interval`` when that is longer).
+_HEARTBEAT_S = 1.0
 #: Bytes per second of notebook output a live view may send (big SVGs update less often).
 _OUTPUT_RATE = 2e6
 
@@ -76,10 +94,11 @@ class Frame:
     """A snapshot of the run shown by a :class:`LiveView`.
 
     ``states`` maps task id -> status (tasks not yet seen are ``pending``); ``elapsed`` is
-    seconds since the run started; ``final`` marks the last frame, which carries the run's
-    ``outcome`` when the run finished (durations and critical path on the graph). A final
-    frame may be given the run's ``records`` instead of ``states``: they change no more,
-    so its states and counts are worked out only when asked for.
+    seconds since the run started, and in the final frame the run's makespan (the time
+    ``run.graph()`` and ``run.stats`` give); ``final`` marks the last frame, which carries
+    the run's ``outcome`` when the run finished (durations and critical path on the graph).
+    A final frame may be given the run's ``records`` instead of ``states``: they change no
+    more, so its states and counts are worked out only when asked for.
     """
 
     __slots__ = ("_counts", "_maps", "_records", "_states", "elapsed", "final", "index",
@@ -153,20 +172,28 @@ class Frame:
         c = self.counts
         return c["success"] + c["failed"] + c["skipped"]
 
-    def text(self) -> str:
-        """One progress line, e.g. ``etl: 7/12 done (5 success, 1 failed, 1 skipped) ·
-        2 running · 3 pending · 0.84 s``."""
+    def line(self) -> str:
+        """The progress line without the title, e.g. ``7/12 done (5 success, 1 failed,
+        1 skipped) · 2 running · 3 pending · 0.84 s``; the final frame's time is the run's
+        makespan (``· makespan 1.28 s``)."""
         c = self.counts
         finished = ", ".join(f"{c[s]} {s}" for s in _FINAL if c[s])
         line = f"{self.done}/{self.total} done" + (f" ({finished})" if finished else "")
         for st in ("running", "retrying", "ready", "pending"):
             if c[st]:
                 line += f" · {c[st]} {st}"
-        line += f" · {format_seconds(self.elapsed)}"
-        if self.final and self.outcome is not None and self.outcome.interrupted:
+        line += f" · {'makespan ' if self.final else ''}{format_seconds(self.elapsed)}"
+        if self.final and self.outcome is not None and (
+                self.outcome.interrupted or self.outcome.aborted):
             line += " · interrupted"
         elif self.final and self.outcome is None and self.done < self.total:
             line += " · stopped"
+        return line
+
+    def text(self) -> str:
+        """One progress line, e.g. ``etl: 7/12 done (5 success, 1 failed, 1 skipped) ·
+        2 running · 3 pending · 0.84 s``."""
+        line = self.line()
         return f"{self.title}: {line}" if self.title else line
 
     __str__ = text
@@ -237,7 +264,7 @@ class LiveView:
 
     __slots__ = (
         "_due", "_failed", "_has_maps", "_lock", "_no_dot", "_notebook", "_records", "_shown",
-        "_shown_maps", "_sink", "_t0",
+        "_shown_maps", "_shown_t", "_sink", "_t0",
         "_template", "_timer", "budget", "closed", "compact", "direction", "display_s",
         "frames", "graph", "min_interval", "title",
     )
@@ -270,6 +297,7 @@ class LiveView:
         self._records: dict[str, TaskRecord] = {}
         self._shown: list[str] | None = None  # the statuses of the last frame
         self._shown_maps: dict[str, str] | None = None  # and its maps' child counts
+        self._shown_t = 0.0  # and its elapsed time, seconds
         self._has_maps = any(n.map is not None for n in graph.nodes.values())
         self._due = 0.0
         self._t0: float | None = None
@@ -344,7 +372,8 @@ class LiveView:
         self._timer = loop.call_later(max(delay, 0.0), self._tick)
 
     def _tick(self) -> None:
-        """A frame when the states changed since the last one; then the next tick, after
+        """A frame when the states changed since the last one, or when the last one is
+        ``_HEARTBEAT_S`` old (its elapsed time would stand still); then the next tick, after
         ``min_interval`` or longer when frames and ticks cost more than ``budget``."""
         self._timer = None
         if self.closed or self._failed or self._t0 is None:
@@ -353,7 +382,8 @@ class LiveView:
         t = start - self._t0
         statuses = list(map(_status, self._records.values()))
         maps = _map_counts(self._records) if self._has_maps else None
-        if statuses != self._shown or maps != self._shown_maps:
+        stale = t - self._shown_t >= max(self.min_interval, _HEARTBEAT_S)
+        if statuses != self._shown or maps != self._shown_maps or stale:
             self._shown = statuses
             self._shown_maps = maps
             try:
@@ -376,6 +406,7 @@ class LiveView:
             self._failed = True
             raise
         self.frames += 1
+        self._shown_t = t
 
     def _spent(self, start: float, t: float) -> None:
         """Count the loop time since ``start`` (perf seconds) and set when the next frame may
@@ -386,7 +417,8 @@ class LiveView:
 
     def close(self, run: Any = None) -> None:
         """Show the final frame: the states of ``run`` (a Run or RunOutcome) when given,
-        else the last states seen (after an interrupt). Idempotent."""
+        else the last states seen (after an interrupt); its time is the makespan of those
+        records. Idempotent."""
         if self.closed:
             return
         self.closed = True
@@ -394,15 +426,9 @@ class LiveView:
         if self._sink is None:
             return
         outcome: RunOutcome | None = getattr(run, "outcome", run)
-        if outcome is not None:
-            records = outcome.records
-            end = outcome.perf_end if outcome.perf_end is not None else perf()
-            elapsed = end - outcome.perf_start
-        else:
-            records = self._records
-            elapsed = perf() - self._t0 if self._t0 is not None else 0.0
-        frame = Frame(self, None, elapsed, self.frames, final=True, outcome=outcome,
-                      records=records)
+        records = outcome.records if outcome is not None else self._records
+        frame = Frame(self, None, makespan(records.values()), self.frames, final=True,
+                      outcome=outcome, records=records)
         try:
             if not self._failed:
                 self._sink(frame)
@@ -416,18 +442,20 @@ class LiveView:
 
     def __repr__(self) -> str:
         where = "notebook" if self._notebook else ("callable" if self._sink else "inactive")
-        return f"<LiveView {where}: {self.frames} frames>"
+        return f"<LiveView {where}: {plural(self.frames, 'frame')}>"
 
     # ------------------------------------------------------------------ drawing
     def _how(self, frame: Frame) -> str | None:
-        """How a shown frame draws its graph: ``"fresh"`` (laid out anew, with durations
-        and the critical path), ``"recolour"`` (the live layout) or None (not at all).
+        """How a shown frame draws its graph: ``"fresh"`` (laid out anew, with durations,
+        error codes and the critical path: ``run.graph()``), ``"recolour"`` (the live
+        layout) or None (not at all).
 
-        Laying the graph out costs ``dot`` time, and the final frame is waited for, so it
-        happens only within ``budget`` of the run so far (estimated as
-        ``_TEMPLATE_COST_PER_TASK`` per task for live frames, ``_DOT_COST_PER_TASK`` for
-        the final one, or the measured live layout time); a final frame of a graph up to
-        ``_SMALL`` tasks is always drawn.
+        A live frame lays the graph out once it fits in ``budget`` of the run so far
+        (``_TEMPLATE_COST_PER_TASK`` per task). The final frame of a finished run is always
+        the full picture, drawn afresh, for up to ``GRAPH_LIMIT`` tasks (the size the
+        ``Run`` display draws too); past that only when the layout (measured, else
+        ``_DOT_COST_PER_TASK`` per task) fits in ``budget`` of the run, else not at all.
+        A final frame without the run (closed after an interrupt) recolours the layout.
         """
         n = len(self.graph.nodes)
         allowance = frame.elapsed * self.budget
@@ -435,11 +463,10 @@ class LiveView:
         if not frame.final:
             return "recolour" if t is not None or allowance >= n * _TEMPLATE_COST_PER_TASK else None
         cost = t.layout_s if t is not None else n * _DOT_COST_PER_TASK
-        if frame.outcome is not None and (cost <= allowance or (t is None and n <= _SMALL)):
-            return "fresh"
-        if t is not None or n <= _SMALL or cost <= allowance:
-            return "recolour"
-        return None
+        affordable = n <= GRAPH_LIMIT or cost <= allowance
+        if frame.outcome is not None:
+            return "fresh" if affordable else None
+        return "recolour" if t is not None or affordable else None
 
     def _get_template(self) -> SvgTemplate:
         with self._lock:
@@ -480,8 +507,9 @@ class LiveView:
                 return ""
             return (
                 f'<div style="font:12px Helvetica,Arial,sans-serif;color:{MUTED}">'
-                f"The graph of {len(self.graph.nodes)} tasks is not drawn here (laying it out "
-                "would take longer than the run did); <code>run.graph()</code> draws it.</div>"
+                f"The graph of {plural(len(self.graph.nodes), 'task')} is not drawn here "
+                "(laying it out would take longer than the run did); <code>run.graph()</code> "
+                "draws it.</div>"
             )
         try:
             svg = self._svg(frame, how)
@@ -491,7 +519,7 @@ class LiveView:
                 f'color:{STATUS_STYLE["failed"][1]}">'
                 f"Graph not shown: {html.escape(str(exc))}</div>"
             )
-        return f'<div style="overflow:auto;max-width:100%">{_strip_xml_header(svg)}</div>'
+        return f"<div>{svg_html(svg)}</div>"
 
 
 def _map_counts(records: Mapping[str, TaskRecord]) -> dict[str, str]:
@@ -500,12 +528,6 @@ def _map_counts(records: Mapping[str, TaskRecord]) -> dict[str, str]:
         tid: map_counts([c.status for c in rec.children])
         for tid, rec in records.items() if rec.children is not None
     }
-
-
-def _strip_xml_header(svg: str) -> str:
-    """SVG for inline HTML: without the XML declaration and DOCTYPE."""
-    i = svg.find("<svg")
-    return svg[i:] if i > 0 else svg
 
 
 class _NotebookDisplay:
@@ -578,3 +600,96 @@ class _NotebookDisplay:
                 self.view.min_interval, cost / self.view.budget, size / _OUTPUT_RATE
             )
 
+
+class SweepProgress:
+    """The progress of a concurrency sweep (``dag.sweep()``) on one line: which
+    ``max_concurrent`` setting runs, as run k of n, and that run's own progress line, taken
+    from the frames of a :class:`LiveView` of the run (the same event stream).
+
+    ``display``: None (inside Jupyter: one output updated in place; elsewhere: nothing),
+    True (inside Jupyter the same; elsewhere a line printed as each run starts, and one at
+    the end), False (nothing) or a callable receiving each line of text. ``settings`` are
+    the sweep's ``max_concurrent`` values, each run ``repeat`` times. Times are seconds.
+    Showing a run's frames takes at most the live view's ``budget`` (2 %) of that run's
+    time, usually far less; ``display=False`` measures without it.
+    """
+
+    def __init__(
+        self,
+        settings: list[int],
+        repeat: int = 1,
+        title: str | None = None,
+        display: bool | Callable[[str], Any] | None = None,
+    ) -> None:
+        self.settings = list(settings)
+        self.repeat = repeat
+        self.title = title
+        self._t0 = perf()
+        self._head = ""
+        self._handle: Any = None
+        self._print = False
+        self._sink: Callable[[str], Any] | None = None
+        if callable(display) and not isinstance(display, bool):
+            self._sink = display
+        elif display is not False and in_notebook():
+            self._sink = self._show
+        elif display is True:
+            self._print = True
+            self._sink = print
+
+    @property
+    def total(self) -> int:
+        """Runs in the sweep."""
+        return len(self.settings) * self.repeat
+
+    @property
+    def active(self) -> bool:
+        """True when lines go somewhere."""
+        return self._sink is not None
+
+    def _prefix(self) -> str:
+        return f"{self.title} sweep" if self.title else "sweep"
+
+    def start(
+        self, index: int, max_concurrent: int, rep: int = 0
+    ) -> Callable[[Frame], None] | None:
+        """Announce run ``index`` (0-based) of the sweep, with ``max_concurrent`` and its
+        repeat ``rep`` (0-based); returns the display callable for that run's live view
+        (``dag.run(live=...)``), or None when its frames are not shown."""
+        repeat = f" (repeat {rep + 1}/{self.repeat})" if self.repeat > 1 else ""
+        self._head = (f"{self._prefix()}: run {index + 1}/{self.total} · "
+                      f"max_concurrent={max_concurrent}{repeat}")
+        self._emit(self._head)
+        if self._sink is None or self._print:
+            return None
+        return self._frame
+
+    def _frame(self, frame: Frame) -> None:
+        self._emit(f"{self._head} · {frame.line()}")
+
+    def finish(self, done: int | None = None) -> None:
+        """The last line: how many runs ended (``done``; default all) and the seconds the
+        sweep took."""
+        done = self.total if done is None else done
+        what = "done" if done == self.total else f"stopped after {done} of"
+        values = ", ".join(map(str, self.settings))
+        self._emit(f"{self._prefix()} {what} {plural(self.total, 'run')} "
+                   f"(max_concurrent {values}) in {format_seconds(perf() - self._t0)}")
+
+    def _emit(self, line: str) -> None:
+        if self._sink is not None:
+            self._sink(line)
+
+    def _show(self, line: str) -> None:
+        """One notebook output, created by the first line, updated in place after."""
+        from IPython.display import display
+
+        bundle = {
+            "text/plain": line,
+            "text/html": ('<div style="font:12px/1.4 Helvetica,Arial,sans-serif">'
+                          f"{html.escape(line)}</div>"),
+        }
+        if self._handle is None:
+            self._handle = display(bundle, raw=True, display_id=True)
+        else:
+            self._handle.update(bundle, raw=True)

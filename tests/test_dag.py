@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -808,13 +809,21 @@ def test_text_reprs_are_readable() -> None:
     broken = ok.DAG().task("a", echo, after="nope")
     assert "invalid: MissingDependencyError" in repr(broken)
     assert "non-existent task nope" in str(broken)
+    one = ok.DAG("one").task("a", echo)
+    assert repr(one) == "<DAG 'one': 1 task, 1 level, max_concurrent=10>"
+    assert repr(ok.DAG("none")) == "<DAG 'none': 0 tasks, 0 levels, max_concurrent=10>"
 
 
 def test_dag_mimebundle_renders_the_graph_or_the_error() -> None:
     dag = ok.DAG("shop").task("a", echo).task("b", echo, after="a")
     bundle = dag._repr_mimebundle_()
     assert bundle["text/plain"].startswith("<DAG 'shop'")
-    assert "<svg" in bundle.get("image/svg+xml", "") or "text/html" in bundle
+    if shutil.which("dot"):  # the SVG inline, scaled to the cell's width
+        assert "image/svg+xml" not in bundle
+        svg = bundle["text/html"]
+        assert "max-width:100%" in svg[svg.index("<svg"):svg.index(">", svg.index("<svg"))]
+    else:
+        assert "text/html" in bundle
     broken = ok.DAG().task("a", echo, after="nope")._repr_mimebundle_()
     assert "non-existent task nope" in broken["text/html"]
 
@@ -833,6 +842,45 @@ def test_run_reprs() -> None:
 
     run._repr_pretty_(P(), False)
     assert "TypeError" in pretty[0] and "duration_s" in pretty[0]
+
+
+def test_an_early_validation_error_has_a_short_traceback() -> None:
+    """A DAG referring to a task that does not exist fails before any event loop is
+    involved: its traceback holds the caller's frame and the library's checks, nothing of
+    asyncio or nest_asyncio2, also when run() is called while a loop runs (Jupyter)."""
+    import traceback
+
+    dag = ok.DAG("typo").task("a", echo).task("b", echo, x="${aa.result}")
+
+    def frames(call: Any) -> list[traceback.FrameSummary]:
+        with pytest.raises(ok.OktyvError, match="no task aa") as info:
+            call()
+        return traceback.extract_tb(info.value.__traceback__)
+
+    def check(tb: list[traceback.FrameSummary], entry: str) -> None:
+        shown = [f"{f.filename}:{f.lineno} {f.name}" for f in tb]
+        assert not [f for f in shown if "asyncio" in f or "nest_asyncio" in f], shown
+        assert tb[0].filename == __file__, shown  # the caller's own lines come first
+        ours = [f for f in tb if f.filename != __file__]
+        assert ours[0].name == entry and ours[0].filename.endswith("oktyv_nb/dag.py"), shown
+        assert all("/oktyv_nb/" in f.filename for f in ours), shown
+        assert len(ours) <= 6, shown  # run/arun, the plan, the graph's checks
+
+    check(frames(lambda: dag.run(live=False)), "run")
+    seen: list[list[traceback.FrameSummary]] = []
+
+    async def in_a_running_loop() -> None:
+        ok.DAG("fine").task("a", echo).run(live=False)  # the loop is made reentrant
+        seen.append(frames(lambda: dag.run(live=False)))
+        try:
+            await dag.arun(live=False)
+        except ok.OktyvError as exc:
+            seen.append(traceback.extract_tb(exc.__traceback__))
+
+    asyncio.run(in_a_running_loop())
+    assert len(seen) == 2
+    check(seen[0], "run")
+    check(seen[1], "arun")
 
 
 def test_large_dag_display_skips_drawing() -> None:

@@ -5,6 +5,7 @@ missing-``dot`` path, loosely measured overhead, and the notebook display in a r
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import time
 import warnings
@@ -18,7 +19,9 @@ import oktyv_nb as ok
 from oktyv_nb.execution.events import EventKind
 from oktyv_nb.execution.records import TaskRecord
 from oktyv_nb.live import Frame, LiveView
-from oktyv_nb.results.display.render import STATUS_STYLE
+from oktyv_nb.results.display import GRAPH_LIMIT
+from oktyv_nb.results.display.render import STATUS_STYLE, svg_html
+from oktyv_nb.units import format_seconds
 
 HAVE_DOT = shutil.which("dot") is not None
 needs_dot = pytest.mark.skipif(not HAVE_DOT, reason="Graphviz `dot` is not installed")
@@ -291,6 +294,8 @@ def test_frame_pictures_mid_run_and_final() -> None:
     assert view.layout_s > 0
     page = mid.html()
     assert "<?xml" not in page and "<svg" in page and "pics: " in page
+    root = page[page.index("<svg"):page.index(">", page.index("<svg"))]
+    assert "max-width:100%" in root and "height:auto" in root  # scaled to the cell
     assert f'background:{STATUS_STYLE["failed"][1]}' in page  # progress bar segment
     final = rec.frames[-1]
     fsvg = final.svg()  # drawn afresh: durations and critical path
@@ -303,18 +308,22 @@ def test_frame_pictures_mid_run_and_final() -> None:
 
 @needs_dot
 def test_big_graphs_are_drawn_only_when_the_run_affords_it() -> None:
-    # 200 tasks in ~0.2 s: laying the graph out would cost more than the run; the final
-    # frame says so instead of making the caller wait, and frame.svg() still draws it.
-    dag = chain_dag(200, asleep, seconds=0.01)
+    # More than GRAPH_LIMIT tasks in ~0.3 s: laying the graph out would cost more than the
+    # run; the final frame says so instead of making the caller wait (as the Run display
+    # draws no graph that big), and frame.svg() still draws it.
+    n = GRAPH_LIMIT + 20
+    dag = chain_dag(n, asleep, seconds=0.01)
     rec = Recorder()
     view = LiveView(dag.validate(), display=rec)
     run, _ = live_run(dag, view)
     final = rec.frames[-1]
     assert run.stats.makespan_s < 1.0
     page = final.html()
-    assert "<svg" not in page and "run.graph()" in page and "200/200 done" in page
-    assert final.svg().count('class="node"') >= 200
-    # 150 tasks over ~0.75 s: live frames show the graph; the final one recolours it
+    assert "<svg" not in page and "run.graph()" in page and f"{n}/{n} done" in page
+    assert f"The graph of {n} tasks" in page
+    assert final.svg().count('class="node"') >= n
+    # 150 tasks over ~0.75 s: live frames show the graph once affordable; the final one is
+    # the full picture, drawn afresh
     dag = chain_dag(150, asleep, seconds=0.05)
     rec = Recorder()
     view = LiveView(dag.validate(), display=rec, min_interval=0.05)
@@ -322,10 +331,9 @@ def test_big_graphs_are_drawn_only_when_the_run_affords_it() -> None:
     assert "<svg" not in rec.frames[0].html()  # at the start it was not affordable yet
     late = [f for f in rec.frames if not f.final and f.elapsed > 0.5]
     assert late and "<svg" in late[-1].html()
-    shown = rec.frames[-1].html()  # what the display shows: the live layout, recoloured
+    shown = rec.frames[-1].html()  # what the display shows
     assert shown.count(f'fill="{STATUS_STYLE["success"][0]}"') == 150 + 1  # + legend
-    assert "makespan" not in shown
-    assert "makespan" in rec.frames[-1].svg()  # asked for: drawn afresh
+    assert "makespan" in shown and "critical path" in shown
 
 
 @needs_dot
@@ -340,8 +348,9 @@ def test_the_final_frame_is_drawn_afresh_when_the_run_affords_it() -> None:
     assert view.layout_s > 0
     long_enough = view.layout_s / view.budget + 0.01
     assert view._how(Frame(view, {}, long_enough, 2, final=True, outcome=out)) == "fresh"
-    assert view._how(Frame(view, {}, long_enough / 4, 3, final=True, outcome=out)) == "recolour"
-    assert view._how(Frame(view, {}, long_enough, 4, final=True)) == "recolour"  # interrupted
+    # the final frame of a finished run is the full picture, however short the run
+    assert view._how(Frame(view, {}, long_enough / 4, 3, final=True, outcome=out)) == "fresh"
+    assert view._how(Frame(view, {}, long_enough, 4, final=True)) == "recolour"  # no run
     page = Frame(view, {}, long_enough, 5, final=True, outcome=out).html()
     assert "makespan" in page and "critical path" in page
 
@@ -359,6 +368,146 @@ def test_frames_without_dot_show_the_hint(monkeypatch: pytest.MonkeyPatch,
     assert "6/6 done" in page
     with pytest.raises(ok.GraphvizNotFound):
         rec.frames[-1].svg()
+
+
+class Showing(Recorder):
+    """A display callable that makes each frame's HTML, as the notebook display does (so
+    live frames lay the graph out once that is affordable)."""
+
+    def __call__(self, frame: Frame) -> None:
+        super().__call__(frame)
+        frame.html()
+
+
+@needs_dot
+@pytest.mark.parametrize("min_interval", [0.0, 0.02, 10.0])
+def test_the_final_frame_is_the_full_picture_whatever_the_runs_length(
+    min_interval: float,
+) -> None:
+    # ~0.1 s: far too short for a layout within the budget; live frames laid the graph out
+    # (except with the longest throttle); the final frame must be run.graph() all the same.
+    d = ok.DAG("short", max_concurrent=3)
+    for i in range(9):
+        d.task(f"t{i}", asleep, seconds=0.03, fail=(i == 4),
+               after=[f"t{i - 3}"] if i >= 3 else None)
+    view = LiveView(d.validate(), title="short", display=Showing(), min_interval=min_interval)
+    run, _ = live_run(d, view)
+    if min_interval < 1:
+        assert view.layout_s > 0  # a live layout was made: recolouring it was the shortcut
+        assert run.stats.makespan_s * view.budget < view.layout_s
+    final = view._sink.frames[-1]  # type: ignore[union-attr]
+    page = final.html()
+    assert svg_html(run.to_svg()) in page  # the very picture run.graph() draws
+    assert "makespan" in page and "critical path" in page and "ValueError" in page
+    assert re.search(r"\d+(\.\d+)? ms", page)  # durations
+
+
+def test_the_elapsed_time_keeps_counting_during_a_retry_backoff() -> None:
+    # "flaky" fails at once and waits 2 s before its second attempt: no status changes
+    # meanwhile, yet the progress line's time must go on (a frame at least every second).
+    d = ok.DAG("backoff")
+    d.task("flaky", Flaky(), retry=ok.RetryPolicy(max_attempts=2, initial_delay=2.0))
+    rec = Recorder()
+    view = LiveView(d.validate(), display=rec, min_interval=0.05)
+    run, _ = live_run(d, view)
+    assert run.records["flaky"].status == "success" and run.records["flaky"].attempts == 2
+    waiting = [f for f in rec.frames if f.states.get("flaky") == "retrying"]
+    assert len(waiting) >= 2
+    times = [f.elapsed for f in waiting]
+    assert all(b - a <= 1.0 + 0.3 for a, b in pairwise(times))  # the time kept counting
+    assert times[-1] - times[0] >= 1.0
+    texts = [f.text() for f in waiting]
+    assert len(set(texts)) == len(texts)  # each shows a later time
+
+
+def test_the_final_line_shows_the_runs_makespan_as_the_graph_does() -> None:
+    # Interrupted while "flaky" waits out a 5 s backoff: what ran took a few ms, the run
+    # was stopped ~0.4 s in; the live line and the graph both give the makespan.
+    d = ok.DAG("cut", max_concurrent=2)
+    d.task("flaky", Flaky(), retry=ok.RetryPolicy(max_attempts=2, initial_delay=5.0))
+    d.task("after", asleep, after="flaky")
+    rec = Recorder()
+    view = LiveView(d.validate(), title="cut", display=rec, min_interval=0.05)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(d.arun(live=False, on_event=view))
+        await asyncio.sleep(0.4)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    partial = d.last_run
+    assert partial is not None and partial.interrupted
+    view.close(partial)
+    final = rec.frames[-1]
+    span = partial.stats.makespan_s
+    assert span < 0.2 and final.elapsed == span
+    shown = f"makespan {format_seconds(span)}"
+    assert shown in final.text() and "interrupted" in final.text()
+    assert shown in partial.graph().summary
+    # a finished run too: the final line's time is its makespan
+    d2 = chain_dag(6, asleep, width=2, seconds=0.02)
+    rec2 = Recorder()
+    done, _ = live_run(d2, LiveView(d2.validate(), display=rec2))
+    assert rec2.frames[-1].elapsed == done.stats.makespan_s
+    assert f"makespan {format_seconds(done.stats.makespan_s)}" in rec2.frames[-1].text()
+
+
+class Flaky:
+    """Fails its first call at once, then succeeds."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self) -> int:
+        self.calls += 1
+        if self.calls == 1:
+            raise ConnectionError("temporary")
+        return 1
+
+
+# ------------------------------------------------------------------ the sweep's progress
+def sweep_dag() -> ok.DAG:
+    d = ok.DAG("amdahl", max_concurrent=1)
+    for i in range(4):
+        d.task(f"t{i}", asleep, seconds=0.15)
+    return d
+
+
+def test_a_sweep_shows_which_setting_runs_of_how_many(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    lines: list[str] = []
+    df = sweep_dag().sweep([1, 2], progress=lines.append)
+    assert list(df["max_concurrent"]) == [1, 2]
+    assert lines[0] == "amdahl sweep: run 1/2 · max_concurrent=1"
+    assert "amdahl sweep: run 2/2 · max_concurrent=2" in lines
+    # each run's own progress, from its live view's frames (the same event stream)
+    first = [x for x in lines if x.startswith("amdahl sweep: run 1/2 · max_concurrent=1 · ")]
+    assert any(" done" in x and " running" in x for x in first), first
+    assert any("4/4 done (4 success) · makespan" in x for x in first), first
+    assert re.fullmatch(r"amdahl sweep done 2 runs \(max_concurrent 1, 2\) in .+ m?s", lines[-1])
+    assert capsys.readouterr().out == ""  # a callable: nothing printed
+    # in a script: nothing unless asked; asked, a line per run and one at the end
+    sweep_dag().sweep([2], repeat=2)
+    assert capsys.readouterr().out == ""
+    sweep_dag().sweep([2], repeat=2, progress=True)
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ["amdahl sweep: run 1/2 · max_concurrent=2 (repeat 1/2)",
+                       "amdahl sweep: run 2/2 · max_concurrent=2 (repeat 2/2)"]
+    assert out[2].startswith("amdahl sweep done 2 runs (max_concurrent 2)") and len(out) == 3
+
+
+def test_asweep_shows_progress_too_and_says_when_it_stopped() -> None:
+    lines: list[str] = []
+    asyncio.run(sweep_dag().asweep([2, 4], progress=lines.append))
+    assert "amdahl sweep: run 2/2 · max_concurrent=4" in lines
+    assert lines[-1].startswith("amdahl sweep done 2 runs")
+    lines.clear()
+    with pytest.raises(ValueError, match="failure_mode"):
+        sweep_dag().sweep([1, 2], progress=lines.append, failure_mode="sometimes")
+    assert lines[-1].startswith("amdahl sweep stopped after 0 of 2 runs")
 
 
 # ------------------------------------------------------------------ in a real kernel
@@ -386,6 +535,7 @@ run2 = dag.run(live=False, on_event=view.on_event)
 view.close(run2)
 print(view.frames, view.updates, view._notebook.error)
 """,
+        "table = dag.sweep([2, 3])\nprint(len(table))",
     ]
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
@@ -399,9 +549,17 @@ print(view.frames, view.updates, view._notebook.error)
     assert "nb-live: 9/9 done (7 success, 1 failed, 1 skipped)" in html_text
     assert "<svg" in html_text  # the final states, coloured (7 success + the legend's)
     assert html_text.count(f'fill="{STATUS_STYLE["success"][0]}"') == 7 + 1
+    assert "· makespan " in html_text and "critical path" in html_text  # the full picture
+    assert "max-width:100%" in html_text
     assert any(o.get("text", "").strip() == "partial" for o in out if o["output_type"] == "stream")
     frames, updates, error = nb.cells[2].outputs[-1]["text"].split()
     assert error == "None"
     assert 3 <= int(updates) <= int(frames)
     shown = [o for o in nb.cells[2].outputs if o["output_type"] == "display_data"]
     assert len(shown) == 1 and "explicit: 9/9 done" in shown[0]["data"]["text/html"]
+    # the sweep: one line, updated in place, ending with what ran
+    swept = [o for o in nb.cells[3].outputs if o["output_type"] == "display_data"]
+    assert len(swept) == 1, nb.cells[3].outputs
+    assert swept[0]["data"]["text/plain"].startswith(
+        "nb-live sweep done 2 runs (max_concurrent 2, 3) in ")
+    assert nb.cells[3].outputs[-1]["text"].strip() == "2"
