@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import html
 import math
+import sys
 import threading
 import time
 import warnings
@@ -606,10 +607,17 @@ class SweepProgress:
     ``max_concurrent`` setting runs, as run k of n, and that run's own progress line, taken
     from the frames of a :class:`LiveView` of the run (the same event stream).
 
-    ``display``: None (inside Jupyter: one output updated in place; elsewhere: nothing),
-    True (inside Jupyter the same; elsewhere a line printed as each run starts, and one at
-    the end), False (nothing) or a callable receiving each line of text. ``settings`` are
-    the sweep's ``max_concurrent`` values, each run ``repeat`` times. Times are seconds.
+    ``display``: None (inside Jupyter: one line of the cell's output rewritten in place;
+    elsewhere: nothing), True (inside Jupyter the same; elsewhere a line printed as each run
+    starts, and one at the end), False (nothing) or a callable receiving each line of text.
+    ``settings`` are the sweep's ``max_concurrent`` values, each run ``repeat`` times. Times
+    are seconds.
+
+    In Jupyter the line is text on the cell's stdout, each version after a carriage return
+    (as text progress bars do): the front end shows the latest, and what a notebook stores
+    reads as the last line, ``amdahl sweep done: 4 runs (max_concurrent 1, 2, 4, 8)``, which
+    nbval compares as it is (an output updated through a display id would be compared in
+    its first version).
     Showing a run's frames takes at most the live view's ``budget`` (2 %) of that run's
     time, usually far less; ``display=False`` measures without it.
     """
@@ -624,15 +632,13 @@ class SweepProgress:
         self.settings = list(settings)
         self.repeat = repeat
         self.title = title
-        self._t0 = perf()
         self._head = ""
-        self._handle: Any = None
         self._print = False
         self._sink: Callable[[str], Any] | None = None
         if callable(display) and not isinstance(display, bool):
             self._sink = display
         elif display is not False and in_notebook():
-            self._sink = self._show
+            self._sink = self._rewrite
         elif display is True:
             self._print = True
             self._sink = print
@@ -668,28 +674,24 @@ class SweepProgress:
         self._emit(f"{self._head} · {frame.line()}")
 
     def finish(self, done: int | None = None) -> None:
-        """The last line: how many runs ended (``done``; default all) and the seconds the
-        sweep took."""
+        """The last line: how many of the runs ended (``done``; default all). It holds no
+        time, so that a stored notebook's output stays the same from one run to the next
+        (the table has each run's makespan)."""
         done = self.total if done is None else done
-        what = "done" if done == self.total else f"stopped after {done} of"
+        what = "done:" if done == self.total else f"stopped after {done} of"
         values = ", ".join(map(str, self.settings))
         self._emit(f"{self._prefix()} {what} {plural(self.total, 'run')} "
-                   f"(max_concurrent {values}) in {format_seconds(perf() - self._t0)}")
+                   f"(max_concurrent {values})")
+        if self._sink == self._rewrite:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
 
     def _emit(self, line: str) -> None:
         if self._sink is not None:
             self._sink(line)
 
-    def _show(self, line: str) -> None:
-        """One notebook output, created by the first line, updated in place after."""
-        from IPython.display import display
-
-        bundle = {
-            "text/plain": line,
-            "text/html": ('<div style="font:12px/1.4 Helvetica,Arial,sans-serif">'
-                          f"{html.escape(line)}</div>"),
-        }
-        if self._handle is None:
-            self._handle = display(bundle, raw=True, display_id=True)
-        else:
-            self._handle.update(bundle, raw=True)
+    @staticmethod
+    def _rewrite(line: str) -> None:
+        """The notebook's line: rewritten in place (a carriage return before each version)."""
+        sys.stdout.write("\r" + line)
+        sys.stdout.flush()
