@@ -609,3 +609,36 @@ def test_a_timed_out_sync_task_names_the_thread_it_ran_on() -> None:
     assert run.attempts.worker.iloc[0] == df.loc["a", "worker"]
     # wait_s: ready to first start; NaN for a task that never started (the one rule)
     assert df.loc["a", "wait_s"] >= 0 and df["wait_s"].isna()["b"]
+
+
+def test_a_finished_run_lets_go_of_its_tasks_without_the_collector() -> None:
+    """SPEC §19: no asyncio task of a run outlives it. The loop workers are freed by
+    reference counting when the run ends (not only by a later cyclic collection), so
+    that runs in one process never pile tasks up in asyncio's set of tasks."""
+    import gc
+    import weakref
+
+    seen: list[weakref.ref[asyncio.Task[Any]]] = []
+
+    async def where() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        seen.append(weakref.ref(task))
+
+    dag = ok.DAG("workers", max_concurrent=4)
+    for i in range(8):
+        dag.task(f"t{i}", where)
+    dag.run(live=False)
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        seen.clear()
+        for _ in range(3):
+            assert dag.run(live=False).status == "success"
+        assert len(seen) == 24
+        alive = [ref() for ref in seen if ref() is not None]
+        assert alive == []
+    finally:
+        if enabled:
+            gc.enable()

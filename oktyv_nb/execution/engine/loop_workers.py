@@ -9,7 +9,8 @@ State (touched only on the loop's thread):
 ``jobs``
     attempts whose call waits for a worker, in order.
 ``idle``
-    futures of the workers waiting for a job; :meth:`LoopWorkers.staff` resolves them.
+    per worker waiting for a job, the future it waits on (in the order they began to
+    wait); :meth:`LoopWorkers.staff` resolves them.
 ``workers``
     every worker task of the run.
 ``coming``
@@ -66,7 +67,7 @@ class LoopWorkers:
         self.engine = engine
         self.loop: asyncio.AbstractEventLoop | None = None
         self.jobs: deque[Attempt] = deque()
-        self.idle: list[asyncio.Future[None]] = []
+        self.idle: dict[asyncio.Future[None], asyncio.Task[None]] = {}
         self.workers: set[asyncio.Task[None]] = set()
         self.in_worker = False
         self.coming = 0
@@ -77,7 +78,7 @@ class LoopWorkers:
         wanted = len(self.jobs) - self.coming - (1 if self.in_worker else 0)
         idle = self.idle
         while wanted > 0 and idle:
-            fut = idle.pop()
+            fut, _ = idle.popitem()
             if not fut.done():
                 fut.set_result(None)
                 self.coming += 1
@@ -103,7 +104,7 @@ class LoopWorkers:
         while not self.closing:
             if not jobs:
                 fut = self.loop.create_future()  # type: ignore[union-attr]
-                self.idle.append(fut)
+                self.idle[fut] = me
                 try:
                     await fut
                 except asyncio.CancelledError:
@@ -113,8 +114,7 @@ class LoopWorkers:
                 if fut.done() and not fut.cancelled():
                     self.coming -= 1  # woken by staff()
                 else:
-                    with contextlib.suppress(ValueError):
-                        self.idle.remove(fut)
+                    self.idle.pop(fut, None)
                 last = perf()
                 continue
             att = jobs.popleft()
@@ -173,11 +173,23 @@ class LoopWorkers:
                 last = perf()
 
     def close(self) -> list[asyncio.Task[None]]:
-        """Stop taking jobs and cancel every worker; returns the worker tasks."""
+        """Stop taking jobs: idle workers are woken and return, busy ones (still awaiting a
+        call) are cancelled; returns the worker tasks.
+
+        Waking rather than cancelling the idle ones lets them end as plain finished tasks:
+        a cancelled worker's error would hold its frame, and that frame the task, a cycle
+        that only the cyclic collector frees, so that every run would leave its workers
+        in asyncio's set of tasks until then."""
         self.closing = True
         self.jobs.clear()
+        idle = set(self.idle.values())
+        for fut in self.idle:
+            if not fut.done():
+                fut.set_result(None)
+        self.idle.clear()
         for w in self.workers:
-            w.cancel()
+            if w not in idle:
+                w.cancel()
         return list(self.workers)
 
 

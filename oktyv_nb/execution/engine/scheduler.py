@@ -1002,6 +1002,12 @@ class Engine:
         for t in self.abandoned:  # their outcome was recorded: mark it retrieved
             if t.done() and not t.cancelled():
                 t.exception()
+        # The engine and its loop workers refer to each other, so only the cyclic collector
+        # frees them: let go of the run's tasks now, or they would stay in asyncio's set of
+        # tasks (which every asyncio.all_tasks() walks) until it does.
+        self.workers.workers.clear()
+        self.abandoned.clear()
+        self.cancelled_at.clear()
         with contextlib.suppress(Exception):
             await self.backend.aclose()
 
