@@ -78,7 +78,7 @@ from oktyv_nb.results.display import GRAPH_LIMIT
 from oktyv_nb.results.display.theme import STATUS_STYLE
 from oktyv_nb.results.run import reusable, reusable_maps
 from oktyv_nb.store import RunStore
-from oktyv_nb.units import check_seconds, format_seconds, ms_to_seconds, seconds_to_ms
+from oktyv_nb.units import check_seconds, format_seconds, ms_to_seconds, plural, seconds_to_ms
 
 if TYPE_CHECKING:
     import graphviz
@@ -1094,7 +1094,6 @@ class DAG:
                 f"<p style='color:{STATUS_STYLE['failed'][1]}'><b>{type(exc).__name__}</b>: "
                 f"{escape(str(exc))}</p>",
             }
-        from oktyv_nb.units import plural
 
         if len(graph) > GRAPH_LIMIT:  # dot would take long: the outline, and how to draw it
             note = (f"{plural(len(graph), 'task')}: call dag.graph() or dag.save_graph(path) "
@@ -1109,7 +1108,6 @@ class DAG:
         return bundle
 
     def __repr__(self) -> str:
-        from oktyv_nb.units import plural
 
         name = f" {self.name!r}" if self.name else ""
         try:
@@ -1171,7 +1169,7 @@ def interrupted_note(records: Iterable[TaskRecord], elapsed_s: float) -> str:
              "skipped": "skipped"}
     parts = [f"{counts[k]} {w}" for k, w in words.items() if counts.get(k)]
     return (f"run interrupted after {format_seconds(elapsed_s)}: {', '.join(parts)} of "
-            f"{total} tasks; the partial run is dag.last_run")
+            f"{plural(total, 'task')}; the partial run is dag.last_run")
 _OPENED: weakref.WeakValueDictionary[str, RunStore] = weakref.WeakValueDictionary()
 
 

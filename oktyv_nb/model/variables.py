@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from oktyv_nb.errors import InvalidOptionError, VariableResolutionError
+from oktyv_nb.units import plural
 
 __all__ = ["PARAMS_DEPTH", "REFERENCE", "Reference", "find_references", "has_references", "resolve"]
 
@@ -160,7 +161,7 @@ def _step(value: Any, seg: str, ref: Reference, walked: list[str]) -> Any:
             if -len(value) <= i < len(value):
                 return value[i]
         raise VariableResolutionError(
-            f"${{{ref.text}}}: {'.'.join(walked)} is a list of {len(value)} items; "
+            f"${{{ref.text}}}: {'.'.join(walked)} is a list of {plural(len(value), 'item')}; "
             f"{seg!r} is not a valid index"
         )
     if names is not None and seg in names and not seg.startswith("_"):

@@ -38,6 +38,7 @@ from oktyv_nb.dag import DAG
 from oktyv_nb.errors import InvalidOptionError, InvalidRateError
 from oktyv_nb.model.registry import ToolTable
 from oktyv_nb.results.display.theme import FAINT
+from oktyv_nb.units import plural
 from oktyv_nb.widgets.common import STYLE, guarded, mark, message_area, row, set_msg
 from oktyv_nb.widgets.draft import dag_error
 from oktyv_nb.widgets.editor import TaskEditor
@@ -192,7 +193,7 @@ class BuilderForm(W.VBox):
         name = escape(self.dag.name) if self.dag.name else "DAG builder"
         self.title_html.value = (
             f'<h3 style="margin:4px 0">{name} <span style="color:{FAINT};font-size:13px;'
-            f'font-weight:normal">{n} task{"s" if n != 1 else ""}</span></h3>'
+            f'font-weight:normal">{plural(n, "task")}</span></h3>'
         )
 
     def _dag_changed(self) -> None:
