@@ -148,10 +148,26 @@ class TaskRecord:
         its one span is its own start, end and worker (most tasks, so it saves memory)."""
         if self._spans is not None:
             return self._spans
-        if self.attempts == 1 and self.status == SUCCESS and self.start is not None:
+        if self._one_span():
             return [AttemptSpan(self.start, self.end or self.start, SUCCESS, self.worker,
-                                self.cpu_s, output=self.output)]
+                                self.cpu_s, output=self.output)]  # type: ignore[arg-type]
         return []
+
+    def _one_span(self) -> bool:
+        """True when the record itself is its one attempt's span (no list kept)."""
+        return self.attempts == 1 and self.status == SUCCESS and self.start is not None
+
+    def span_bounds(self) -> tuple[float, float] | None:
+        """The first attempt's start and the last one's end (perf seconds), or None when no
+        attempt ran: :attr:`spans`' bounds without making the spans."""
+        spans = self._spans
+        if spans is not None:
+            if not spans:
+                return None
+            return min(s.start for s in spans), max(s.end for s in spans)
+        if self._one_span():
+            return self.start, self.end or self.start  # type: ignore[return-value]
+        return None
 
     @property
     def stdout(self) -> str:

@@ -187,11 +187,14 @@ def makespan(records: Iterable[TaskRecord]) -> float:
     makespan ends with the last attempt that ended, not with the interrupt."""
     first = last = None
     for rec in ran(records):
-        for span in rec.spans:
-            if first is None or span.start < first:
-                first = span.start
-            if last is None or span.end > last:
-                last = span.end
+        bounds = rec.span_bounds()
+        if bounds is None:
+            continue
+        start, end = bounds
+        if first is None or start < first:
+            first = start
+        if last is None or end > last:
+            last = end
     return last - first if first is not None and last is not None else 0.0
 
 
