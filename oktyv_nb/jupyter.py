@@ -35,7 +35,10 @@ def _patch(loop: asyncio.AbstractEventLoop) -> None:
     import nest_asyncio2
 
     try:
-        nest_asyncio2.apply(loop)
+        # run_close_loop: from Python 3.12 on, asyncio.run() elsewhere in the process keeps
+        # its own contract (a new loop, closed at the end) instead of leaving loops open,
+        # nest_asyncio2's default (on 3.11 its asyncio.run reuses the thread's loop anyway)
+        nest_asyncio2.apply(loop, run_close_loop=True)
     except ValueError as exc:  # not an asyncio.BaseEventLoop (uvloop, ...)
         raise RuntimeError(
             f"run() was called while a {type(loop).__name__} is running in this thread and "
@@ -56,8 +59,9 @@ def run_sync(
     except RuntimeError:
         loop = None
     if loop is None:
-        # asyncio.Runner rather than asyncio.run: nest_asyncio2 replaces asyncio.run with a
-        # version that leaves loops open, and a worker thread wants its own, closed loop.
+        # asyncio.Runner rather than asyncio.run: nest_asyncio2 replaces asyncio.run, and
+        # whoever applied it first decides whether that version closes its loops; a worker
+        # thread wants its own, closed loop.
         try:
             with asyncio.Runner() as runner:
                 return runner.run(_boxed(coro)).value

@@ -537,6 +537,11 @@ NESTED_SCRIPT = textwrap.dedent(
         "callback": from_callback, "seconds": time.perf_counter() - t0,
         "again": ok.DAG().task("z", x).run(live=False).status,
     }
+
+    async def current():
+        return asyncio.get_running_loop()
+
+    out["asyncio_run_closes"] = asyncio.run(current()).is_closed()  # as unpatched
     print(json.dumps(out))
     """
 )
@@ -557,6 +562,10 @@ def test_sync_run_from_a_running_task_or_callback_nests_without_deadlock() -> No
     assert out["callback"] == ["success"]
     assert out["seconds"] < 10
     assert out["again"] == "success"
+    # nest_asyncio2 is applied with run_close_loop: from Python 3.12 on, a plain
+    # asyncio.run() elsewhere in the process still closes its loop (on 3.11 nest_asyncio2's
+    # asyncio.run reuses the thread's loop whatever the setting)
+    assert out["asyncio_run_closes"] is (sys.version_info >= (3, 12))
 
 
 def test_run_settings_override_the_dags() -> None:
@@ -844,43 +853,68 @@ def test_run_reprs() -> None:
     assert "TypeError" in pretty[0] and "duration_s" in pretty[0]
 
 
-def test_an_early_validation_error_has_a_short_traceback() -> None:
-    """A DAG referring to a task that does not exist fails before any event loop is
-    involved: its traceback holds the caller's frame and the library's checks, nothing of
-    asyncio or nest_asyncio2, also when run() is called while a loop runs (Jupyter)."""
-    import traceback
+IN_LOOP_TRACEBACKS = textwrap.dedent(
+    """
+    import asyncio, json, traceback
+    import oktyv_nb as ok
+
+    def echo(**kwargs):
+        return kwargs
 
     dag = ok.DAG("typo").task("a", echo).task("b", echo, x="${aa.result}")
+    seen = []
 
-    def frames(call: Any) -> list[traceback.FrameSummary]:
-        with pytest.raises(ok.OktyvError, match="no task aa") as info:
-            call()
-        return traceback.extract_tb(info.value.__traceback__)
+    def frames(exc):
+        return [[f.filename, f.name] for f in traceback.extract_tb(exc.__traceback__)]
 
-    def check(tb: list[traceback.FrameSummary], entry: str) -> None:
-        shown = [f"{f.filename}:{f.lineno} {f.name}" for f in tb]
-        assert not [f for f in shown if "asyncio" in f or "nest_asyncio" in f], shown
-        assert tb[0].filename == __file__, shown  # the caller's own lines come first
-        ours = [f for f in tb if f.filename != __file__]
-        assert ours[0].name == entry and ours[0].filename.endswith("oktyv_nb/dag.py"), shown
-        assert all("/oktyv_nb/" in f.filename for f in ours), shown
-        assert len(ours) <= 6, shown  # run/arun, the plan, the graph's checks
-
-    check(frames(lambda: dag.run(live=False)), "run")
-    seen: list[list[traceback.FrameSummary]] = []
-
-    async def in_a_running_loop() -> None:
+    async def in_a_running_loop():
         ok.DAG("fine").task("a", echo).run(live=False)  # the loop is made reentrant
-        seen.append(frames(lambda: dag.run(live=False)))
+        try:
+            dag.run(live=False)
+        except ok.OktyvError as exc:
+            seen.append(frames(exc))
         try:
             await dag.arun(live=False)
         except ok.OktyvError as exc:
-            seen.append(traceback.extract_tb(exc.__traceback__))
+            seen.append(frames(exc))
 
     asyncio.run(in_a_running_loop())
-    assert len(seen) == 2
-    check(seen[0], "run")
-    check(seen[1], "arun")
+    print(json.dumps({"file": __file__, "seen": seen}))
+    """
+)
+
+
+def test_an_early_validation_error_has_a_short_traceback(tmp_path: Any) -> None:
+    """A DAG referring to a task that does not exist fails before any event loop is
+    involved: its traceback holds the caller's frame and the library's checks, nothing of
+    asyncio or nest_asyncio2, also when run() is called while a loop runs (Jupyter; in a
+    process of its own, since nest_asyncio2 patches asyncio for good once applied)."""
+    import traceback
+
+    def check(tb: list[tuple[str, str]], caller: str, entry: str) -> None:
+        shown = [f"{file} {name}" for file, name in tb]
+        assert not [f for f in shown if "asyncio" in f or "nest_asyncio" in f], shown
+        assert tb[0][0] == caller, shown  # the caller's own lines come first
+        ours = [(file, name) for file, name in tb if file != caller]
+        assert ours[0][1] == entry and ours[0][0].endswith("oktyv_nb/dag.py"), shown
+        assert all("/oktyv_nb/" in file for file, _ in ours), shown
+        assert len(ours) <= 6, shown  # run/arun, the plan, the graph's checks
+
+    dag = ok.DAG("typo").task("a", echo).task("b", echo, x="${aa.result}")
+    with pytest.raises(ok.OktyvError, match="no task aa") as info:
+        dag.run(live=False)
+    check([(f.filename, f.name) for f in traceback.extract_tb(info.value.__traceback__)],
+          __file__, "run")
+
+    script = tmp_path / "in_loop.py"
+    script.write_text(IN_LOOP_TRACEBACKS, encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(out["seen"]) == 2
+    check([tuple(f) for f in out["seen"][0]], out["file"], "run")
+    check([tuple(f) for f in out["seen"][1]], out["file"], "arun")
 
 
 def test_large_dag_display_skips_drawing() -> None:
