@@ -43,8 +43,9 @@ def to_result(outcome: RunOutcome, *, release_graph: bool = False) -> ExecutionR
 
     ``release_graph``: the caller owns the outcome and drops it afterwards (a one-off
     ``execute_request`` without subscribers): once its levels and edges are taken, the
-    graph's nodes are let go before the task results are made, so that the nodes and the
-    results are not both in memory at once.
+    graph's nodes are let go before the task results are made, and each record once its
+    task result is made (the outcome's records then read None), so that neither the nodes
+    nor the records are in memory whole beside the results.
     """
     graph = outcome.graph
     dag = DagInfo.model_construct(
@@ -70,6 +71,8 @@ def to_result(outcome: RunOutcome, *, release_graph: bool = False) -> ExecutionR
         else:  # failed, or (only in a run that crashed) never finished
             nfailed += 1
         tasks[tid] = _task_result(rec, redact, base, end_perf)
+        if release_graph:
+            records[tid] = None  # type: ignore[assignment]
     status = "success" if not nfailed else ("partial" if nsuccess else "failure")
     return ExecutionResult.model_construct(
         execution_id=outcome.execution_id,

@@ -1008,6 +1008,7 @@ class Engine:
         self.workers.workers.clear()
         self.abandoned.clear()
         self.cancelled_at.clear()
+        self.succeeded = []  # rollback is done; the records live on in the outcome
         with contextlib.suppress(Exception):
             await self.backend.aclose()
 
