@@ -84,6 +84,7 @@ if TYPE_CHECKING:
     import graphviz
     import pandas as pd
 
+    from oktyv_nb.live import SweepProgress
     from oktyv_nb.results.run import Run
 
 __all__ = ["DAG", "TASK_OPTIONS", "Rollback"]
@@ -1025,15 +1026,12 @@ class DAG:
         from oktyv_nb.live import SweepProgress
         from oktyv_nb.results.frame import sweep_frame
 
-        settings = _sweep_settings(max_concurrent, repeat)
-        shown = SweepProgress(settings, repeat, self.name, progress)
+        shown = SweepProgress(_sweep_settings(max_concurrent, repeat), repeat, self.name,
+                              progress)
         runs: list[tuple[int, int, Run]] = []
         try:
-            for mc in settings:
-                for r in range(repeat):
-                    live = shown.start(len(runs), mc, r)
-                    options = {"live": live if live is not None else False, **kwargs}
-                    runs.append((mc, r, self.run(max_concurrent=mc, **options)))
+            for mc, r, options in _sweep_plan(shown, kwargs):
+                runs.append((mc, r, self.run(max_concurrent=mc, **options)))
         finally:
             shown.finish(len(runs))
         return sweep_frame(runs)
@@ -1050,15 +1048,12 @@ class DAG:
         from oktyv_nb.live import SweepProgress
         from oktyv_nb.results.frame import sweep_frame
 
-        settings = _sweep_settings(max_concurrent, repeat)
-        shown = SweepProgress(settings, repeat, self.name, progress)
+        shown = SweepProgress(_sweep_settings(max_concurrent, repeat), repeat, self.name,
+                              progress)
         runs: list[tuple[int, int, Run]] = []
         try:
-            for mc in settings:
-                for r in range(repeat):
-                    live = shown.start(len(runs), mc, r)
-                    options = {"live": live if live is not None else False, **kwargs}
-                    runs.append((mc, r, await self.arun(max_concurrent=mc, **options)))
+            for mc, r, options in _sweep_plan(shown, kwargs):
+                runs.append((mc, r, await self.arun(max_concurrent=mc, **options)))
         finally:
             shown.finish(len(runs))
         return sweep_frame(runs)
@@ -1245,6 +1240,19 @@ def _copy(spec: Any) -> Any:
         return spec.model_copy(deep=True)
     except Exception:  # params holding objects that cannot be deep-copied (locks, clients)
         return spec.model_copy()
+
+
+def _sweep_plan(
+    shown: SweepProgress, kwargs: dict[str, Any]
+) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """The runs of a sweep in order: ``(max_concurrent, repeat index, run options)``, each
+    announced to ``shown`` before it runs."""
+    n = 0
+    for mc in shown.settings:
+        for r in range(shown.repeat):
+            live = shown.start(n, mc, r)
+            yield mc, r, {"live": live if live is not None else False, **kwargs}
+            n += 1
 
 
 def _sweep_settings(max_concurrent: Sequence[int] | int, repeat: int) -> list[int]:
