@@ -90,3 +90,23 @@ def run(
 ) -> ExecutionResult:
     """Run a request of ``tasks`` with ``config`` (camelCase keys) and return the result."""
     return ok.execute_request({"tasks": tasks, "config": config}, tools=tools, vault=vault)
+
+
+def cancel_arun_after(dag: ok.DAG, seconds: float, **options: Any) -> ok.Run:
+    """Start ``dag.arun(live=False, **options)``, cancel it ``seconds`` in (as Jupyter's stop
+    button would) and return the partial run it kept as ``dag.last_run``."""
+
+    async def main() -> None:
+        task = asyncio.ensure_future(dag.arun(live=False, **options))
+        await asyncio.sleep(seconds)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return
+        raise AssertionError("the run ended before it was cancelled")
+
+    asyncio.run(main())
+    run = dag.last_run
+    assert run is not None and run.outcome.interrupted
+    return run

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_helpers import cancel_arun_after
 
 import oktyv_nb as ok
 from oktyv_nb.execution.events import EventKind
@@ -428,17 +429,8 @@ def test_the_final_line_shows_the_runs_makespan_as_the_graph_does() -> None:
     d.task("after", asleep, after="flaky")
     rec = Recorder()
     view = LiveView(d.validate(), title="cut", display=rec, min_interval=0.05)
-
-    async def main() -> None:
-        task = asyncio.ensure_future(d.arun(live=False, on_event=view))
-        await asyncio.sleep(0.4)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    asyncio.run(main())
-    partial = d.last_run
-    assert partial is not None and partial.interrupted
+    partial = cancel_arun_after(d, 0.4, on_event=view)
+    assert partial.interrupted
     view.close(partial)
     final = rec.frames[-1]
     span = partial.stats.makespan_s

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import re
 import time
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from engine_helpers import cancel_arun_after
 
 import oktyv_nb as ok
 from oktyv_nb.execution.records import STATUSES
@@ -508,18 +508,7 @@ def _interrupted_run() -> Any:
         await asyncio.sleep(10)
 
     dag = ok.DAG("cut").task("a", lambda: 1).task("b", slow).task("c", slow, after="a")
-
-    async def main() -> None:
-        task = asyncio.ensure_future(dag.arun(live=False))
-        await asyncio.sleep(0.2)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    asyncio.run(main())
-    run = dag.last_run
-    assert run is not None and run.outcome.interrupted
-    return run
+    return cancel_arun_after(dag, 0.2)
 
 
 def test_an_interrupted_runs_figures_say_they_are_partial() -> None:
